@@ -1,0 +1,250 @@
+//! Command line: argument parsing and the subcommands, thin over the library.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use clap::{CommandFactory, Parser, Subcommand};
+use tracing::{debug, info};
+
+use crate::config::{self, Config};
+use crate::error::{Error, Result};
+use crate::firewall::Firewall;
+use crate::firewall::iptables::Iptables;
+use crate::reconcile;
+use crate::state;
+use crate::status;
+
+/// Dispatcher actions that trigger a reconcile. Everything else returns at once.
+pub const RECONCILE_ACTIONS: &[&str] = &[
+    "up",
+    "down",
+    "dhcp4-change",
+    "reapply",
+    "connectivity-change",
+    "vpn-up",
+    "vpn-down",
+];
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "nm-multiwan",
+    version,
+    about = "Balance connections over every NetworkManager uplink",
+    long_about = "nm-multiwan spreads new connections over all active NetworkManager uplinks \
+                  (wired, Wi-Fi, USB tethering...), one uplink per connection, and keeps the \
+                  routing tables, policy rules and firewall chains this needs in step with \
+                  NetworkManager."
+)]
+pub struct Cli {
+    /// Configuration file; a missing file means defaults.
+    #[arg(long, global = true, value_name = "PATH", default_value = config::DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+    /// More logging (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Reconcile now from NetworkManager's current state.
+    Apply,
+    /// Called by the NetworkManager dispatcher script; reconciles on up/down events.
+    Dispatch {
+        /// Interface the event is about (only logged).
+        iface: String,
+        /// Dispatcher action (up, down, dhcp4-change, ...).
+        action: String,
+    },
+    /// Remove everything nm-multiwan installed, and nothing else.
+    Flush,
+    /// Show the uplinks in use, with live figures.
+    Status {
+        /// Machine-readable output (stable, documented in the README).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the desired state without touching anything.
+    Plan {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the man page and shell completions into DIR (for packagers).
+    #[command(hide = true)]
+    GenerateAssets {
+        /// Output directory.
+        dir: PathBuf,
+    },
+}
+
+fn init_logging(cli: &Cli) {
+    let level = if cli.quiet {
+        "error"
+    } else {
+        match cli.verbose {
+            0 => "info",
+            1 => "debug",
+            _ => "trace",
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NM_MULTIWAN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!("{e}");
+            e.exit_code()
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let run_dir = state::run_dir();
+    match cli.command {
+        Command::Apply => apply(&cli.config, &run_dir, "apply").await,
+        Command::Dispatch { iface, action } => {
+            if RECONCILE_ACTIONS.contains(&action.as_str()) {
+                apply(
+                    &cli.config,
+                    &run_dir,
+                    &format!("dispatcher: {iface} {action}"),
+                )
+                .await
+            } else {
+                debug!(iface, action, "dispatcher event ignored");
+                Ok(())
+            }
+        }
+        Command::Flush => {
+            let config = Config::load(&cli.config)?;
+            let c = reconcile::flush(&config, &run_dir).await?;
+            info!(
+                rules = c.rules_deleted,
+                routes = c.routes_deleted,
+                sysctls = c.sysctls_restored,
+                "flushed"
+            );
+            Ok(())
+        }
+        Command::Status { json } => {
+            let config = Config::load(&cli.config)?;
+            let report = status::gather(&config).await?;
+            let text = if json {
+                serde_json::to_string_pretty(&report).expect("serialises")
+            } else {
+                status::render(&report)
+            };
+            print_stdout(&text)
+        }
+        Command::Plan { json } => {
+            let config = Config::load(&cli.config)?;
+            let plan = status::current_plan(&config, &BTreeMap::new()).await?;
+            let text = if json {
+                serde_json::to_string_pretty(&plan).expect("serialises")
+            } else {
+                status::render_plan(&plan, &Iptables::default().render(&plan.firewall))
+            };
+            print_stdout(&text)
+        }
+        Command::GenerateAssets { dir } => generate_assets(&dir),
+    }
+}
+
+async fn apply(config_path: &Path, run_dir: &Path, why: &str) -> Result<()> {
+    // Config errors stop us before anything in the kernel is touched.
+    let config = Config::load(config_path)?;
+    let (plan, changes) = reconcile::reconcile(&config, run_dir, &BTreeMap::new()).await?;
+    let uplinks: Vec<&str> = plan
+        .uplinks
+        .iter()
+        .filter(|u| u.in_balance)
+        .map(|u| u.iface.as_str())
+        .collect();
+    if changes.is_empty() {
+        info!(trigger = why, ?uplinks, "in sync; nothing to change");
+    } else {
+        info!(trigger = why, ?uplinks, ?changes, "reconciled");
+    }
+    Ok(())
+}
+
+/// Results go to stdout; a closed pipe (`| head`) is not an error worth a panic.
+fn print_stdout(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match writeln!(out, "{text}") {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Error::io("stdout", e)),
+        _ => Ok(()),
+    }
+}
+
+fn generate_assets(dir: &Path) -> Result<()> {
+    let io = |what: &str, e| Error::io(format!("{what} in {}", dir.display()), e);
+    std::fs::create_dir_all(dir).map_err(|e| io("creating", e))?;
+    let cmd = Cli::command();
+    let mut page = Vec::new();
+    clap_mangen::Man::new(cmd.clone())
+        .render(&mut page)
+        .map_err(|e| io("rendering man page", e))?;
+    std::fs::write(dir.join("nm-multiwan.1"), page).map_err(|e| io("writing man page", e))?;
+    for shell in [
+        clap_complete::Shell::Bash,
+        clap_complete::Shell::Zsh,
+        clap_complete::Shell::Fish,
+    ] {
+        clap_complete::generate_to(shell, &mut cmd.clone(), "nm-multiwan", dir)
+            .map_err(|e| io("writing completions", e))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn nonsense_arguments_are_usage_errors() {
+        for args in [
+            vec!["nm-multiwan"],
+            vec!["nm-multiwan", "dispatch", "eth0"],
+            vec!["nm-multiwan", "frobnicate"],
+            vec!["nm-multiwan", "status", "--jsno"],
+            vec!["nm-multiwan", "-v", "-q", "apply"],
+        ] {
+            let err = Cli::try_parse_from(&args).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{args:?}");
+        }
+        assert!(Cli::try_parse_from(["nm-multiwan", "dispatch", "$(reboot)", "up"]).is_ok());
+    }
+}

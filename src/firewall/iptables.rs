@@ -1,0 +1,480 @@
+//! iptables backend: renders the plan into our own chains and installs them with one
+//! `iptables-restore --noflush` batch per run, which the kernel commits atomically.
+//!
+//! We run `iptables-save`/`iptables-restore` ourselves rather than through the
+//! `iptables` crate: the crate spawns one process per rule and has no batch, so it
+//! could neither swap a chain atomically nor meet the no-op reconcile budget.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use tracing::debug;
+
+use super::{Counters, Firewall};
+use crate::error::{Error, Result};
+use crate::plan::FirewallPlan;
+
+pub const OUT_CHAIN: &str = "nm-multiwan-out";
+pub const PRE_CHAIN: &str = "nm-multiwan-pre";
+pub const NAT_CHAIN: &str = "nm-multiwan-nat";
+
+/// (table, built-in chain, our chain) for every jump we own.
+const JUMPS: [(&str, &str, &str); 3] = [
+    ("mangle", "OUTPUT", OUT_CHAIN),
+    ("mangle", "PREROUTING", PRE_CHAIN),
+    ("nat", "POSTROUTING", NAT_CHAIN),
+];
+
+pub struct Iptables {
+    save: String,
+    restore: String,
+}
+
+impl Default for Iptables {
+    fn default() -> Self {
+        Iptables {
+            save: "iptables-save".into(),
+            restore: "iptables-restore".into(),
+        }
+    }
+}
+
+/// The rules of our chains, without the plan's fingerprint.
+struct Rendered {
+    mangle: Vec<String>,
+    nat: Vec<String>,
+}
+
+fn render_rules(p: &FirewallPlan) -> Rendered {
+    let m = p.mark_mask;
+    let out = OUT_CHAIN;
+    let pre = PRE_CHAIN;
+    let mut mangle = vec![
+        // A packet that already carries a mark was routed on purpose by whoever set
+        // it (a socket's SO_MARK: VPN clients, our own health probes): leave it alone.
+        format!("-A {out} -m mark ! --mark 0x0 -j RETURN"),
+        format!("-A {out} -j CONNMARK --restore-mark --nfmask {m:#x} --ctmask {m:#x}"),
+        format!("-A {out} -m mark ! --mark 0x0/{m:#x} -j RETURN"),
+        // Connections older than our chains keep the route they started with.
+        format!("-A {out} -m conntrack ! --ctstate NEW -j RETURN"),
+        format!("-A {out} -m addrtype --dst-type LOCAL -j RETURN"),
+        format!("-A {out} -m addrtype --dst-type BROADCAST -j RETURN"),
+        format!("-A {out} -m addrtype --dst-type MULTICAST -j RETURN"),
+    ];
+    for net in &p.exclude {
+        mangle.push(format!("-A {out} -d {net} -j RETURN"));
+    }
+    for s in &p.slots {
+        let nth = if s.every > 1 {
+            format!(
+                "-m statistic --mode nth --every {} --packet {} ",
+                s.every, s.packet
+            )
+        } else {
+            String::new()
+        };
+        mangle.push(format!(
+            "-A {out} {nth}-j MARK --set-xmark {:#x}/{m:#x}",
+            s.mark
+        ));
+    }
+    mangle.push(format!(
+        "-A {out} -m mark ! --mark 0x0/{m:#x} -j CONNMARK --save-mark --nfmask {m:#x} --ctmask {m:#x}"
+    ));
+
+    mangle.push(format!(
+        "-A {pre} -j CONNMARK --restore-mark --nfmask {m:#x} --ctmask {m:#x}"
+    ));
+    mangle.push(format!("-A {pre} -m mark ! --mark 0x0/{m:#x} -j RETURN"));
+    for (iface, mark) in &p.inbound {
+        mangle.push(format!(
+            "-A {pre} -i {iface} -m conntrack --ctstate NEW -m addrtype --dst-type LOCAL -j MARK --set-xmark {mark:#x}/{m:#x}"
+        ));
+    }
+    mangle.push(format!(
+        "-A {pre} -m mark ! --mark 0x0/{m:#x} -j CONNMARK --save-mark --nfmask {m:#x} --ctmask {m:#x}"
+    ));
+
+    let nat = p
+        .masquerade
+        .iter()
+        .map(|(iface, mark)| {
+            format!("-A {NAT_CHAIN} -o {iface} -m mark --mark {mark:#x}/{m:#x} -j MASQUERADE")
+        })
+        .collect();
+    Rendered { mangle, nat }
+}
+
+/// FNV-1a: a stable fingerprint of the rendered rules, kept in a comment rule so that a
+/// no-op reconcile costs one `iptables-save` and no write.
+fn fingerprint(r: &Rendered) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for line in r.mangle.iter().chain(["*nat".to_string()].iter()).chain(&r.nat) {
+        for b in line.bytes().chain([b'\n']) {
+            h ^= b as u64;
+            h = h.wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    format!("{h:016x}")
+}
+
+fn fingerprint_rule(fp: &str) -> String {
+    format!("-A {OUT_CHAIN} -m comment --comment nm-multiwan:plan={fp}")
+}
+
+/// What `iptables-save` shows of ours.
+#[derive(Debug, Default)]
+struct Installed {
+    /// table -> chains of ours that exist
+    chains: Vec<(String, String)>,
+    /// (table, builtin, ours) -> how many times the jump appears
+    jumps: BTreeMap<(String, String, String), usize>,
+    /// rules in our chains, in order, per chain
+    rules: BTreeMap<String, Vec<String>>,
+    /// counters of rules in our chains ([packets, bytes]) when saved with -c
+    counters: BTreeMap<String, Vec<(u64, String)>>,
+}
+
+fn is_ours(chain: &str) -> bool {
+    chain == OUT_CHAIN || chain == PRE_CHAIN || chain == NAT_CHAIN
+}
+
+fn parse_save(text: &str) -> Installed {
+    let mut inst = Installed::default();
+    let mut table = String::new();
+    for raw in text.lines() {
+        let (packets, line) = match raw.strip_prefix('[') {
+            Some(rest) => match rest.split_once("] ") {
+                Some((c, l)) => (c.split(':').next().and_then(|p| p.parse().ok()), l),
+                None => (None, raw),
+            },
+            None => (None, raw),
+        };
+        if let Some(t) = line.strip_prefix('*') {
+            table = t.trim().to_string();
+        } else if let Some(decl) = line.strip_prefix(':') {
+            let name = decl.split_whitespace().next().unwrap_or("");
+            if is_ours(name) {
+                inst.chains.push((table.clone(), name.to_string()));
+            }
+        } else if let Some(rule) = line.strip_prefix("-A ") {
+            let chain = rule.split_whitespace().next().unwrap_or("");
+            if is_ours(chain) {
+                inst.rules
+                    .entry(chain.to_string())
+                    .or_default()
+                    .push(line.to_string());
+                inst.counters
+                    .entry(chain.to_string())
+                    .or_default()
+                    .push((packets.unwrap_or(0), line.to_string()));
+                continue;
+            }
+            for (t, builtin, ours) in JUMPS {
+                if table == t && rule == format!("{builtin} -j {ours}") {
+                    *inst
+                        .jumps
+                        .entry((t.into(), builtin.into(), ours.into()))
+                        .or_default() += 1;
+                }
+            }
+        }
+    }
+    inst
+}
+
+impl Iptables {
+    fn dump(&self, counters: bool) -> Result<Installed> {
+        let mut cmd = Command::new(&self.save);
+        if counters {
+            cmd.arg("-c");
+        }
+        let out = cmd
+            .stderr(Stdio::piped())
+            .output()
+            .map_err(|e| Error::Firewall(format!("cannot run {}: {e}", self.save)))?;
+        if !out.status.success() {
+            return Err(Error::Firewall(format!(
+                "{} failed: {}",
+                self.save,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(parse_save(&String::from_utf8_lossy(&out.stdout)))
+    }
+
+    fn restore(&self, batch: &str) -> Result<()> {
+        debug!(batch, "iptables-restore --noflush");
+        let mut child = Command::new(&self.restore)
+            .args(["--noflush", "-w", "10"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::Firewall(format!("cannot run {}: {e}", self.restore)))?;
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(batch.as_bytes())
+            .map_err(|e| Error::Firewall(format!("writing to {}: {e}", self.restore)))?;
+        let out = child
+            .wait_with_output()
+            .map_err(|e| Error::Firewall(format!("{}: {e}", self.restore)))?;
+        if !out.status.success() {
+            return Err(Error::Firewall(format!(
+                "{} rejected our batch: {}",
+                self.restore,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
+
+    fn full_batch(&self, p: &FirewallPlan, inst: &Installed) -> String {
+        let r = render_rules(p);
+        let fp = fingerprint(&r);
+        let mut b = String::new();
+        b.push_str("*mangle\n");
+        b.push_str(&format!(":{OUT_CHAIN} - [0:0]\n:{PRE_CHAIN} - [0:0]\n"));
+        b.push_str(&fingerprint_rule(&fp));
+        b.push('\n');
+        for l in &r.mangle {
+            b.push_str(l);
+            b.push('\n');
+        }
+        jump_lines(&mut b, "mangle", inst);
+        b.push_str("COMMIT\n*nat\n");
+        b.push_str(&format!(":{NAT_CHAIN} - [0:0]\n"));
+        for l in &r.nat {
+            b.push_str(l);
+            b.push('\n');
+        }
+        jump_lines(&mut b, "nat", inst);
+        b.push_str("COMMIT\n");
+        b
+    }
+}
+
+/// Exactly one jump to each of our chains, inserted at the top of the built-in chain
+/// so that our mark is in place before any other rule routes on it.
+fn jump_lines(b: &mut String, table: &str, inst: &Installed) {
+    for (t, builtin, ours) in JUMPS.iter().filter(|(t, ..)| *t == table) {
+        let n = inst
+            .jumps
+            .get(&(t.to_string(), builtin.to_string(), ours.to_string()))
+            .copied()
+            .unwrap_or(0);
+        if n == 0 {
+            b.push_str(&format!("-I {builtin} 1 -j {ours}\n"));
+        }
+        for _ in 1..n.max(1) {
+            b.push_str(&format!("-D {builtin} -j {ours}\n"));
+        }
+    }
+}
+
+impl Firewall for Iptables {
+    fn render(&self, p: &FirewallPlan) -> String {
+        let r = render_rules(p);
+        let mut s = String::from("*mangle\n");
+        for (_, builtin, ours) in JUMPS.iter().filter(|(t, ..)| *t == "mangle") {
+            s.push_str(&format!("-I {builtin} 1 -j {ours}\n"));
+        }
+        for l in &r.mangle {
+            s.push_str(l);
+            s.push('\n');
+        }
+        s.push_str("*nat\n");
+        s.push_str(&format!("-I POSTROUTING 1 -j {NAT_CHAIN}\n"));
+        for l in &r.nat {
+            s.push_str(l);
+            s.push('\n');
+        }
+        s
+    }
+
+    fn is_current(&self, p: &FirewallPlan) -> Result<bool> {
+        let inst = self.dump(false)?;
+        let r = render_rules(p);
+        let fp = fingerprint_rule(&fingerprint(&r));
+        let jumps_ok = JUMPS.iter().all(|(t, b, o)| {
+            inst.jumps
+                .get(&(t.to_string(), b.to_string(), o.to_string()))
+                .copied()
+                == Some(1)
+        });
+        let count = |c: &str| inst.rules.get(c).map_or(0, Vec::len);
+        let out_ok = inst
+            .rules
+            .get(OUT_CHAIN)
+            .and_then(|rules| rules.first())
+            .is_some_and(|first| first == &fp);
+        // The fingerprint covers the contents; the counts catch a rule added or
+        // deleted by hand.
+        let pre_rules = r.mangle.iter().filter(|l| l.contains(PRE_CHAIN)).count();
+        let out_rules = r.mangle.len() - pre_rules + 1;
+        Ok(jumps_ok
+            && out_ok
+            && count(OUT_CHAIN) == out_rules
+            && count(PRE_CHAIN) == pre_rules
+            && count(NAT_CHAIN) == r.nat.len())
+    }
+
+    fn apply(&self, p: &FirewallPlan) -> Result<()> {
+        let inst = self.dump(false)?;
+        self.restore(&self.full_batch(p, &inst))
+    }
+
+    fn flush(&self) -> Result<()> {
+        let inst = self.dump(false)?;
+        let mut b = String::new();
+        for table in ["mangle", "nat"] {
+            let mut body = String::new();
+            for ((t, builtin, ours), n) in &inst.jumps {
+                if t == table {
+                    for _ in 0..*n {
+                        body.push_str(&format!("-D {builtin} -j {ours}\n"));
+                    }
+                }
+            }
+            for (t, chain) in &inst.chains {
+                if t == table {
+                    body.push_str(&format!("-F {chain}\n-X {chain}\n"));
+                }
+            }
+            if !body.is_empty() {
+                b.push_str(&format!("*{table}\n{body}COMMIT\n"));
+            }
+        }
+        if b.is_empty() {
+            return Ok(());
+        }
+        self.restore(&b)
+    }
+
+    fn installed_marks(&self) -> Result<BTreeMap<String, u32>> {
+        let inst = self.dump(false)?;
+        let mut out = BTreeMap::new();
+        for rule in inst.rules.get(NAT_CHAIN).into_iter().flatten() {
+            let words: Vec<&str> = rule.split_whitespace().collect();
+            let iface = words
+                .iter()
+                .position(|w| *w == "-o")
+                .and_then(|i| words.get(i + 1));
+            let mark = words
+                .iter()
+                .position(|w| *w == "--mark")
+                .and_then(|i| words.get(i + 1))
+                .and_then(|m| crate::config::parse_u32(m.split('/').next().unwrap_or("")));
+            if let (Some(i), Some(m)) = (iface, mark) {
+                out.insert(i.to_string(), m);
+            }
+        }
+        Ok(out)
+    }
+
+    fn counters(&self) -> Result<BTreeMap<u32, Counters>> {
+        let inst = self.dump(true)?;
+        let mut out: BTreeMap<u32, Counters> = BTreeMap::new();
+        for (packets, rule) in inst.counters.get(OUT_CHAIN).into_iter().flatten() {
+            if let Some(rest) = rule.split("--set-xmark ").nth(1) {
+                let mark = rest.split('/').next().and_then(crate::config::parse_u32);
+                if let Some(mark) = mark {
+                    out.entry(mark).or_default().new_connections += packets;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::model::{Ipv4Net, Uplink};
+    use crate::plan::{Facts, plan};
+    use std::net::Ipv4Addr;
+
+    fn two_uplinks() -> FirewallPlan {
+        let up = |iface: &str, n: u8| Uplink {
+            iface: iface.into(),
+            connection_id: iface.into(),
+            connection_uuid: iface.into(),
+            address: Ipv4Addr::new(10, 0, n, 2),
+            subnet: Ipv4Net::new(Ipv4Addr::new(10, 0, n, 0), 24),
+            gateway: Some(Ipv4Addr::new(10, 0, n, 1)),
+            metric: 100,
+            local_routes: vec![],
+        };
+        plan(
+            &Config::default(),
+            &Facts {
+                uplinks: vec![up("eth0", 1), up("wlan0", 2)],
+                ..Default::default()
+            },
+        )
+        .firewall
+    }
+
+    #[test]
+    fn renders_nth_round_and_masquerade() {
+        let text = Iptables::default().render(&two_uplinks());
+        assert!(text.contains(
+            "-A nm-multiwan-out -m statistic --mode nth --every 2 --packet 0 -j MARK --set-xmark 0x1000000/0x3f000000"
+        ));
+        assert!(text.contains(
+            "-A nm-multiwan-nat -o wlan0 -m mark --mark 0x2000000/0x3f000000 -j MASQUERADE"
+        ));
+        assert!(text.contains("-A nm-multiwan-out -d 10.0.1.0/24 -j RETURN"));
+        assert!(text.contains("-i eth0 -m conntrack --ctstate NEW"));
+    }
+
+    #[test]
+    fn fingerprint_changes_with_plan() {
+        let a = two_uplinks();
+        let mut b = a.clone();
+        b.slots.pop();
+        assert_ne!(
+            fingerprint(&render_rules(&a)),
+            fingerprint(&render_rules(&b))
+        );
+        assert_eq!(
+            fingerprint(&render_rules(&a)),
+            fingerprint(&render_rules(&a.clone()))
+        );
+    }
+
+    #[test]
+    fn parses_save_output() {
+        let save = "\
+*mangle
+:OUTPUT ACCEPT [0:0]
+:nm-multiwan-out - [0:0]
+-A OUTPUT -j nm-multiwan-out
+-A OUTPUT -j nm-multiwan-out
+-A OUTPUT -j other
+[5:300] -A nm-multiwan-out -m statistic --mode nth --every 2 --packet 0 -j MARK --set-xmark 0x1000000/0x3f000000
+COMMIT
+*nat
+:nm-multiwan-nat - [0:0]
+-A nm-multiwan-nat -o eth0 -m mark --mark 0x1000000/0x3f000000 -j MASQUERADE
+COMMIT
+";
+        let inst = parse_save(save);
+        assert_eq!(
+            inst.jumps[&("mangle".into(), "OUTPUT".into(), OUT_CHAIN.into())],
+            2
+        );
+        assert_eq!(inst.chains.len(), 2);
+        assert_eq!(inst.counters[OUT_CHAIN][0].0, 5);
+        let mut b = String::new();
+        jump_lines(&mut b, "mangle", &inst);
+        assert_eq!(
+            b,
+            "-D OUTPUT -j nm-multiwan-out\n-I PREROUTING 1 -j nm-multiwan-pre\n"
+        );
+    }
+}

@@ -1,0 +1,32 @@
+//! The firewall side: our own chains that mark, restore and save connection marks and
+//! masquerade. Behind a small trait so that another backend (nftables) can follow.
+
+pub mod iptables;
+
+use std::collections::BTreeMap;
+
+use crate::error::Result;
+use crate::plan::FirewallPlan;
+
+/// Per-uplink packet and byte counters read from our chains.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Counters {
+    /// New connections placed on the uplink since the chain was last rebuilt.
+    pub new_connections: u64,
+}
+
+pub trait Firewall {
+    /// The plan in this backend's own syntax, for `nm-multiwan plan`.
+    fn render(&self, plan: &FirewallPlan) -> String;
+    /// Whether the kernel already holds exactly this plan (chains and jumps).
+    fn is_current(&self, plan: &FirewallPlan) -> Result<bool>;
+    /// Installs the plan in one atomic step: no new connection meets a half-built chain.
+    fn apply(&self, plan: &FirewallPlan) -> Result<()>;
+    /// Removes our chains and the jumps to them; nothing else. Idempotent.
+    fn flush(&self) -> Result<()>;
+    /// Interface -> mark of the uplinks our chains currently masquerade, so that
+    /// identity can be recovered from the kernel.
+    fn installed_marks(&self) -> Result<BTreeMap<String, u32>>;
+    /// Counters of the nth slots, by mark.
+    fn counters(&self) -> Result<BTreeMap<u32, Counters>>;
+}

@@ -1,0 +1,3 @@
+fn main() {
+    std::process::exit(nm_multiwan::cli::main());
+}

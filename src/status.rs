@@ -1,0 +1,324 @@
+//! `status` and `plan`: what is in use and what would be, for people and for scripts.
+//! Read-only.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::process::Command;
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::error::Result;
+use crate::firewall::Firewall;
+use crate::firewall::iptables::Iptables;
+use crate::netlink::Netlink;
+use crate::nm::NetworkManager;
+use crate::plan::{self, Plan};
+use crate::reconcile::observe;
+use crate::state::{self, State};
+
+/// Version of the `status --json` format; bumped only on incompatible changes.
+pub const STATUS_FORMAT: u32 = 1;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    pub format: u32,
+    /// Whether the kernel holds exactly the plan (routes, rules, chains).
+    pub in_sync: bool,
+    pub mark_mask: String,
+    pub uplinks: Vec<UplinkStatus>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UplinkStatus {
+    pub iface: String,
+    pub connection: String,
+    pub connection_uuid: String,
+    pub address: String,
+    pub gateway: Option<String>,
+    pub mark: String,
+    pub table: u32,
+    pub weight: u32,
+    /// Whether new connections are given to it right now.
+    pub in_balance: bool,
+    /// Health verdict: `null` when no daemon probes, else true/false.
+    pub healthy: Option<bool>,
+    /// Tracked connections carrying this uplink's mark (`null` without conntrack).
+    pub connections: Option<u64>,
+    /// New connections the nth round gave it since the chain was last rebuilt.
+    pub new_connections: u64,
+    /// Interface byte counters.
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+}
+
+/// The plan as it would be applied now, computed from live facts. Writes nothing.
+pub async fn current_plan(config: &Config, health: &BTreeMap<String, bool>) -> Result<Plan> {
+    let nm = NetworkManager::connect().await?;
+    let nl = Netlink::connect().await?;
+    let fw = Iptables::default();
+    let state = State::load(&state::run_dir());
+    let observed = observe(config, &nm, &nl, &fw, &state, health).await?;
+    Ok(plan::plan(config, &observed.facts))
+}
+
+pub async fn gather(config: &Config) -> Result<StatusReport> {
+    let nm = NetworkManager::connect().await?;
+    let nl = Netlink::connect().await?;
+    let fw = Iptables::default();
+    let state = State::load(&state::run_dir());
+    let observed = observe(config, &nm, &nl, &fw, &state, &BTreeMap::new()).await?;
+    let plan = plan::plan(config, &observed.facts);
+    let in_sync = observed.routes.iter().collect::<BTreeSet<_>>()
+        == plan.routes.iter().collect::<BTreeSet<_>>()
+        && observed.rules.iter().collect::<BTreeSet<_>>()
+            == plan.rules.iter().collect::<BTreeSet<_>>()
+        && fw.is_current(&plan.firewall)?;
+    let counters = fw.counters().unwrap_or_default();
+    let conns = conntrack_by_id(config);
+    let ns = plan.namespace;
+    let uplinks = plan
+        .uplinks
+        .iter()
+        .map(|u| UplinkStatus {
+            iface: u.iface.clone(),
+            connection: u.connection_id.clone(),
+            connection_uuid: u.connection_uuid.clone(),
+            address: format!("{}/{}", u.address, u.subnet.prefix),
+            gateway: u.gateway.map(|g| g.to_string()),
+            mark: format!("{:#x}/{:#x}", u.mark, ns.mark_mask),
+            table: u.table,
+            weight: u.weight,
+            in_balance: u.in_balance,
+            healthy: None,
+            connections: conns.as_ref().map(|c| c.get(&u.id).copied().unwrap_or(0)),
+            new_connections: counters.get(&u.mark).map_or(0, |c| c.new_connections),
+            rx_bytes: read_counter(&u.iface, "rx_bytes"),
+            tx_bytes: read_counter(&u.iface, "tx_bytes"),
+        })
+        .collect();
+    Ok(StatusReport {
+        format: STATUS_FORMAT,
+        in_sync,
+        mark_mask: format!("{:#x}", ns.mark_mask),
+        uplinks,
+        warnings: plan.warnings,
+    })
+}
+
+fn read_counter(iface: &str, name: &str) -> u64 {
+    std::fs::read_to_string(format!("/sys/class/net/{iface}/statistics/{name}"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Connections per uplink id, from `conntrack -L`; `None` when conntrack is missing.
+fn conntrack_by_id(config: &Config) -> Option<BTreeMap<u32, u64>> {
+    let out = Command::new("conntrack").arg("-L").output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let shift = config.mark_shift();
+    let id_bits = config.mark_mask & !config.inbound_flag();
+    let mut counts = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let mark = line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("mark="))
+            .and_then(|m| m.parse::<u32>().ok());
+        if let Some(m) = mark {
+            let id = (m & id_bits) >> shift;
+            if id != 0 {
+                *counts.entry(id).or_insert(0) += 1;
+            }
+        }
+    }
+    Some(counts)
+}
+
+fn human_bytes(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < units.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", units[i])
+    }
+}
+
+/// Renders rows as an aligned table.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut s = String::new();
+    let line = |s: &mut String, cells: Vec<String>| {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        let _ = writeln!(s, "{}", parts.join("  ").trim_end());
+    };
+    line(&mut s, header.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        line(&mut s, r.clone());
+    }
+    s
+}
+
+pub fn render(r: &StatusReport) -> String {
+    if r.uplinks.is_empty() {
+        return "no uplinks: no active NetworkManager device has an IPv4 default route".into();
+    }
+    let rows: Vec<Vec<String>> = r
+        .uplinks
+        .iter()
+        .map(|u| {
+            vec![
+                u.iface.clone(),
+                u.connection.clone(),
+                u.gateway.clone().unwrap_or_else(|| "-".into()),
+                u.mark.split('/').next().unwrap_or("").to_string(),
+                u.table.to_string(),
+                u.weight.to_string(),
+                match (u.in_balance, u.healthy) {
+                    (true, _) => "active".into(),
+                    (false, Some(false)) => "down".into(),
+                    (false, _) => "standby".into(),
+                },
+                u.connections
+                    .map_or_else(|| "-".into(), |c| c.to_string()),
+                u.new_connections.to_string(),
+                human_bytes(u.rx_bytes),
+                human_bytes(u.tx_bytes),
+            ]
+        })
+        .collect();
+    let mut s = table(
+        &[
+            "IFACE", "CONNECTION", "GATEWAY", "MARK", "TABLE", "WEIGHT", "STATE", "CONNS", "NEW",
+            "RX", "TX",
+        ],
+        &rows,
+    );
+    let _ = write!(
+        s,
+        "{}",
+        if r.in_sync {
+            "kernel state: in sync"
+        } else {
+            "kernel state: OUT OF SYNC (run `nm-multiwan apply`)"
+        }
+    );
+    for w in &r.warnings {
+        let _ = write!(s, "\nwarning: {w}");
+    }
+    s
+}
+
+pub fn render_plan(p: &Plan, firewall: &str) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "# uplinks (mark mask {:#x}, tables {}+id, rule priorities {}-{})",
+        p.namespace.mark_mask,
+        p.namespace.table_base,
+        p.namespace.rule_priority,
+        p.namespace.rule_priority + 2
+    );
+    for u in &p.uplinks {
+        let _ = writeln!(
+            s,
+            "#  {} ({}): id {} mark {:#x} inbound {:#x} table {} weight {}{}",
+            u.iface,
+            u.connection_id,
+            u.id,
+            u.mark,
+            u.inbound_mark,
+            u.table,
+            u.weight,
+            if u.in_balance { "" } else { " (out of balance)" }
+        );
+    }
+    let _ = writeln!(s, "# routes");
+    for r in &p.routes {
+        let mut line = format!("ip route replace {} ", r.dst);
+        if let Some(gw) = r.gateway {
+            let _ = write!(line, "via {gw} ");
+        }
+        let _ = write!(line, "dev {} table {}", r.oif, r.table);
+        if let Some(src) = r.prefsrc {
+            let _ = write!(line, " src {src}");
+        }
+        if r.scope_link {
+            line.push_str(" scope link");
+        }
+        if r.onlink {
+            line.push_str(" onlink");
+        }
+        let _ = writeln!(s, "{line}");
+    }
+    let _ = writeln!(s, "# rules");
+    for r in &p.rules {
+        let target = if r.table == plan::MAIN_TABLE {
+            "main".to_string()
+        } else {
+            r.table.to_string()
+        };
+        let suppress = r
+            .suppress_prefixlength
+            .map(|n| format!(" suppress_prefixlength {n}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            s,
+            "ip rule add priority {} fwmark {:#x}/{:#x} lookup {target}{suppress}",
+            r.priority, r.fwmark, r.fwmask
+        );
+    }
+    let _ = writeln!(s, "# sysctls");
+    for c in &p.sysctls {
+        let _ = writeln!(s, "net.ipv4.conf.{}.{} = {}", c.iface, c.name, c.value);
+    }
+    let _ = writeln!(s, "# firewall (iptables-restore --noflush)");
+    s.push_str(firewall);
+    for w in &p.warnings {
+        let _ = writeln!(s, "# warning: {w}");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_aligns_and_bytes_are_human() {
+        let t = table(&["A", "BB"], &[vec!["xxx".into(), "y".into()]]);
+        assert_eq!(t, "A    BB\nxxx  y\n");
+        assert_eq!(human_bytes(512), "512 B");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+    }
+
+    #[test]
+    fn empty_status_says_why() {
+        let r = StatusReport {
+            format: STATUS_FORMAT,
+            in_sync: true,
+            mark_mask: "0x3f000000".into(),
+            uplinks: vec![],
+            warnings: vec![],
+        };
+        assert!(render(&r).contains("no uplinks"));
+    }
+}
