@@ -506,9 +506,10 @@ mod tests {
         let sup: Vec<_> = p
             .rules
             .iter()
-            .filter(|r| r.suppress_prefixlength.is_some())
+            .filter(|r| r.table == MAIN_TABLE)
             .collect();
         assert_eq!(sup.len(), 2);
+        assert!(sup.iter().all(|r| r.suppress_prefixlength == Some(0)));
         assert!(sup.iter().all(|r| r.priority == 30101 && r.table == MAIN_TABLE));
         assert_eq!(p.firewall.exclude.len(), 2);
     }
