@@ -53,7 +53,8 @@ pub struct UplinkConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthConfig {
-    /// Addresses probed through each uplink.
+    /// What is probed through each uplink: IPv4 addresses (ICMP echo), or
+    /// `tcp:ADDRESS:PORT` for a TCP handshake. Any answer within a round is success.
     pub targets: Vec<String>,
     /// Probe period per uplink, in milliseconds.
     pub interval_ms: u64,
@@ -206,11 +207,8 @@ impl Config {
         }
         let h = &self.health;
         for t in &h.targets {
-            if t.parse::<std::net::IpAddr>().is_err() {
-                return Err((
-                    "health.targets".into(),
-                    format!("{t:?} is not an IP address"),
-                ));
+            if let Err(reason) = t.parse::<crate::health::Target>() {
+                return Err(("health.targets".into(), reason));
             }
         }
         if h.interval_ms < 50 || h.interval_ms > 600_000 {
@@ -323,7 +321,7 @@ weight = 2
 [uplinks.usb0]
 enabled = false
 [health]
-targets = ["192.0.2.1"]
+targets = ["192.0.2.1", "tcp:198.51.100.10:7000"]
 interval_ms = 500
 down_after = 2
 up_after = 4
@@ -368,6 +366,8 @@ up_after = 4
             "rule_priority = 32765",
             "table_base = 250",
             "[health]\ntargets = [\"nope\"]",
+            "[health]\ntargets = [\"2001:db8::1\"]",
+            "[health]\ntargets = [\"tcp:192.0.2.1\"]",
             "[health]\ninterval_ms = 1",
         ] {
             assert!(parse(bad).is_err(), "{bad} should be rejected");

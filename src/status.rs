@@ -5,12 +5,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::process::Command;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::error::Result;
 use crate::firewall::Firewall;
 use crate::firewall::iptables::Iptables;
+use crate::health::HealthReport;
 use crate::netlink::Netlink;
 use crate::nm::NetworkManager;
 use crate::plan::{self, Plan};
@@ -20,7 +21,7 @@ use crate::state::{self, State};
 /// Version of the `status --json` format; bumped only on incompatible changes.
 pub const STATUS_FORMAT: u32 = 1;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatusReport {
     pub format: u32,
     /// Whether the kernel holds exactly the plan (routes, rules, chains).
@@ -28,9 +29,13 @@ pub struct StatusReport {
     pub mark_mask: String,
     pub uplinks: Vec<UplinkStatus>,
     pub warnings: Vec<String>,
+    /// The daemon's probes (`null` when no daemon answered): targets, thresholds and,
+    /// per uplink, consecutive successes/failures, last RTT and last change.
+    #[serde(default)]
+    pub health: Option<HealthReport>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UplinkStatus {
     pub iface: String,
     pub connection: String,
@@ -63,12 +68,14 @@ pub async fn current_plan(config: &Config, health: &BTreeMap<String, bool>) -> R
     Ok(plan::plan(config, &observed.facts))
 }
 
-pub async fn gather(config: &Config) -> Result<StatusReport> {
+/// Reads the live state. `health` holds the verdicts of a running daemon (empty
+/// without one: every uplink then counts as healthy and `healthy` is `null`).
+pub async fn gather(config: &Config, health: &BTreeMap<String, bool>) -> Result<StatusReport> {
     let nm = NetworkManager::connect().await?;
     let nl = Netlink::connect().await?;
     let fw = Iptables::default();
     let state = State::load(&state::run_dir());
-    let observed = observe(config, &nm, &nl, &fw, &state, &BTreeMap::new()).await?;
+    let observed = observe(config, &nm, &nl, &fw, &state, health).await?;
     let plan = plan::plan(config, &observed.facts);
     let in_sync = observed.routes.iter().collect::<BTreeSet<_>>()
         == plan.routes.iter().collect::<BTreeSet<_>>()
@@ -91,7 +98,7 @@ pub async fn gather(config: &Config) -> Result<StatusReport> {
             table: u.table,
             weight: u.weight,
             in_balance: u.in_balance,
-            healthy: None,
+            healthy: health.get(&u.iface).copied(),
             connections: conns.as_ref().map(|c| c.get(&u.id).copied().unwrap_or(0)),
             new_connections: counters.get(&u.mark).map_or(0, |c| c.new_connections),
             rx_bytes: read_counter(&u.iface, "rx_bytes"),
@@ -104,6 +111,7 @@ pub async fn gather(config: &Config) -> Result<StatusReport> {
         mark_mask: format!("{:#x}", ns.mark_mask),
         uplinks,
         warnings: plan.warnings,
+        health: None,
     })
 }
 
@@ -193,6 +201,7 @@ pub fn render(r: &StatusReport) -> String {
                 u.table.to_string(),
                 u.weight.to_string(),
                 match (u.in_balance, u.healthy) {
+                    (true, Some(false)) => "active (unhealthy)".into(),
                     (true, _) => "active".into(),
                     (false, Some(false)) => "down".into(),
                     (false, _) => "standby".into(),
@@ -221,8 +230,73 @@ pub fn render(r: &StatusReport) -> String {
             "kernel state: OUT OF SYNC (run `nm-multiwan apply`)"
         }
     );
+    if let Some(h) = &r.health {
+        let _ = write!(s, "\n{}", render_health(h, std::time::SystemTime::now()));
+    }
     for w in &r.warnings {
         let _ = write!(s, "\nwarning: {w}");
+    }
+    s
+}
+
+/// The daemon's health section, for people.
+pub fn render_health(h: &HealthReport, now: std::time::SystemTime) -> String {
+    let now = now
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let mut s = format!(
+        "health: probes to {} every {} ms; out after {} failures, back after {} successes",
+        if h.targets.is_empty() {
+            "nothing (probing off)".to_string()
+        } else {
+            h.targets.join(", ")
+        },
+        h.interval_ms,
+        h.down_after,
+        h.up_after
+    );
+    let rows: Vec<Vec<String>> = h
+        .uplinks
+        .iter()
+        .map(|(iface, u)| {
+            let ago = (now - u.last_change).max(0.0);
+            vec![
+                iface.clone(),
+                if u.healthy { "ok" } else { "DOWN" }.to_string(),
+                u.last_rtt_ms
+                    .map_or_else(|| "-".into(), |ms| format!("{ms:.1} ms")),
+                if u.consecutive_failures > 0 {
+                    format!("{} lost in a row", u.consecutive_failures)
+                } else {
+                    format!("{} ok in a row", u.consecutive_successes)
+                },
+                format!("{ago:.0} s ago"),
+                match (&u.nm_connectivity, &u.last_error) {
+                    (Some(c), _) if !u.probes_healthy || !u.healthy => {
+                        format!("NetworkManager: {c}")
+                    }
+                    (_, Some(e)) => e.clone(),
+                    (Some(c), None) => format!("NetworkManager: {c}"),
+                    (None, None) => String::new(),
+                },
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        s.push('\n');
+        s.push_str(
+            table(
+                &["  IFACE", "HEALTH", "RTT", "PROBES", "CHANGED", "NOTE"],
+                &rows
+                    .into_iter()
+                    .map(|mut r| {
+                        r[0] = format!("  {}", r[0]);
+                        r
+                    })
+                    .collect::<Vec<_>>(),
+            )
+            .trim_end(),
+        );
     }
     s
 }
@@ -248,7 +322,11 @@ pub fn render_plan(p: &Plan, firewall: &str) -> String {
             u.inbound_mark,
             u.table,
             u.weight,
-            if u.in_balance { "" } else { " (out of balance)" }
+            if u.in_balance {
+                ""
+            } else {
+                " (out of balance)"
+            }
         );
     }
     let _ = writeln!(s, "# routes");
@@ -318,7 +396,42 @@ mod tests {
             mark_mask: "0x3f000000".into(),
             uplinks: vec![],
             warnings: vec![],
+            health: None,
         };
         assert!(render(&r).contains("no uplinks"));
+    }
+
+    #[test]
+    fn health_renders() {
+        use crate::health::UplinkHealthReport;
+        let h = HealthReport {
+            targets: vec!["198.51.100.10".into()],
+            interval_ms: 500,
+            down_after: 3,
+            up_after: 3,
+            uplinks: BTreeMap::from([(
+                "eth1".to_string(),
+                UplinkHealthReport {
+                    healthy: false,
+                    probes_healthy: false,
+                    consecutive_successes: 0,
+                    consecutive_failures: 7,
+                    last_rtt_ms: Some(0.42),
+                    last_change: 100.0,
+                    last_error: None,
+                    nm_connectivity: None,
+                    rounds: 20,
+                    rounds_failed: 7,
+                },
+            )]),
+        };
+        let now = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(112);
+        let text = render_health(&h, now);
+        assert!(text.contains("every 500 ms"), "{text}");
+        assert!(text.contains("eth1") && text.contains("DOWN"), "{text}");
+        assert!(
+            text.contains("7 lost in a row") && text.contains("12 s ago"),
+            "{text}"
+        );
     }
 }
