@@ -197,8 +197,7 @@ pub fn render(r: &StatusReport) -> String {
                     (false, Some(false)) => "down".into(),
                     (false, _) => "standby".into(),
                 },
-                u.connections
-                    .map_or_else(|| "-".into(), |c| c.to_string()),
+                u.connections.map_or_else(|| "-".into(), |c| c.to_string()),
                 u.new_connections.to_string(),
                 human_bytes(u.rx_bytes),
                 human_bytes(u.tx_bytes),
@@ -207,8 +206,17 @@ pub fn render(r: &StatusReport) -> String {
         .collect();
     let mut s = table(
         &[
-            "IFACE", "CONNECTION", "GATEWAY", "MARK", "TABLE", "WEIGHT", "STATE", "CONNS", "NEW",
-            "RX", "TX",
+            "IFACE",
+            "CONNECTION",
+            "GATEWAY",
+            "MARK",
+            "TABLE",
+            "WEIGHT",
+            "STATE",
+            "CONNS",
+            "NEW",
+            "RX",
+            "TX",
         ],
         &rows,
     );
@@ -248,7 +256,11 @@ pub fn render_plan(p: &Plan, firewall: &str) -> String {
             u.inbound_mark,
             u.table,
             u.weight,
-            if u.in_balance { "" } else { " (out of balance)" }
+            if u.in_balance {
+                ""
+            } else {
+                " (out of balance)"
+            }
         );
     }
     let _ = writeln!(s, "# routes");
