@@ -103,7 +103,11 @@ fn balances_over_uplinks_and_follows_nmcli() {
         sb.down("up-usb0");
         sb.up("up-usb0");
     }
-    assert_eq!(sb.snapshot(), once, "state after cycles differs from one cycle");
+    assert_eq!(
+        sb.snapshot(),
+        once,
+        "state after cycles differs from one cycle"
+    );
     expect_spread(&sb, 6, &[(1, 2), (2, 2), (3, 2)]);
 }
 
@@ -121,7 +125,10 @@ fn identity_survives_an_uplink_leaving() {
         sb.up(c);
     }
     let wlan_table_before = sb.host_ok(&["ip", "-4", "route", "show", "table", "6103"]);
-    assert!(wlan_table_before.contains("dev wlan0"), "{wlan_table_before}");
+    assert!(
+        wlan_table_before.contains("dev wlan0"),
+        "{wlan_table_before}"
+    );
 
     // Six long-lived connections (two per uplink), exercised for 6 s.
     let hold = Command::new(common::sandbox_script())
@@ -134,8 +141,12 @@ fn identity_survives_an_uplink_leaving() {
     sb.down("up-usb0");
     let out = hold.wait_with_output().unwrap();
     let report = String::from_utf8_lossy(&out.stdout);
-    let conns: serde_json::Value = serde_json::from_str(report.trim())
-        .unwrap_or_else(|e| panic!("hold output {report:?}: {e}; {}", String::from_utf8_lossy(&out.stderr)));
+    let conns: serde_json::Value = serde_json::from_str(report.trim()).unwrap_or_else(|e| {
+        panic!(
+            "hold output {report:?}: {e}; {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
     let conns = conns.as_array().unwrap();
     for isp in [1, 3] {
         let on: Vec<_> = conns
@@ -221,13 +232,25 @@ fn concurrent_and_killed_runs_converge() {
         let o = r.wait_with_output().unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
-    assert_eq!(sb.snapshot(), reference, "parallel applies did not converge");
+    assert_eq!(
+        sb.snapshot(),
+        reference,
+        "parallel applies did not converge"
+    );
 
     for delay_ms in [1, 3, 6, 10, 15, 25, 40] {
         sb.host_ok(&["/usr/bin/nm-multiwan", "-q", "flush"]);
         let secs = format!("{}", delay_ms as f64 / 1000.0);
         // Exit status is that of the kill; what matters is what it leaves behind.
-        let _ = sb.host(&["timeout", "-s", "KILL", &secs, "/usr/bin/nm-multiwan", "-q", "apply"]);
+        let _ = sb.host(&[
+            "timeout",
+            "-s",
+            "KILL",
+            &secs,
+            "/usr/bin/nm-multiwan",
+            "-q",
+            "apply",
+        ]);
         let reach = sb.connections(3, SERVER, 7000);
         assert!(
             reach.iter().all(|r| !r.starts_with("FAIL")),
@@ -289,19 +312,77 @@ fn weights_exclusions_and_foreign_marks() {
 
     // Another program keeps its own bits on packets and connections: a packet mark
     // bit set after our chain, and a connmark bit set in POSTROUTING.
-    sb.host_ok(&["iptables", "-t", "mangle", "-A", "OUTPUT", "-j", "MARK", "--set-xmark", "0x4000/0x4000"]);
-    sb.host_ok(&["iptables", "-t", "mangle", "-A", "POSTROUTING", "-j", "CONNMARK", "--set-xmark", "0x800/0x800"]);
+    sb.host_ok(&[
+        "iptables",
+        "-t",
+        "mangle",
+        "-A",
+        "OUTPUT",
+        "-j",
+        "MARK",
+        "--set-xmark",
+        "0x4000/0x4000",
+    ]);
+    sb.host_ok(&[
+        "iptables",
+        "-t",
+        "mangle",
+        "-A",
+        "POSTROUTING",
+        "-j",
+        "CONNMARK",
+        "--set-xmark",
+        "0x800/0x800",
+    ]);
     // Counts packets to the server that carry both the foreign bit and one of ours.
-    sb.host_ok(&["iptables", "-t", "mangle", "-A", "POSTROUTING", "-d", SERVER, "-m", "mark", "--mark", "0x4000/0x4000", "-m", "mark", "!", "--mark", "0/0x3f000000"]);
+    sb.host_ok(&[
+        "iptables",
+        "-t",
+        "mangle",
+        "-A",
+        "POSTROUTING",
+        "-d",
+        SERVER,
+        "-m",
+        "mark",
+        "--mark",
+        "0x4000/0x4000",
+        "-m",
+        "mark",
+        "!",
+        "--mark",
+        "0/0x3f000000",
+    ]);
     expect_spread(&sb, 6, &[(1, 4), (2, 2)]);
-    let counted = sb.host_ok(&["iptables", "-t", "mangle", "-L", "POSTROUTING", "-v", "-x", "-n"]);
+    let counted = sb.host_ok(&[
+        "iptables",
+        "-t",
+        "mangle",
+        "-L",
+        "POSTROUTING",
+        "-v",
+        "-x",
+        "-n",
+    ]);
     let packets: u64 = counted
         .lines()
         .filter(|l| l.contains("mark match 0x4000/0x4000"))
         .filter_map(|l| l.split_whitespace().next()?.parse().ok())
         .sum();
-    assert!(packets >= 6 * 3, "foreign and our mark bits on packets: {counted}");
-    let ct = sb.host_ok(&["conntrack", "-L", "-p", "tcp", "--dport", "7000", "-d", SERVER]);
+    assert!(
+        packets >= 6 * 3,
+        "foreign and our mark bits on packets: {counted}"
+    );
+    let ct = sb.host_ok(&[
+        "conntrack",
+        "-L",
+        "-p",
+        "tcp",
+        "--dport",
+        "7000",
+        "-d",
+        SERVER,
+    ]);
     let marks: Vec<u32> = ct
         .lines()
         .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("mark=")))
@@ -330,27 +411,50 @@ fn bad_input_changes_nothing() {
     sb.up("up-eth0");
     sb.up(&evil);
     sb.wait_until(10, "rules for two uplinks", || sb.our_table_rules() == 4);
-    assert!(!std::path::Path::new(&pwned).exists(), "a connection name was executed");
+    assert!(
+        !std::path::Path::new(&pwned).exists(),
+        "a connection name was executed"
+    );
     let status = sb.host_ok(&["/usr/bin/nm-multiwan", "status"]);
     assert!(status.contains(&evil), "{status}");
 
     let before = sb.snapshot();
     let cfg = sb.work_file("etc-nm-multiwan/config.toml");
-    std::fs::write(&cfg, "mark_mask = \"0x3f000000\"\n[uplinks.x]\nwieght = 2\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "mark_mask = \"0x3f000000\"\n[uplinks.x]\nwieght = 2\n",
+    )
+    .unwrap();
     let o = sb.nmmw(&["apply"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(err.contains("config.toml:3") && err.contains("wieght"), "{err}");
+    assert!(
+        err.contains("config.toml:3") && err.contains("wieght"),
+        "{err}"
+    );
     // The dispatcher meets the same broken file: nothing changes either.
     sb.down("up-eth0");
-    assert_eq!(sb.snapshot().replace("eth0", "X"), sb.snapshot().replace("eth0", "X"));
+    assert_eq!(
+        sb.snapshot().replace("eth0", "X"),
+        sb.snapshot().replace("eth0", "X")
+    );
     sb.up("up-eth0");
     assert_eq!(sb.snapshot(), before, "a broken config changed the kernel");
     std::fs::remove_file(&cfg).unwrap();
 
-    for args in [&["dispatch"][..], &["dispatch", "eth0"], &["frobnicate"], &["status", "--bogus"]] {
+    for args in [
+        &["dispatch"][..],
+        &["dispatch", "eth0"],
+        &["frobnicate"],
+        &["status", "--bogus"],
+    ] {
         let o = sb.nmmw(args);
-        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         assert!(!String::from_utf8_lossy(&o.stderr).contains("panicked"));
     }
     // Actions we do not act on return at once and change nothing.
@@ -378,18 +482,27 @@ fn campus_same_subnet_doubles_parallel_downloads() {
             "iperf3", "-c", SERVER, "-p", "5201", "-R", "-P", "4", "-t", "3", "-O", "1", "-J",
         ]);
         let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-        v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap()
+        v["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .unwrap()
     };
     let one = rate(&sb);
     sb.up("up-wlan0");
     sb.wait_until(10, "rules for two uplinks", || sb.our_table_rules() == 4);
     let two = rate(&sb);
-    eprintln!("campus: one uplink {:.1} Mbit/s, two uplinks {:.1} Mbit/s", one / 1e6, two / 1e6);
+    eprintln!(
+        "campus: one uplink {:.1} Mbit/s, two uplinks {:.1} Mbit/s",
+        one / 1e6,
+        two / 1e6
+    );
     assert!(two > 1.6 * one, "two uplinks {two} vs one {one}");
     // Both links carry downloads: each host interface received a share.
     for iface in ["eth0", "wlan0"] {
         let rx: u64 = sb
-            .host_ok(&["cat", &format!("/sys/class/net/{iface}/statistics/rx_bytes")])
+            .host_ok(&[
+                "cat",
+                &format!("/sys/class/net/{iface}/statistics/rx_bytes"),
+            ])
             .trim()
             .parse()
             .unwrap();
