@@ -22,8 +22,8 @@ fn expect_spread(sb: &Sandbox, n: usize, want: &[(u32, usize)]) {
 }
 
 /// Starts a server in the host answering each connection with the peer address.
-fn host_listener(sb: &Sandbox, port: u16) {
-    Command::new(common::sandbox_script())
+fn host_listener(sb: &Sandbox, port: u16) -> std::process::Child {
+    let child = Command::new(common::sandbox_script())
         .args(["exec-ns", &sb.name, "host", "socat"])
         .arg(format!("TCP-LISTEN:{port},fork,reuseaddr"))
         .arg("SYSTEM:echo $SOCAT_PEERADDR")
@@ -38,6 +38,7 @@ fn host_listener(sb: &Sandbox, port: u16) {
             .windows(port.to_string().len() + 1)
             .any(|w| w == format!(":{port}").as_bytes())
     });
+    child
 }
 
 /// Points 3, 4, 5 and 10, spread over static and DHCP uplinks, driven by `nmcli` through
@@ -76,7 +77,7 @@ fn balances_over_uplinks_and_follows_nmcli() {
 
     // Point 4: connections coming in through each uplink, from its LAN and from the
     // internet, are answered (through the same uplink, or the ISP/rp_filter drops them).
-    host_listener(&sb, 7100);
+    let mut listener = host_listener(&sb, 7100);
     let client = sb.client();
     for (k, iface) in [(1, "eth0"), (2, "wlan0"), (3, "usb0")] {
         let addr = sb.addr(iface);
@@ -89,6 +90,9 @@ fn balances_over_uplinks_and_follows_nmcli() {
             );
         }
     }
+
+    let _ = listener.kill();
+    let _ = listener.wait();
 
     // Point 10: an uplink that goes away leaves the balance at once.
     sb.down("up-wlan0");
@@ -367,7 +371,7 @@ fn weights_exclusions_and_foreign_marks() {
     let packets: u64 = counted
         .lines()
         .filter(|l| l.contains("mark match 0x4000/0x4000"))
-        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
         .sum();
     assert!(
         packets >= 6 * 3,
