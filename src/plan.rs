@@ -503,14 +503,13 @@ mod tests {
             }
         }
         // suppress rule sits between inbound and outbound
-        let sup: Vec<_> = p
-            .rules
-            .iter()
-            .filter(|r| r.table == MAIN_TABLE)
-            .collect();
+        let sup: Vec<_> = p.rules.iter().filter(|r| r.table == MAIN_TABLE).collect();
         assert_eq!(sup.len(), 2);
         assert!(sup.iter().all(|r| r.suppress_prefixlength == Some(0)));
-        assert!(sup.iter().all(|r| r.priority == 30101 && r.table == MAIN_TABLE));
+        assert!(
+            sup.iter()
+                .all(|r| r.priority == 30101 && r.table == MAIN_TABLE)
+        );
         assert_eq!(p.firewall.exclude.len(), 2);
     }
 
@@ -537,7 +536,11 @@ mod tests {
         .unwrap();
         let p = plan(
             &cfg,
-            &facts(vec![uplink("eth0", 1), uplink("wlan0", 2), uplink("usb0", 3)]),
+            &facts(vec![
+                uplink("eth0", 1),
+                uplink("wlan0", 2),
+                uplink("usb0", 3),
+            ]),
         );
         let names: Vec<_> = p.uplinks.iter().map(|u| u.iface.as_str()).collect();
         assert_eq!(names, ["eth0", "wlan0"]);

@@ -206,8 +206,7 @@ pub fn render(r: &StatusReport) -> String {
                     (false, Some(false)) => "down".into(),
                     (false, _) => "standby".into(),
                 },
-                u.connections
-                    .map_or_else(|| "-".into(), |c| c.to_string()),
+                u.connections.map_or_else(|| "-".into(), |c| c.to_string()),
                 u.new_connections.to_string(),
                 human_bytes(u.rx_bytes),
                 human_bytes(u.tx_bytes),
@@ -216,8 +215,17 @@ pub fn render(r: &StatusReport) -> String {
         .collect();
     let mut s = table(
         &[
-            "IFACE", "CONNECTION", "GATEWAY", "MARK", "TABLE", "WEIGHT", "STATE", "CONNS", "NEW",
-            "RX", "TX",
+            "IFACE",
+            "CONNECTION",
+            "GATEWAY",
+            "MARK",
+            "TABLE",
+            "WEIGHT",
+            "STATE",
+            "CONNS",
+            "NEW",
+            "RX",
+            "TX",
         ],
         &rows,
     );

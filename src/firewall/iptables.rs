@@ -110,7 +110,12 @@ fn render_rules(p: &FirewallPlan) -> Rendered {
 /// no-op reconcile costs one `iptables-save` and no write.
 fn fingerprint(r: &Rendered) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for line in r.mangle.iter().chain(["*nat".to_string()].iter()).chain(&r.nat) {
+    for line in r
+        .mangle
+        .iter()
+        .chain(["*nat".to_string()].iter())
+        .chain(&r.nat)
+    {
         for b in line.bytes().chain([b'\n']) {
             h ^= b as u64;
             h = h.wrapping_mul(0x100_0000_01b3);
