@@ -51,6 +51,13 @@ fn render_rules(p: &FirewallPlan) -> Rendered {
     let out = OUT_CHAIN;
     let pre = PRE_CHAIN;
     let mut mangle = vec![
+        // A socket that marks its packets with our bits (the daemon's health probes,
+        // SO_MARK = an uplink's mark) chose its uplink: remember it on the connection,
+        // so that the replies get the mark back in PREROUTING and pass a strict
+        // rp_filter (src_valid_mark) on an uplink that is not the main table's default.
+        format!(
+            "-A {out} -m mark ! --mark 0x0/{m:#x} -j CONNMARK --save-mark --nfmask {m:#x} --ctmask {m:#x}"
+        ),
         // A packet that already carries a mark was routed on purpose by whoever set
         // it (a socket's SO_MARK: VPN clients, our own health probes): leave it alone.
         format!("-A {out} -m mark ! --mark 0x0 -j RETURN"),
