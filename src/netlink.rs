@@ -261,6 +261,9 @@ fn rule_message(rule: &RuleSpec) -> RuleMessage {
     msg.attributes.push(RuleAttribute::Priority(rule.priority));
     msg.attributes.push(RuleAttribute::FwMark(rule.fwmark));
     msg.attributes.push(RuleAttribute::FwMask(rule.fwmask));
+    if let Some(iif) = &rule.iif {
+        msg.attributes.push(RuleAttribute::Iifname(iif.clone()));
+    }
     msg.attributes.push(RuleAttribute::Table(rule.table));
     if let Some(len) = rule.suppress_prefixlength {
         msg.attributes.push(RuleAttribute::SuppressPrefixLen(len));
@@ -286,6 +289,7 @@ fn rule_spec(msg: &RuleMessage, ns: &Namespace) -> Option<RuleSpec> {
         priority: 0,
         fwmark: 0,
         fwmask: 0,
+        iif: None,
         table: u32::from(h.table),
         suppress_prefixlength: None,
     };
@@ -295,6 +299,8 @@ fn rule_spec(msg: &RuleMessage, ns: &Namespace) -> Option<RuleSpec> {
             RuleAttribute::FwMark(m) => rule.fwmark = *m,
             RuleAttribute::FwMask(m) => rule.fwmask = *m,
             RuleAttribute::Table(t) => rule.table = *t,
+            // The only interface selector we use.
+            RuleAttribute::Iifname(name) if name == "lo" => rule.iif = Some(name.clone()),
             RuleAttribute::SuppressPrefixLen(SUPPRESS_UNSET) => {}
             RuleAttribute::SuppressPrefixLen(l) => rule.suppress_prefixlength = Some(*l),
             // Reported for every rule; not a selector.
@@ -392,6 +398,9 @@ fn describe_rule(r: &RuleSpec) -> String {
         "priority {} fwmark {:#x}/{:#x} table {}",
         r.priority, r.fwmark, r.fwmask, r.table
     );
+    if let Some(iif) = &r.iif {
+        s += &format!(" iif {iif}");
+    }
     if let Some(len) = r.suppress_prefixlength {
         s += &format!(" suppress_prefixlength {len}");
     }
@@ -448,13 +457,15 @@ mod tests {
                 priority: 30100,
                 fwmark: 0x2100_0000,
                 fwmask: 0x3f00_0000,
+                iif: Some("lo".into()),
                 table: 6101,
-                suppress_prefixlength: Some(0),
+                suppress_prefixlength: None,
             },
             RuleSpec {
                 priority: 30101,
                 fwmark: 0x0100_0000,
                 fwmask: 0x1f00_0000,
+                iif: None,
                 table: MAIN_TABLE,
                 suppress_prefixlength: Some(0),
             },
@@ -462,11 +473,12 @@ mod tests {
                 priority: 30102,
                 fwmark: 0x0100_0000,
                 fwmask: 0x1f00_0000,
+                iif: None,
                 table: 6101,
                 suppress_prefixlength: None,
             },
         ] {
-            assert_eq!(rule_spec(&kernel_rule(&rule), &ns), Some(rule));
+            assert_eq!(rule_spec(&kernel_rule(&rule), &ns), Some(rule.clone()));
         }
     }
 
@@ -477,28 +489,32 @@ mod tests {
             priority: 30102,
             fwmark: 0x0100_0000,
             fwmask: 0x1f00_0000,
+            iif: None,
             table: 6101,
             suppress_prefixlength: None,
         };
         let foreign = [
             // tailscale-like table at our priority
-            RuleSpec { table: 52, ..ours },
+            RuleSpec {
+                table: 52,
+                ..ours.clone()
+            },
             // our table at another priority
             RuleSpec {
                 priority: 5270,
-                ..ours
+                ..ours.clone()
             },
             // main lookup without suppress
             RuleSpec {
                 table: MAIN_TABLE,
-                ..ours
+                ..ours.clone()
             },
             // main + suppress with a mask outside ours
             RuleSpec {
                 table: MAIN_TABLE,
                 fwmask: 0xff_0000,
                 suppress_prefixlength: Some(0),
-                ..ours
+                ..ours.clone()
             },
             // main + suppress without any fwmark
             RuleSpec {
@@ -506,7 +522,7 @@ mod tests {
                 fwmark: 0,
                 fwmask: 0,
                 suppress_prefixlength: Some(0),
-                ..ours
+                ..ours.clone()
             },
         ];
         for rule in foreign {

@@ -124,7 +124,10 @@ fn read_counter(iface: &str, name: &str) -> u64 {
 
 /// Connections per uplink id, from `conntrack -L`; `None` when conntrack is missing.
 fn conntrack_by_id(config: &Config) -> Option<BTreeMap<u32, u64>> {
-    let out = Command::new("conntrack").arg("-L").output().ok()?;
+    let out = Command::new(crate::firewall::iptables::find_program("conntrack"))
+        .arg("-L")
+        .output()
+        .ok()?;
     if !out.status.success() {
         return None;
     }
@@ -366,9 +369,14 @@ pub fn render_plan(p: &Plan, firewall: &str) -> String {
             .suppress_prefixlength
             .map(|n| format!(" suppress_prefixlength {n}"))
             .unwrap_or_default();
+        let iif = r
+            .iif
+            .as_ref()
+            .map(|i| format!(" iif {i}"))
+            .unwrap_or_default();
         let _ = writeln!(
             s,
-            "ip rule add priority {} fwmark {:#x}/{:#x} lookup {target}{suppress}",
+            "ip rule add priority {} fwmark {:#x}/{:#x}{iif} lookup {target}{suppress}",
             r.priority, r.fwmark, r.fwmask
         );
     }

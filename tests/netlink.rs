@@ -144,7 +144,7 @@ async fn read(nl: &Netlink, ns: &Namespace) -> (BTreeSet<RouteSpec>, BTreeSet<Ru
 fn planned(p: &Plan) -> (BTreeSet<RouteSpec>, BTreeSet<RuleSpec>) {
     (
         p.routes.iter().cloned().collect(),
-        p.rules.iter().copied().collect(),
+        p.rules.iter().cloned().collect(),
     )
 }
 
@@ -177,8 +177,8 @@ fn planned_state_reads_back_equal() {
 
         let rules = ip_rules();
         for line in [
-            "30100: from all fwmark 0x21000000/0x3f000000 lookup 6101 suppress_prefixlength 0",
-            "30100: from all fwmark 0x22000000/0x3f000000 lookup 6102 suppress_prefixlength 0",
+            "30100: from all fwmark 0x21000000/0x3f000000 iif lo lookup 6101",
+            "30100: from all fwmark 0x22000000/0x3f000000 iif lo lookup 6102",
             "30101: from all fwmark 0x1000000/0x1f000000 lookup main suppress_prefixlength 0",
             "30101: from all fwmark 0x2000000/0x1f000000 lookup main suppress_prefixlength 0",
             "30102: from all fwmark 0x1000000/0x1f000000 lookup 6101",

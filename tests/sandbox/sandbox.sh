@@ -1,0 +1,715 @@
+#!/bin/bash
+# sandbox.sh: a throw-away multi-uplink machine in network namespaces, driven by a real
+# NetworkManager on a private D-Bus, for nm-multiwan's end-to-end tests, demo and benchmarks.
+# Needs root. Touches nothing outside the namespaces and mounts it creates (see NM-SANDBOX.md).
+#
+# SUBCOMMANDS
+#   create SB SPEC...       Build sandbox SB (letters, digits, _; short, e.g. e2e1). Namespaces are
+#                           SB-host (NetworkManager, the machine under test), SB-isp1..SB-isp8,
+#                           SB-campus, SB-inet. Each SPEC is one host uplink:
+#                             IFACE:static:K[:ID]  ISP K (1..8), host 10.200.K.2/24 gw 10.200.K.1
+#                             IFACE:dhcp:K[:ID]    ISP K, dnsmasq gives 10.200.K.100-150, gw .1
+#                             IFACE:campus[:ID]    the campus bridge, 10.250.0.0/24 gw 10.250.0.1,
+#                                                  DHCP 10.250.0.100-150; all campus uplinks share it
+#                           ID is the NetworkManager connection id (default up-IFACE).
+#                           Fails if SB exists; cleans up after itself if it fails (SB_KEEP=1: keep).
+#   destroy SB              Kill every process in SB's namespaces, delete them, remove the work dir.
+#                           Idempotent, works on a half-built sandbox, never touches other prefixes.
+#   exec SB CMD...          Run CMD in SB-host inside the private mount namespace where the
+#                           private bus, nm-dispatcher, /usr/bin/nm-multiwan (SB_BINARY), the
+#                           private /etc/nm-multiwan and /run live (nsenter -m -n), so nmcli and
+#                           nm-multiwan talk to the sandbox's NetworkManager. Exit code is CMD's.
+#   exec-ns SB NAME CMD...  Run CMD in namespace SB-NAME (host, inet, isp1.., campus); plain
+#                           `ip netns exec`, i.e. the real mount namespace.
+#   wait-up SB CONN [T]     `nmcli con up CONN`, then wait (T seconds, default 30) until its device
+#                           is activated and the dispatcher has run every script for its `up`.
+#   wait-down SB CONN [T]   `nmcli con down CONN`, then wait for the dispatcher's `down`.
+#   wait-for SB T CMD...    Run CMD (as with exec) every 0.1 s until it succeeds; fail after T s.
+#   info SB                 key=value lines: work dir, NetworkManager PID, keyfile dir, logs.
+#   list                    Sandboxes that have a work dir or a namespace.
+#   check                   Tell which required commands are missing (installs nothing).
+#
+# ENVIRONMENT (create)
+#   SB_RATE=10mbit     tbf shaping of each uplink on the ISP/campus side, both directions
+#                      (downstream: tbf on the bridge port; upstream: port ingress -> ifb -> tbf).
+#   SB_RATE_BURST      tbf burst (default 32kbit), SB_RATE_LATENCY (default 50ms).
+#   SB_DISPATCHER=PATH script installed root:root 0755 into the private dispatcher.d (basename
+#                      kept). A marker script zzzz-sandbox-marker always runs after it and
+#                      appends "ACTION IFACE CONNECTION_ID" to WORK/dispatcher.log.
+#   SB_BINARY=PATH     appears as /usr/bin/nm-multiwan inside the private mount namespace only
+#                      (overlayfs on /usr/bin there, holding a symlink to PATH, so rebuilds show).
+#   SB_CONFIG=PATH     copied to /etc/nm-multiwan/config.toml (private; WORK/etc-nm-multiwan on
+#                      the real filesystem, editable from outside). /run is private and empty
+#                      (WORK/run), with an empty /run/nm-multiwan.
+#   SB_AUTOCONNECT=1   connections autoconnect (default: autoconnect=false, use wait-up).
+#   SB_RP_FILTER=1     net.ipv4.conf.{all,default,IFACE}.rp_filter in SB-host (default 1, strict).
+#                      NetworkManager would loosen 1 to 2 on each device with a default route
+#                      (and the kernel takes the max of all and device); with 1 the sandbox keeps
+#                      it strict by giving NetworkManager dummy copies of those sysctl files.
+#   SB_NM_LOOSENS_RP_FILTER=1  let NetworkManager loosen it as on a real machine.
+#   SB_NM_LOG_LEVEL    NetworkManager log level (default INFO; DEBUG/TRACE for more).
+#   SB_KEEP=1          keep a sandbox whose create failed, for debugging.
+#   SB_ROOT            where work dirs go (default /tmp/nm-multiwan-sandbox); WORK = SB_ROOT/SB.
+#
+# ADDRESSES
+#   ISP K (1..8): LAN 10.200.K.0/24 on bridge br0 in SB-ispK, gateway 10.200.K.1 (also a "LAN
+#   host": TCP 7000 answers with the peer address it saw). Link to SB-inet 203.0.113.(4K)/30:
+#   inet side 203.0.113.(4K+1), ISP side 203.0.113.(4K+2), which is what the internet sees
+#   (MASQUERADE): isp1 .6, isp2 .10, isp3 .14, isp4 .18, isp5 .22, isp6 .26, isp7 .30, isp8 .34.
+#   Campus: LAN 10.250.0.0/24 gw 10.250.0.1 (port 7000 too), link 203.0.113.36/30, seen as .38.
+#   SB-inet: server 198.51.100.10 (on lo): TCP 7000 echoes the peer address and closes, TCP 7001
+#   streams zeros until the client closes, iperf3 -s on 5201..5208. It routes each LAN
+#   (10.200.K.0/24, 10.250.0.0/24) back via its ISP, so it can connect INTO the host.
+#   Interfaces in SB-inet are named isp1..isp8/campus; in SB-ispK: wan, br0, and one bridge port
+#   per host uplink named like the host interface.
+#
+# FILES: WORK/nm.log (NetworkManager), WORK/dispatcher.log, WORK/log/*.log (dnsmasq, servers),
+#   WORK/conns/*.nmconnection (keyfiles, 0600; `exec SB nmcli con reload` after editing).
+set -eEu
+set -o pipefail
+
+PROG=sandbox.sh
+CREATED=0
+NM_PID=''
+HOST_PID=''
+NM_LOG=''
+SB_ROOT=${SB_ROOT:-/tmp/nm-multiwan-sandbox}
+SELF_DIR=$(cd "$(dirname "$0")" && pwd -P)
+SELF="$SELF_DIR/$(basename "$0")"
+SERVER=198.51.100.10
+REQUIRED_CMDS="ip:iproute2 tc:iproute2 nsenter:util-linux unshare:util-linux setsid:util-linux
+mount:mount NetworkManager:network-manager nmcli:network-manager dbus-daemon:dbus
+dnsmasq:dnsmasq-base iptables:iptables socat:socat iperf3:iperf3 conntrack:conntrack"
+
+die() {
+    printf '%s: error: %s\n' "$PROG" "$*" >&2
+    exit 1
+}
+say() {
+    [ -n "${SB_QUIET:-}" ] || printf '%s: %s\n' "$PROG" "$*" >&2
+}
+# Any unexpected failure names the command and the line.
+trap 'printf "%s: error: command failed (exit %s, line %s): %s\n" "$PROG" "$?" "$LINENO" "$BASH_COMMAND" >&2' ERR
+
+now_ms() {
+    local t
+    t=$(date +%s%N)
+    printf '%s' "$((t / 1000000))"
+}
+
+usage() {
+    sed -n '2,/^set -eEu/p' "$SELF" | sed -e '$d' -e 's/^# \{0,1\}//' >&2
+    exit 2
+}
+
+check_name() {
+    case "$1" in
+        '' | *[!A-Za-z0-9_]*) die "sandbox name '$1' must be letters, digits or _" ;;
+    esac
+    [ "${#1}" -le 16 ] || die "sandbox name '$1' is longer than 16 characters"
+}
+
+need_root() {
+    [ "$(id -u)" = 0 ] || die "must run as root (network namespaces, mounts)"
+}
+
+cmd_check() {
+    local missing='' entry cmd pkg
+    for entry in $REQUIRED_CMDS; do
+        cmd=${entry%%:*}
+        pkg=${entry#*:}
+        if ! PATH="$PATH:/usr/sbin:/sbin" command -v "$cmd" >/dev/null 2>&1; then
+            missing="$missing $cmd($pkg)"
+        fi
+    done
+    [ -x /usr/lib/NetworkManager/nm-dispatcher ] || [ -x /usr/libexec/nm-dispatcher ] ||
+        missing="$missing nm-dispatcher(network-manager)"
+    if [ -n "$missing" ]; then
+        printf '%s: missing:%s\n' "$PROG" "$missing" >&2
+        printf '%s: install with: apt-get install -y network-manager iptables dnsmasq-base iproute2 socat iperf3 conntrack\n' "$PROG" >&2
+        return 1
+    fi
+}
+
+ns_exists() {
+    ip netns list | awk '{print $1}' | grep -Fxq -- "$1"
+}
+
+# All namespace names a sandbox may own; exact names, so prefix e2e1 never matches e2e10-*.
+all_ns() {
+    local k
+    printf '%s\n' "$1-host" "$1-inet" "$1-campus"
+    for k in 1 2 3 4 5 6 7 8; do printf '%s\n' "$1-isp$k"; done
+}
+
+# The private mount namespace is entered through the private dbus-daemon (HOST_PID), which
+# also D-Bus-activates nm-dispatcher there; NetworkManager (NM_PID) runs in a child mount
+# namespace of it (see nm_inner).
+nm_pid() { # nm_pid SB: sets HOST_PID and NM_PID, or dies saying why
+    local w="$SB_ROOT/$1"
+    [ -s "$w/nm.pid" ] || die "sandbox '$1' has no NetworkManager (no $w/nm.pid): not created?"
+    NM_PID=$(cat "$w/nm.pid")
+    HOST_PID=$(cat "$w/host.pid")
+    NM_LOG="$w/nm.log"
+    nm_alive
+}
+
+nm_alive() { # after nm_pid: dies if NetworkManager or its bus went away meanwhile
+    [ -d "/proc/$NM_PID" ] || die "NetworkManager (pid $NM_PID) is not running; see $NM_LOG"
+    [ -d "/proc/$HOST_PID" ] || die "the sandbox's dbus-daemon (pid $HOST_PID) is not running; see $NM_LOG"
+}
+
+host_wd() { # a working directory that exists in the private mount namespace too
+    case "$PWD" in /run | /run/* | /var/run | /var/run/*) printf / ;; *) printf '%s' "$PWD" ;; esac
+}
+
+in_host() { # in_host SB CMD...: CMD in NetworkManager's mount and network namespace
+    local sb=$1
+    shift
+    nm_pid "$sb"
+    nsenter -t "$HOST_PID" -m -n --wd="$(host_wd)" -- "$@"
+}
+
+cmd_destroy() {
+    local sb=$1 ns pids i left=''
+    check_name "$sb"
+    need_root
+    for ns in $(all_ns "$sb"); do
+        ns_exists "$ns" || continue
+        pids=$(ip netns pids "$ns" || true)
+        # shellcheck disable=SC2086 # pid lists split on purpose
+        [ -z "$pids" ] || kill -TERM $pids 2>/dev/null || true
+        left="$left $ns"
+    done
+    # Up to 3 s for a clean exit (NetworkManager tears its devices down), then SIGKILL.
+    for i in $(seq 30); do
+        pids=''
+        for ns in $left; do pids="$pids $(ip netns pids "$ns" 2>/dev/null || true)"; done
+        [ -n "$(printf '%s' "$pids" | tr -d ' \n')" ] || break
+        if [ "$i" = 30 ]; then
+            # shellcheck disable=SC2086
+            kill -KILL $pids 2>/dev/null || true
+            sleep 0.2
+        else
+            sleep 0.1
+        fi
+    done
+    for ns in $left; do
+        ip netns del "$ns" 2>/dev/null || ! ns_exists "$ns" || die "cannot delete namespace $ns"
+    done
+    if [ -d "$SB_ROOT/$sb" ]; then
+        rm -rf -- "${SB_ROOT:?}/$sb"
+    fi
+    say "sandbox '$sb' destroyed"
+}
+
+# --- create -------------------------------------------------------------------------------
+
+# Globals filled by parse_specs: parallel arrays, one entry per uplink.
+U_IFACE=()
+U_KIND=() # static | dhcp | campus
+U_UP=()   # upstream name: isp1..isp8 | campus
+U_ID=()
+
+parse_specs() {
+    local spec iface kind isp id i j statics=' '
+    for spec in "$@"; do
+        IFS=: read -r iface kind isp id <<<"$spec"
+        if [ "$kind" = campus ]; then
+            [ -z "$id" ] || die "bad spec '$spec': IFACE:campus[:ID]"
+            id=$isp
+            isp=campus
+        else
+            case "$kind" in static | dhcp) ;; *) die "bad spec '$spec': MODE must be static, dhcp or campus" ;; esac
+            case "$isp" in [1-8]) ;; *) die "bad spec '$spec': ISP must be 1..8" ;; esac
+            if [ "$kind" = static ]; then
+                case "$statics" in *" $isp "*) die "bad spec '$spec': ISP $isp already has a static uplink (10.200.$isp.2)" ;; esac
+                statics="$statics$isp "
+            fi
+            isp=isp$isp
+        fi
+        case "$iface" in
+            '' | *[!A-Za-z0-9_.-]* | [!A-Za-z]*) die "bad spec '$spec': interface name '$iface' (letters, digits, . _ -)" ;;
+            lo | wan | br0 | up | down | ifb[0-9]*) die "bad spec '$spec': interface name '$iface' is reserved" ;;
+        esac
+        [ "${#iface}" -le 15 ] || die "bad spec '$spec': interface name longer than 15"
+        [ -n "$id" ] || id="up-$iface"
+        for j in "${!U_IFACE[@]}"; do
+            [ "${U_IFACE[$j]}" != "$iface" ] || die "interface '$iface' given twice"
+            [ "${U_ID[$j]}" != "$id" ] || die "connection id '$id' given twice"
+        done
+        i=${#U_IFACE[@]}
+        U_IFACE[i]=$iface
+        U_KIND[i]=$kind
+        U_UP[i]=$isp
+        U_ID[i]=$id
+    done
+    [ "${#U_IFACE[@]}" -gt 0 ] || die "create needs at least one SPEC (e.g. eth0:static:1)"
+}
+
+# Per upstream: LAN prefix (first three octets), link index k (203.0.113.4k/30).
+up_lan() { case "$1" in campus) printf '10.250.0' ;; isp*) printf '10.200.%s' "${1#isp}" ;; esac; }
+up_idx() { case "$1" in campus) printf 9 ;; isp*) printf '%s' "${1#isp}" ;; esac; }
+
+spawn() { # spawn NS LOGNAME CMD...: a daemon in NS, detached from our stdio and session
+    local ns=$1 name=$2
+    shift 2
+    ip netns exec "$ns" setsid "$@" </dev/null >>"$W/log/$name.log" 2>&1 &
+    printf '%s %s %s\n' "$!" "$ns" "$name" >>"$W/pids"
+}
+
+wait_until() { # wait_until TIMEOUT_S CMD...: poll CMD (which keeps its own output quiet)
+    local timeout=$1 deadline
+    shift
+    deadline=$(($(now_ms) + timeout * 1000))
+    until "$@"; do
+        [ "$(now_ms)" -lt "$deadline" ] || return 1
+        sleep 0.05
+    done
+}
+
+listening() { # listening NS tcp|udp PORT
+    [ -n "$(ip netns exec "$1" ss -Hln --"$2" "sport = :$3" 2>/dev/null)" ]
+}
+
+setup_upstream() { # setup_upstream NAME: namespace, link to inet, bridge, NAT, DHCP, LAN server
+    local up=$1 ns="$SB-$1" lan k a_inet a_up i dhcp=0
+    lan=$(up_lan "$up")
+    k=$(up_idx "$up")
+    a_inet=203.0.113.$((4 * k + 1))
+    a_up=203.0.113.$((4 * k + 2))
+    ip netns add "$ns"
+    ip -n "$ns" link set lo up
+    ip netns exec "$ns" sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=1 \
+        net.ipv4.conf.default.rp_filter=1 net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+    ip -n "$SB-inet" link add "$up" type veth peer name wan netns "$ns"
+    ip -n "$SB-inet" addr add "$a_inet/30" dev "$up"
+    ip -n "$SB-inet" link set "$up" up
+    ip -n "$ns" addr add "$a_up/30" dev wan
+    ip -n "$ns" link set wan up
+    ip -n "$ns" route add default via "$a_inet"
+    ip -n "$SB-inet" route add "$lan.0/24" via "$a_up"
+    ip -n "$ns" link add br0 type bridge forward_delay 0 stp_state 0
+    ip -n "$ns" addr add "$lan.1/24" dev br0
+    ip -n "$ns" link set br0 up
+    ip netns exec "$ns" iptables -t nat -A POSTROUTING -o wan -j MASQUERADE
+    for i in "${!U_IFACE[@]}"; do
+        [ "${U_UP[$i]}" = "$up" ] || continue
+        [ "${U_KIND[$i]}" = static ] || dhcp=1
+        ip -n "$SB-host" link add "${U_IFACE[$i]}" type veth peer name "${U_IFACE[$i]}" netns "$ns"
+        ip -n "$ns" link set "${U_IFACE[$i]}" master br0
+        ip -n "$ns" link set "${U_IFACE[$i]}" up
+        if [ -n "${SB_RATE:-}" ]; then
+            shape "$ns" "${U_IFACE[$i]}" "ifb$i"
+        fi
+    done
+    if [ "$dhcp" = 1 ]; then
+        spawn "$ns" "dnsmasq-$up" dnsmasq --keep-in-foreground --conf-file=/dev/null --port=0 \
+            --no-resolv --no-hosts --user=root --group=root --interface=br0 --bind-interfaces \
+            --dhcp-authoritative --no-ping --dhcp-range="$lan.100,$lan.150,255.255.255.0,1h" \
+            --dhcp-option=3,"$lan.1" --dhcp-leasefile="$W/dnsmasq-$up.leases" --pid-file= \
+            --log-facility=- --log-dhcp
+    fi
+    # shellcheck disable=SC2016 # $SOCAT_PEERADDR is for socat's shell
+    spawn "$ns" "echo-$up" socat TCP-LISTEN:7000,bind="$lan.1",fork,reuseaddr SYSTEM:'echo $SOCAT_PEERADDR'
+}
+
+shape() { # shape NS PORT IFB: tbf towards the host, and host->ISP via ingress redirect to an ifb
+    local ns=$1 port=$2 ifb=$3 burst=${SB_RATE_BURST:-32kbit} lat=${SB_RATE_LATENCY:-50ms}
+    tc -n "$ns" qdisc add dev "$port" root tbf rate "$SB_RATE" burst "$burst" latency "$lat"
+    ip -n "$ns" link add "$ifb" type ifb
+    ip -n "$ns" link set "$ifb" up
+    tc -n "$ns" qdisc add dev "$ifb" root tbf rate "$SB_RATE" burst "$burst" latency "$lat"
+    tc -n "$ns" qdisc add dev "$port" handle ffff: ingress
+    tc -n "$ns" filter add dev "$port" parent ffff: protocol all u32 match u32 0 0 \
+        action mirred egress redirect dev "$ifb"
+}
+
+write_keyfile() { # write_keyfile INDEX
+    local i=$1 f up lan ac=false
+    up=${U_UP[$i]}
+    lan=$(up_lan "$up")
+    [ "${SB_AUTOCONNECT:-0}" != 1 ] || ac=true
+    f="$W/conns/${U_ID[$i]//\//_}.nmconnection"
+    {
+        printf '[connection]\nid=%s\nuuid=%s\ntype=ethernet\ninterface-name=%s\nautoconnect=%s\n\n' \
+            "${U_ID[$i]}" "$(cat /proc/sys/kernel/random/uuid)" "${U_IFACE[$i]}" "$ac"
+        printf '[ethernet]\n\n[ipv4]\n'
+        if [ "${U_KIND[$i]}" = static ]; then
+            printf 'method=manual\naddress1=%s.2/24,%s.1\n' "$lan" "$lan"
+        else
+            printf 'method=auto\n'
+        fi
+        printf '\n[ipv6]\nmethod=disabled\n'
+    } >"$f"
+    chmod 0600 "$f"
+}
+
+# Runs inside `ip netns exec SB-host unshare -m`: private mounts, private bus, then NetworkManager.
+nm_inner() {
+    local w=$1 mp i=0 stash
+    mount --make-rprivate /
+    # Our copies of other namespaces' /run/netns mounts would keep those namespaces alive.
+    umount -l /run/netns 2>/dev/null || true
+    # /etc: an overlay so that /etc/nm-multiwan can exist here only. Mounts below /etc (e.g.
+    # resolv.conf in containers) would be hidden by it: stash them and put them back.
+    stash="$w/ovl/stash"
+    awk '$5 ~ "^/etc/" {print $5}' /proc/self/mountinfo | while read -r mp; do
+        mkdir -p "$stash"
+        if [ -d "$mp" ]; then mkdir "$stash/$i"; else touch "$stash/$i"; fi
+        mount --bind "$mp" "$stash/$i"
+        printf '%s %s\n' "$i" "$mp" >>"$stash.list"
+        i=$((i + 1))
+    done
+    mount -t overlay sandbox-etc -o "lowerdir=/etc,upperdir=$w/ovl/etc/upper,workdir=$w/ovl/etc/work" /etc
+    if [ -f "$stash.list" ]; then
+        while read -r i mp; do mount --bind "$stash/$i" "$mp"; done <"$stash.list"
+    fi
+    mkdir -p /etc/nm-multiwan /etc/NetworkManager/dispatcher.d
+    mount --bind "$w/etc-nm-multiwan" /etc/nm-multiwan
+    mount --bind "$w/dispatcher.d" /etc/NetworkManager/dispatcher.d
+    if [ -d "$w/ovl/usrbin/upper" ]; then
+        mount -t overlay sandbox-usrbin \
+            -o "lowerdir=/usr/bin,upperdir=$w/ovl/usrbin/upper,workdir=$w/ovl/usrbin/work" /usr/bin
+    fi
+    # A private, empty /run (the real one may hold the machine's bus and NetworkManager state).
+    mount --bind "$w/run" /run
+    mount --bind "$w/var-lib-NetworkManager" /var/lib/NetworkManager
+    # Without udev NetworkManager manages devices only when /sys is read-only (NM-SANDBOX.md).
+    mount -o remount,bind,ro /sys
+    dbus-daemon --system --fork --print-pid >"$w/host.pid"
+    if [ -d "$w/rp_filter" ]; then
+        exec unshare -m --propagation private "$SELF" __nm-exec "$w"
+    fi
+    nm_exec "$w"
+}
+
+# NetworkManager loosens a strict rp_filter (1 -> 2) on devices with a default route, and the
+# kernel uses max(all, device): strict filtering would never happen. With SB_RP_FILTER=1 it
+# therefore runs in a mount namespace of its own where those sysctl files are plain files:
+# NetworkManager's writes land there, the kernel (and everything else) keeps the strict value.
+nm_exec() {
+    local w=$1 f
+    for f in "$w"/rp_filter/*; do
+        [ ! -f "$f" ] || mount --bind "$f" "/proc/sys/net/ipv4/conf/${f##*/}/rp_filter"
+    done
+    printf '%s\n' "$$" >"$w/nm.pid"
+    exec NetworkManager --no-daemon --debug --log-level="${SB_NM_LOG_LEVEL:-INFO}" \
+        --config="$w/NetworkManager.conf" --config-dir=/nonexistent \
+        --state-file="$w/NetworkManager.state"
+}
+
+nm_started() { # the start script wrote the pid file (or died trying)
+    [ ! -s "$W/nm.pid" ] || return 0
+    kill -0 "$NM_BG" 2>/dev/null || die "NetworkManager's start script failed; see $W/nm.log"
+    return 1
+}
+
+nm_answers() {
+    nm_alive
+    nsenter -t "$HOST_PID" -m -n nmcli general >/dev/null 2>&1
+}
+
+dev_states() { # IFACE:STATE lines of the host's devices
+    nm_alive
+    nsenter -t "$HOST_PID" -m -n nmcli -t -f DEVICE,STATE device 2>/dev/null
+}
+
+all_devs_in() { # all_devs_in STATE...: every uplink's device is in one of these states
+    local states i s
+    states=$(dev_states) || return 1
+    for i in "${!U_IFACE[@]}"; do
+        s=$(printf '%s\n' "$states" | awk -F: -v d="${U_IFACE[$i]}" '$1 == d {print $2}')
+        case " $* " in *" $s "*) ;; *) return 1 ;; esac
+    done
+}
+
+cmd_create() {
+    local t0 i up ups='' k dispatcher='' binary='' config=''
+    SB=$1
+    shift
+    check_name "$SB"
+    need_root
+    cmd_check || die "required commands missing"
+    parse_specs "$@"
+    W="$SB_ROOT/$SB"
+    [ ! -e "$W" ] || die "sandbox '$SB' exists ($W); run: $0 destroy $SB"
+    for k in $(all_ns "$SB"); do
+        ! ns_exists "$k" || die "namespace $k exists; run: $0 destroy $SB"
+    done
+    if [ -n "${SB_DISPATCHER:-}" ]; then
+        [ -f "$SB_DISPATCHER" ] || die "SB_DISPATCHER=$SB_DISPATCHER: no such file"
+        dispatcher=$SB_DISPATCHER
+    fi
+    if [ -n "${SB_BINARY:-}" ]; then
+        { [ -f "$SB_BINARY" ] && [ -x "$SB_BINARY" ]; } || die "SB_BINARY=$SB_BINARY: not an executable file"
+        binary=$(cd "$(dirname "$SB_BINARY")" && pwd -P)/$(basename "$SB_BINARY")
+    fi
+    if [ -n "${SB_CONFIG:-}" ]; then
+        [ -f "$SB_CONFIG" ] || die "SB_CONFIG=$SB_CONFIG: no such file"
+        config=$SB_CONFIG
+    fi
+    t0=$(now_ms)
+
+    mkdir -p "$SB_ROOT"
+    mkdir -m 0700 "$W"
+    # From here on a failure removes the half-built sandbox (unless SB_KEEP=1).
+    trap 'create_exit' EXIT
+    trap 'exit 130' INT TERM
+    mkdir -p "$W/log" "$W/conns" "$W/run/dbus" "$W/run/NetworkManager" "$W/run/nm-multiwan" \
+        "$W/run/lock" "$W/var-lib-NetworkManager" "$W/etc-nm-multiwan" "$W/ovl/etc/upper" \
+        "$W/ovl/etc/work" "$W/dispatcher.d/no-wait.d" "$W/dispatcher.d/pre-up.d" \
+        "$W/dispatcher.d/pre-down.d"
+    chmod 0700 "$W/conns"
+    printf '%s\n' "$@" >"$W/specs"
+    : >"$W/dispatcher.log"
+    chmod 0644 "$W/dispatcher.log"
+
+    # Namespaces. The host's sysctls first: new interfaces copy conf.default.
+    ip netns add "$SB-host"
+    ip -n "$SB-host" link set lo up
+    ip netns exec "$SB-host" sysctl -qw net.ipv4.conf.all.rp_filter="${SB_RP_FILTER:-1}" \
+        net.ipv4.conf.default.rp_filter="${SB_RP_FILTER:-1}" net.ipv6.conf.all.disable_ipv6=1 \
+        net.ipv6.conf.default.disable_ipv6=1
+    ip netns add "$SB-inet"
+    ip -n "$SB-inet" link set lo up
+    ip -n "$SB-inet" addr add "$SERVER/32" dev lo
+    ip netns exec "$SB-inet" sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
+        net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+    for up in "${U_UP[@]}"; do
+        case " $ups " in *" $up "*) ;; *) ups="$ups $up" ;; esac
+    done
+    for up in $ups; do
+        setup_upstream "$up"
+    done
+    for i in "${!U_IFACE[@]}"; do
+        ip netns exec "$SB-host" sysctl -qw "net.ipv4.conf.${U_IFACE[$i]//./\/}.rp_filter=${SB_RP_FILTER:-1}"
+        if [ "${SB_RP_FILTER:-1}" = 1 ] && [ "${SB_NM_LOOSENS_RP_FILTER:-0}" != 1 ]; then
+            mkdir -p "$W/rp_filter"
+            printf '1\n' >"$W/rp_filter/${U_IFACE[$i]}"
+        fi
+    done
+
+    # Internet servers.
+    # shellcheck disable=SC2016 # $SOCAT_PEERADDR is for socat's shell
+    spawn "$SB-inet" echo-inet socat TCP-LISTEN:7000,bind="$SERVER",fork,reuseaddr SYSTEM:'echo $SOCAT_PEERADDR'
+    spawn "$SB-inet" zero-inet socat -U TCP-LISTEN:7001,bind="$SERVER",fork,reuseaddr OPEN:/dev/zero
+    for k in 1 2 3 4 5 6 7 8; do
+        spawn "$SB-inet" "iperf3-520$k" iperf3 -s -B "$SERVER" -p "520$k"
+    done
+
+    # NetworkManager's private world.
+    cat >"$W/NetworkManager.conf" <<EOF
+[main]
+plugins=keyfile
+dhcp=internal
+dns=none
+rc-manager=unmanaged
+no-auto-default=*
+auth-polkit=false
+
+[keyfile]
+path=$W/conns
+unmanaged-devices=none
+
+[device]
+match-device=*
+managed=1
+
+[connectivity]
+enabled=false
+EOF
+    for i in "${!U_IFACE[@]}"; do
+        write_keyfile "$i"
+    done
+    if [ -n "$dispatcher" ]; then
+        install -o root -g root -m 0755 "$dispatcher" "$W/dispatcher.d/$(basename "$dispatcher")"
+    fi
+    cat >"$W/dispatcher.d/zzzz-sandbox-marker" <<EOF
+#!/bin/sh
+# Installed by sandbox.sh. Runs after every other script of an event (name order), so its
+# line means they have all finished: "ACTION IFACE CONNECTION_ID".
+printf '%s %s %s\\n' "\$2" "\$1" "\${CONNECTION_ID:-}" >>'$W/dispatcher.log'
+EOF
+    chown root:root "$W/dispatcher.d/zzzz-sandbox-marker"
+    chmod 0755 "$W/dispatcher.d/zzzz-sandbox-marker"
+    if [ -n "$config" ]; then
+        install -m 0644 "$config" "$W/etc-nm-multiwan/config.toml"
+    fi
+    if [ -n "$binary" ]; then
+        mkdir -p "$W/ovl/usrbin/upper" "$W/ovl/usrbin/work"
+        ln -s "$binary" "$W/ovl/usrbin/upper/nm-multiwan"
+    fi
+    ip netns exec "$SB-host" setsid unshare -m --propagation private "$SELF" __nm-inner "$W" \
+        </dev/null >>"$W/nm.log" 2>&1 &
+    NM_BG=$!
+    printf '%s %s %s\n' "$NM_BG" "$SB-host" NetworkManager >>"$W/pids"
+
+    wait_until 10 nm_started ||
+        die "NetworkManager's start script did not get to NetworkManager within 10 s; see $W/nm.log"
+    nm_pid "$SB"
+    wait_until 20 nm_answers || die "NetworkManager did not answer within 20 s; see $W/nm.log"
+    if [ "${SB_AUTOCONNECT:-0}" = 1 ]; then
+        wait_until 30 all_devs_in connected ||
+            die "uplinks not all connected within 30 s: $(dev_states | tr '\n' ' '); see $W/nm.log"
+    else
+        wait_until 10 all_devs_in disconnected connected connecting ||
+            die "devices not all managed within 10 s: $(dev_states | tr '\n' ' '); see $W/nm.log"
+    fi
+    for k in 7000 7001 5201 5202 5203 5204 5205 5206 5207 5208; do
+        wait_until 5 listening "$SB-inet" tcp "$k" || die "no server on $SERVER:$k in $SB-inet; see $W/log/"
+    done
+    for up in $ups; do
+        wait_until 5 listening "$SB-$up" tcp 7000 || die "no server on port 7000 in $SB-$up; see $W/log/"
+        case " ${U_KIND[*]} " in *" dhcp "* | *" campus "*) ;; *) continue ;; esac
+        if [ -f "$W/log/dnsmasq-$up.log" ]; then
+            wait_until 5 listening "$SB-$up" udp 67 || die "dnsmasq not listening in $SB-$up; see $W/log/dnsmasq-$up.log"
+        fi
+    done
+    CREATED=1
+    say "sandbox '$SB' ready in $(($(now_ms) - t0)) ms (work dir $W)"
+}
+
+create_exit() {
+    local rc=$?
+    [ "$CREATED" = 1 ] && return 0
+    trap - EXIT
+    if [ "${SB_KEEP:-0}" = 1 ]; then
+        say "create failed; keeping sandbox '$SB' (SB_KEEP=1); $0 destroy $SB removes it"
+    else
+        say "create failed; removing the half-built sandbox '$SB' (SB_KEEP=1 keeps it)"
+        if [ -s "$W/nm.log" ]; then
+            say "last lines of NetworkManager's log:"
+            tail -n 15 "$W/nm.log" >&2 || true
+        fi
+        SB_QUIET=1 cmd_destroy "$SB" || true
+    fi
+    exit "$rc"
+}
+
+# --- using a sandbox ----------------------------------------------------------------------
+
+conn_iface() { # conn_iface SB CONN
+    local iface
+    iface=$(in_host "$1" nmcli -g connection.interface-name connection show "$2") ||
+        die "no connection '$2' in sandbox '$1'"
+    [ -n "$iface" ] || die "connection '$2' has no interface-name"
+    printf '%s' "$iface"
+}
+
+dispatcher_saw() { # dispatcher_saw FILE SKIP ACTION IFACE: a marker line after the first SKIP
+    tail -n "+$(($2 + 1))" "$1" | awk -v a="$3" -v d="$4" '$1 == a && $2 == d {f = 1} END {exit !f}'
+}
+
+dev_activated() { # dev_activated IFACE (after nm_pid)
+    nm_alive
+    [ "$(nsenter -t "$HOST_PID" -m -n nmcli -g GENERAL.STATE device show "$1" 2>/dev/null)" = "100 (connected)" ]
+}
+
+cmd_wait_updown() { # cmd_wait_updown up|down SB CONN [TIMEOUT]
+    local action=$1 sb=$2 conn=$3 timeout=${4:-30} iface skip log
+    check_name "$sb"
+    SB=$sb
+    case "$timeout" in '' | *[!0-9]*) die "wait-$action: TIMEOUT must be whole seconds, got '$timeout'" ;; esac
+    log="$SB_ROOT/$sb/dispatcher.log"
+    iface=$(conn_iface "$sb" "$conn")
+    skip=$(wc -l <"$log")
+    in_host "$sb" nmcli --wait "$timeout" connection "$action" "$conn" >/dev/null ||
+        die "nmcli connection $action '$conn' failed; see $SB_ROOT/$sb/nm.log"
+    if [ "$action" = up ]; then
+        wait_until "$timeout" dev_activated "$iface" ||
+            die "device $iface of '$conn' not activated within ${timeout}s"
+    fi
+    wait_until "$timeout" dispatcher_saw "$log" "$skip" "$action" "$iface" ||
+        die "dispatcher did not finish '$action $iface' within ${timeout}s; see $log"
+}
+
+cmd_wait_for() { # cmd_wait_for SB TIMEOUT CMD...
+    local sb=$1 timeout=$2 deadline
+    shift 2
+    check_name "$sb"
+    case "$timeout" in '' | *[!0-9.]*) die "wait-for: TIMEOUT must be seconds, got '$timeout'" ;; esac
+    [ "$#" -gt 0 ] || die "wait-for: no command"
+    deadline=$(($(now_ms) + $(awk -v t="$timeout" 'BEGIN {printf "%d", t * 1000}')))
+    SB=$sb
+    nm_pid "$sb"
+    until nsenter -t "$HOST_PID" -m -n --wd="$(host_wd)" -- "$@" >/dev/null 2>&1; do
+        nm_alive
+        if [ "$(now_ms)" -ge "$deadline" ]; then
+            die "timed out after ${timeout}s waiting for: $*"
+        fi
+        sleep 0.1
+    done
+}
+
+cmd_info() {
+    local sb=$1 w="$SB_ROOT/$1"
+    check_name "$sb"
+    [ -d "$w" ] || die "no sandbox '$sb' ($w missing)"
+    printf 'workdir=%s\n' "$w"
+    printf 'nm_pid=%s\n' "$(cat "$w/nm.pid" 2>/dev/null || true)"
+    printf 'host_pid=%s\n' "$(cat "$w/host.pid" 2>/dev/null || true)"
+    printf 'keyfiles=%s\n' "$w/conns"
+    printf 'nm_log=%s\n' "$w/nm.log"
+    printf 'dispatcher_log=%s\n' "$w/dispatcher.log"
+    printf 'config=%s\n' "$w/etc-nm-multiwan/config.toml"
+    printf 'run_dir=%s\n' "$w/run/nm-multiwan"
+    printf 'specs=%s\n' "$(tr '\n' ' ' <"$w/specs" 2>/dev/null || true)"
+    printf 'namespaces=%s\n' "$(for n in $(all_ns "$sb"); do ! ns_exists "$n" || printf '%s ' "$n"; done)"
+}
+
+cmd_list() {
+    { ls "$SB_ROOT" 2>/dev/null || true; ip netns list | awk '{print $1}' |
+        sed -n 's/^\([A-Za-z0-9_]*\)-\(host\|inet\|campus\|isp[1-8]\)$/\1/p'; } | sort -u
+}
+
+main() {
+    [ "$#" -gt 0 ] || usage
+    local cmd=$1
+    shift
+    case "$cmd" in
+        create)
+            [ "$#" -ge 2 ] || die "usage: $0 create SB SPEC..."
+            cmd_create "$@"
+            ;;
+        destroy)
+            [ "$#" = 1 ] || die "usage: $0 destroy SB"
+            cmd_destroy "$1"
+            ;;
+        exec)
+            [ "$#" -ge 2 ] || die "usage: $0 exec SB CMD..."
+            check_name "$1"
+            nm_pid "$1"
+            shift
+            exec nsenter -t "$HOST_PID" -m -n --wd="$(host_wd)" -- "$@"
+            ;;
+        exec-ns)
+            [ "$#" -ge 3 ] || die "usage: $0 exec-ns SB NAME CMD..."
+            check_name "$1"
+            ns_exists "$1-$2" || die "no namespace $1-$2"
+            local ns="$1-$2"
+            shift 2
+            exec ip netns exec "$ns" "$@"
+            ;;
+        wait-up | wait-down)
+            { [ "$#" -ge 2 ] && [ "$#" -le 3 ]; } || die "usage: $0 $cmd SB CONNECTION [TIMEOUT]"
+            cmd_wait_updown "${cmd#wait-}" "$@"
+            ;;
+        wait-for)
+            [ "$#" -ge 3 ] || die "usage: $0 wait-for SB TIMEOUT CMD..."
+            cmd_wait_for "$@"
+            ;;
+        info)
+            [ "$#" = 1 ] || die "usage: $0 info SB"
+            cmd_info "$1"
+            ;;
+        list) cmd_list ;;
+        check) cmd_check && say "all required commands present" ;;
+        __nm-inner) nm_inner "$@" ;;
+        __nm-exec) nm_exec "$@" ;;
+        -h | --help | help) usage ;;
+        *) die "unknown subcommand '$cmd' (try: $0 help)" ;;
+    esac
+}
+
+main "$@"
