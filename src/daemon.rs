@@ -26,12 +26,13 @@ use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 use zbus::message::Header;
 use zbus::names::BusName;
-use zbus::zvariant::{OwnedObjectPath, Value};
+use zbus::zvariant::Value;
 use zbus::{Connection, MatchRule, MessageStream};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::health::{self, Board, DaemonLock, ProbeSpec, Prober, RoundOutcome, Thresholds};
+use crate::nm::NetworkManager;
 use crate::plan::Plan;
 use crate::reconcile;
 use crate::status::{self, StatusReport};
@@ -48,6 +49,8 @@ const NM_PATH: &str = "/org/freedesktop/NetworkManager";
 pub const NM_DEBOUNCE: Duration = Duration::from_millis(150);
 /// A reconcile this often whatever happens (repairs what someone else changed).
 pub const SAFETY_INTERVAL: Duration = Duration::from_secs(60);
+/// Longest a reconcile waits for NetworkManager to finish starting up.
+const NM_STARTUP_WAIT: Duration = Duration::from_secs(20);
 /// Longest wait between retries of a failing reconcile.
 const MAX_RETRY: Duration = Duration::from_secs(30);
 /// Longest wait between attempts to reach the system bus.
@@ -119,6 +122,8 @@ struct Daemon {
     failures: u32,
     /// NetworkManager's connectivity per interface, from the last read.
     nm_connectivity: BTreeMap<String, Option<u32>>,
+    /// Since when NetworkManager says it is starting up.
+    nm_starting_since: Option<Instant>,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -164,6 +169,7 @@ pub async fn run(opts: Options) -> Result<()> {
         pending: None,
         failures: 0,
         nm_connectivity: BTreeMap::new(),
+        nm_starting_since: None,
     };
     d.schedule(Instant::now(), "start".into());
     let mut safety = tokio::time::interval_at(Instant::now() + SAFETY_INTERVAL, SAFETY_INTERVAL);
@@ -323,7 +329,20 @@ impl Daemon {
     /// Runs the pending reconcile now.
     async fn reconcile_now(&mut self) -> std::result::Result<(), String> {
         let reasons = self.pending.take().map(|p| p.reasons).unwrap_or_default();
-        self.refresh_nm_connectivity().await;
+        // While NetworkManager (re)starts, its devices are not activated yet: planning
+        // then would tear every uplink down for a moment. Wait (boundedly) for it.
+        if self.refresh_nm().await {
+            let since = *self.nm_starting_since.get_or_insert_with(Instant::now);
+            if since.elapsed() < NM_STARTUP_WAIT {
+                debug!("NetworkManager is starting up; reconcile postponed");
+                for r in reasons {
+                    self.schedule(Instant::now() + Duration::from_millis(250), r);
+                }
+                return Ok(());
+            }
+        } else {
+            self.nm_starting_since = None;
+        }
         let verdicts = self.shared.board.lock().expect("board lock").verdicts();
         if let Err(e) = self.lock.publish(&verdicts) {
             warn!("cannot publish health verdicts: {e}");
@@ -370,15 +389,21 @@ impl Daemon {
     }
 
     /// Reads NetworkManager's per-device connectivity and feeds it to the board.
-    async fn refresh_nm_connectivity(&mut self) {
+    /// Returns whether NetworkManager is still starting up.
+    async fn refresh_nm(&mut self) -> bool {
         let conn = self.shared.bus.lock().expect("bus lock").clone();
-        let Some(conn) = conn else { return };
-        match tokio::time::timeout(Duration::from_secs(2), nm_connectivity(&conn)).await {
-            Ok(Ok(map)) => self.nm_connectivity = map,
-            Ok(Err(e)) => debug!("cannot read NetworkManager connectivity: {e}"),
-            Err(_) => debug!("reading NetworkManager connectivity timed out"),
+        let Some(conn) = conn else { return false };
+        let mut starting = false;
+        match tokio::time::timeout(Duration::from_secs(2), nm_facts(&conn)).await {
+            Ok(Ok(facts)) => {
+                starting = facts.starting;
+                self.nm_connectivity = facts.connectivity;
+            }
+            Ok(Err(e)) => debug!("cannot read NetworkManager's connectivity: {e}"),
+            Err(_) => debug!("reading NetworkManager's connectivity timed out"),
         }
         self.apply_nm_connectivity();
+        starting
     }
 
     /// Returns whether a verdict flipped.
@@ -653,57 +678,45 @@ fn nm_signal_reason(msg: &zbus::Message) -> Option<String> {
 )]
 trait NmManager {
     #[zbus(property)]
-    fn devices(&self) -> zbus::Result<Vec<OwnedObjectPath>>;
+    fn startup(&self) -> zbus::Result<bool>;
     #[zbus(property)]
     fn connectivity_check_available(&self) -> zbus::Result<bool>;
     #[zbus(property)]
     fn connectivity_check_enabled(&self) -> zbus::Result<bool>;
 }
 
-#[zbus::proxy(
-    interface = "org.freedesktop.NetworkManager.Device",
-    default_service = "org.freedesktop.NetworkManager",
-    gen_blocking = false
-)]
-trait NmDevice {
-    #[zbus(property)]
-    fn ip_interface(&self) -> zbus::Result<String>;
-    #[zbus(property, name = "Ip4Connectivity")]
-    fn ip4_connectivity(&self) -> zbus::Result<u32>;
+/// What the daemon reads of NetworkManager besides the uplinks.
+struct NmFacts {
+    /// NetworkManager is still activating its initial connections (`Startup`).
+    starting: bool,
+    /// Interface -> `Ip4Connectivity`; `None` for every device when NetworkManager's
+    /// connectivity check is off or not configured (its answers then say nothing
+    /// about the upstream).
+    connectivity: BTreeMap<String, Option<u32>>,
 }
 
-/// Interface -> NetworkManager's IPv4 connectivity, `None` for every device when
-/// NetworkManager's connectivity check is off or not configured (its answers then say
-/// nothing about the upstream).
-async fn nm_connectivity(conn: &Connection) -> zbus::Result<BTreeMap<String, Option<u32>>> {
-    use zbus::proxy::CacheProperties;
+async fn nm_facts(conn: &Connection) -> Result<NmFacts> {
     let nm = NmManagerProxy::builder(conn)
-        .cache_properties(CacheProperties::No)
+        .cache_properties(zbus::proxy::CacheProperties::No)
         .build()
-        .await?;
+        .await
+        .map_err(|e| Error::NetworkManager(e.to_string()))?;
+    let starting = nm
+        .startup()
+        .await
+        .map_err(|e| Error::NetworkManager(format!("reading Startup: {e}")))?;
     let checking = nm.connectivity_check_available().await.unwrap_or(false)
         && nm.connectivity_check_enabled().await.unwrap_or(false);
-    let mut out = BTreeMap::new();
-    for path in nm.devices().await? {
-        let dev = NmDeviceProxy::builder(conn)
-            .path(path)?
-            .cache_properties(CacheProperties::No)
-            .build()
-            .await?;
-        let Ok(iface) = dev.ip_interface().await else {
-            continue;
-        };
-        if iface.is_empty() {
-            continue;
-        }
-        let c = if checking {
-            dev.ip4_connectivity().await.ok()
-        } else {
-            None
-        };
-        out.insert(iface, c);
-    }
-    Ok(out)
+    let connectivity = NetworkManager::with_connection(conn.clone())
+        .ip4_connectivity()
+        .await?
+        .into_iter()
+        .map(|(iface, c)| (iface, checking.then_some(c)))
+        .collect();
+    Ok(NmFacts {
+        starting,
+        connectivity,
+    })
 }
 
 /// `net.nmmultiwan.Daemon1` at `/net/nmmultiwan/Daemon1`.

@@ -96,6 +96,11 @@ impl NetworkManager {
         Ok(NetworkManager { conn })
     }
 
+    /// Reads NetworkManager through an existing bus connection (the daemon's).
+    pub fn with_connection(conn: zbus::Connection) -> Self {
+        NetworkManager { conn }
+    }
+
     /// The underlying bus connection, e.g. to subscribe to NetworkManager's signals.
     pub fn connection(&self) -> &zbus::Connection {
         &self.conn

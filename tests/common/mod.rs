@@ -58,6 +58,8 @@ pub struct Options<'a> {
     pub dispatcher: bool,
     pub config: Option<&'a str>,
     pub rate: Option<&'a str>,
+    /// Load dbus/net.nmmultiwan.Daemon1.conf into the sandbox's private bus.
+    pub dbus_policy: bool,
 }
 
 impl Default for Options<'_> {
@@ -66,6 +68,7 @@ impl Default for Options<'_> {
             dispatcher: true,
             config: None,
             rate: None,
+            dbus_policy: false,
         }
     }
 }
@@ -95,6 +98,12 @@ impl Sandbox {
         }
         if let Some(r) = opts.rate {
             cmd.env("SB_RATE", r);
+        }
+        if opts.dbus_policy {
+            cmd.env(
+                "SB_DBUS_POLICY",
+                repo().join("dbus/net.nmmultiwan.Daemon1.conf"),
+            );
         }
         let sb = Sandbox { name, work };
         let o = cmd.output().expect("run sandbox.sh");

@@ -25,6 +25,9 @@
 #                           is activated and the dispatcher has run every script for its `up`.
 #   wait-down SB CONN [T]   `nmcli con down CONN`, then wait for the dispatcher's `down`.
 #   wait-for SB T CMD...    Run CMD (as with exec) every 0.1 s until it succeeds; fail after T s.
+#   restart-nm SB [T]       Stop NetworkManager (SIGTERM, SIGKILL after 10 s) and start it again in
+#                           the same namespaces on the same private bus; wait (T s, default 20)
+#                           until it answers. Its devices stay configured and are re-assumed.
 #   info SB                 key=value lines: work dir, NetworkManager PID, keyfile dir, logs.
 #   list                    Sandboxes that have a work dir or a namespace.
 #   check                   Tell which required commands are missing (installs nothing).
@@ -38,6 +41,8 @@
 #                      appends "ACTION IFACE CONNECTION_ID" to WORK/dispatcher.log.
 #   SB_BINARY=PATH     appears as /usr/bin/nm-multiwan inside the private mount namespace only
 #                      (overlayfs on /usr/bin there, holding a symlink to PATH, so rebuilds show).
+#   SB_DBUS_POLICY=PATH  a D-Bus policy file the private dbus-daemon loads at start: copied to
+#                      /etc/dbus-1/system.d/ in the private /etc overlay (WORK/ovl/etc/upper).
 #   SB_CONFIG=PATH     copied to /etc/nm-multiwan/config.toml (private; WORK/etc-nm-multiwan on
 #                      the real filesystem, editable from outside). /run is private and empty
 #                      (WORK/run), with an empty /run/nm-multiwan.
@@ -449,6 +454,9 @@ cmd_create() {
         [ -f "$SB_CONFIG" ] || die "SB_CONFIG=$SB_CONFIG: no such file"
         config=$SB_CONFIG
     fi
+    if [ -n "${SB_DBUS_POLICY:-}" ]; then
+        [ -f "$SB_DBUS_POLICY" ] || die "SB_DBUS_POLICY=$SB_DBUS_POLICY: no such file"
+    fi
     t0=$(now_ms)
 
     mkdir -p "$SB_ROOT"
@@ -535,6 +543,12 @@ EOF
     chmod 0755 "$W/dispatcher.d/zzzz-sandbox-marker"
     if [ -n "$config" ]; then
         install -m 0644 "$config" "$W/etc-nm-multiwan/config.toml"
+    fi
+    if [ -n "${SB_DBUS_POLICY:-}" ]; then
+        # The private /etc is an overlay with this upper dir: the file shows up in
+        # /etc/dbus-1/system.d there only, before the private dbus-daemon reads its config.
+        install -D -m 0644 "$SB_DBUS_POLICY" \
+            "$W/ovl/etc/upper/dbus-1/system.d/$(basename "$SB_DBUS_POLICY")"
     fi
     if [ -n "$binary" ]; then
         mkdir -p "$W/ovl/usrbin/upper" "$W/ovl/usrbin/work"
@@ -642,6 +656,42 @@ cmd_wait_for() { # cmd_wait_for SB TIMEOUT CMD...
     done
 }
 
+pid_gone() { # pid_gone PID: exited (or a zombie nobody reaps yet)
+    [ ! -d "/proc/$1" ] || [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = Z ]
+}
+
+cmd_restart_nm() { # cmd_restart_nm SB [TIMEOUT]
+    local sb=$1 timeout=${2:-20} old
+    check_name "$sb"
+    need_root
+    case "$timeout" in '' | *[!0-9]*) die "restart-nm: TIMEOUT must be whole seconds, got '$timeout'" ;; esac
+    SB=$sb
+    W="$SB_ROOT/$sb"
+    nm_pid "$sb"
+    old=$NM_PID
+    kill -TERM "$old"
+    if ! wait_until 10 pid_gone "$old"; then
+        kill -KILL "$old" 2>/dev/null || true
+        wait_until 5 pid_gone "$old" || die "NetworkManager (pid $old) does not stop"
+    fi
+    rm -f "$W/nm.pid"
+    # As nm_inner starts it: in the private mount namespace (entered through the private
+    # dbus-daemon), with a mount namespace of its own when rp_filter is kept strict.
+    if [ -d "$W/rp_filter" ]; then
+        nsenter -t "$HOST_PID" -m -n -- setsid unshare -m --propagation private "$SELF" __nm-exec "$W" \
+            </dev/null >>"$W/nm.log" 2>&1 &
+    else
+        nsenter -t "$HOST_PID" -m -n -- setsid "$SELF" __nm-exec "$W" </dev/null >>"$W/nm.log" 2>&1 &
+    fi
+    NM_BG=$!
+    printf '%s %s %s\n' "$NM_BG" "$SB-host" NetworkManager >>"$W/pids"
+    wait_until 10 nm_started ||
+        die "NetworkManager's start script did not get to NetworkManager within 10 s; see $W/nm.log"
+    nm_pid "$sb"
+    wait_until "$timeout" nm_answers || die "NetworkManager did not answer within ${timeout} s; see $W/nm.log"
+    say "NetworkManager of '$sb' restarted (pid $old -> $NM_PID)"
+}
+
 cmd_info() {
     local sb=$1 w="$SB_ROOT/$1"
     check_name "$sb"
@@ -698,6 +748,10 @@ main() {
         wait-for)
             [ "$#" -ge 3 ] || die "usage: $0 wait-for SB TIMEOUT CMD..."
             cmd_wait_for "$@"
+            ;;
+        restart-nm)
+            { [ "$#" -ge 1 ] && [ "$#" -le 2 ]; } || die "usage: $0 restart-nm SB [TIMEOUT]"
+            cmd_restart_nm "$@"
             ;;
         info)
             [ "$#" = 1 ] || die "usage: $0 info SB"
