@@ -40,7 +40,8 @@ done
 
 # Build as the user who called sudo, with their toolchain, so target/ stays theirs.
 if [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ]; then
-    su "$SUDO_USER" -c 'cargo build --release --locked'
+    # A login shell, so that the user's ~/.cargo/env puts cargo on PATH.
+    su -l "$SUDO_USER" -c 'cd "$1" && cargo build --release --locked' sh "$(pwd)"
 else
     cargo build --release --locked
 fi
