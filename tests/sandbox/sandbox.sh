@@ -63,7 +63,8 @@
 #   Interfaces in SB-inet are named isp1..isp8/campus; in SB-ispK: wan, br0, and one bridge port
 #   per host uplink named like the host interface.
 #
-# FILES: WORK/nm.log (NetworkManager), WORK/dispatcher.log, WORK/log/*.log (dnsmasq, servers),
+# FILES: WORK/nm.log (NetworkManager), WORK/dispatcher.log (marker lines), WORK/nm-dispatcher.log
+#   (nm-dispatcher --debug, with the output of the scripts it runs), WORK/log/*.log (dnsmasq, servers),
 #   WORK/conns/*.nmconnection (keyfiles, 0600; `exec SB nmcli con reload` after editing).
 set -eEu
 set -o pipefail
@@ -132,7 +133,7 @@ cmd_check() {
 }
 
 ns_exists() {
-    ip netns list | awk '{print $1}' | grep -Fxq -- "$1"
+    ip netns list 2>/dev/null | awk '{print $1}' | grep -Fxq -- "$1"
 }
 
 # All namespace names a sandbox may own; exact names, so prefix e2e1 never matches e2e10-*.
@@ -347,7 +348,7 @@ write_keyfile() { # write_keyfile INDEX
 
 # Runs inside `ip netns exec SB-host unshare -m`: private mounts, private bus, then NetworkManager.
 nm_inner() {
-    local w=$1 mp i=0 stash
+    local w=$1 mp i=0 stash svc disp
     mount --make-rprivate /
     # Our copies of other namespaces' /run/netns mounts would keep those namespaces alive.
     umount -l /run/netns 2>/dev/null || true
@@ -377,6 +378,15 @@ nm_inner() {
     mount --bind "$w/var-lib-NetworkManager" /var/lib/NetworkManager
     # Without udev NetworkManager manages devices only when /sys is read-only (NM-SANDBOX.md).
     mount -o remount,bind,ro /sys
+    # nm-dispatcher, D-Bus-activated, would log to a syslog that isn't there: have the bus start
+    # it with --debug and its output (and that of the scripts it runs) in WORK/nm-dispatcher.log.
+    svc=/usr/share/dbus-1/system-services/org.freedesktop.nm_dispatcher.service
+    if [ -f "$svc" ]; then
+        disp=$(sed -n 's/^Exec=//p' "$svc")
+        printf '[D-BUS Service]\nName=org.freedesktop.nm_dispatcher\nExec=/bin/sh -c "exec %s --debug >>%s 2>&1"\nUser=root\n' \
+            "$disp" "$w/nm-dispatcher.log" >"$w/nm_dispatcher.service"
+        mount --bind "$w/nm_dispatcher.service" "$svc"
+    fi
     dbus-daemon --system --fork --print-pid >"$w/host.pid"
     if [ -d "$w/rp_filter" ]; then
         exec unshare -m --propagation private "$SELF" __nm-exec "$w"
@@ -652,6 +662,7 @@ cmd_info() {
     printf 'keyfiles=%s\n' "$w/conns"
     printf 'nm_log=%s\n' "$w/nm.log"
     printf 'dispatcher_log=%s\n' "$w/dispatcher.log"
+    printf 'nm_dispatcher_log=%s\n' "$w/nm-dispatcher.log"
     printf 'config=%s\n' "$w/etc-nm-multiwan/config.toml"
     printf 'run_dir=%s\n' "$w/run/nm-multiwan"
     printf 'specs=%s\n' "$(tr '\n' ' ' <"$w/specs" 2>/dev/null || true)"
@@ -659,7 +670,7 @@ cmd_info() {
 }
 
 cmd_list() {
-    { ls "$SB_ROOT" 2>/dev/null || true; ip netns list | awk '{print $1}' |
+    { ls "$SB_ROOT" 2>/dev/null || true; ip netns list 2>/dev/null | awk '{print $1}' |
         sed -n 's/^\([A-Za-z0-9_]*\)-\(host\|inet\|campus\|isp[1-8]\)$/\1/p'; } | sort -u
 }
 
