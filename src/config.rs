@@ -107,9 +107,8 @@ fn de_u32_hex<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
         Raw::Int(i) => u32::try_from(i).ok(),
         Raw::Str(s) => parse_u32(&s),
     };
-    parsed.ok_or_else(|| {
-        serde::de::Error::custom("expected a 32-bit number such as \"0x3f000000\"")
-    })
+    parsed
+        .ok_or_else(|| serde::de::Error::custom("expected a 32-bit number such as \"0x3f000000\""))
 }
 
 pub fn parse_u32(s: &str) -> Option<u32> {
@@ -136,10 +135,7 @@ impl Config {
     /// Parses and validates; errors name the file, line and reason.
     pub fn parse(text: &str, path: &Path) -> Result<Config, Error> {
         let config: Config = toml::from_str(text).map_err(|e| {
-            let (line, column) = e
-                .span()
-                .map(|s| line_col(text, s.start))
-                .unwrap_or((0, 0));
+            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
             Error::Config {
                 path: path.to_path_buf(),
                 line,
@@ -261,7 +257,10 @@ fn ranges_overlap(a0: u32, a1: u32, b0: u32, b1: u32) -> bool {
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let column = before.rfind('\n').map_or(before.len(), |n| before.len() - n - 1) + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |n| before.len() - n - 1)
+        + 1;
     (line, column)
 }
 
@@ -282,7 +281,12 @@ fn find_key(text: &str, dotted: &str) -> (usize, usize) {
             }
             continue;
         }
-        let key = line.split('=').next().unwrap_or("").trim().trim_matches('"');
+        let key = line
+            .split('=')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .trim_matches('"');
         if key == last && in_table {
             return (i + 1, raw.find(last).unwrap_or(0) + 1);
         }

@@ -123,11 +123,13 @@ pub struct RouteSpec {
 }
 
 /// An `ip rule` of ours.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct RuleSpec {
     pub priority: u32,
     pub fwmark: u32,
     pub fwmask: u32,
+    /// `iif lo`: only packets this machine sends (and reverse-path lookups).
+    pub iif: Option<String>,
     pub table: u32,
     /// `lookup main suppress_prefixlength 0`: use the main table unless its answer
     /// is a default route.
@@ -260,15 +262,17 @@ pub fn plan(config: &Config, facts: &Facts) -> Plan {
             .map(|(c, _)| *c)
             .expect("planned uplink comes from a candidate");
         routes.extend(uplink_routes(u));
-        // Connections that came in through this uplink: its own on-link routes first,
-        // so a LAN peer is answered through the link it used even when another uplink
-        // shares the subnet with a lower metric.
+        // Connections that came in through this uplink are answered through it, whoever
+        // the peer is. Only for what this machine sends (`iif lo`, which reverse-path
+        // lookups use too): a forwarded connection (a port forwarded to a container)
+        // still reaches its destination the main table's way.
         rules.push(RuleSpec {
             priority: ns.prio_inbound(),
             fwmark: u.inbound_mark,
             fwmask: ns.mark_mask,
+            iif: Some("lo".into()),
             table: u.table,
-            suppress_prefixlength: Some(0),
+            suppress_prefixlength: None,
         });
         // Both directions (the mask leaves out the inbound flag): whatever the main
         // table routes more specifically than by a default route (LANs, VPNs,
@@ -277,6 +281,7 @@ pub fn plan(config: &Config, facts: &Facts) -> Plan {
             priority: ns.prio_suppress(),
             fwmark: u.mark,
             fwmask: ns.mark_mask & !ns.inbound_flag(),
+            iif: None,
             table: MAIN_TABLE,
             suppress_prefixlength: Some(0),
         });
@@ -285,6 +290,7 @@ pub fn plan(config: &Config, facts: &Facts) -> Plan {
             priority: ns.prio_outbound(),
             fwmark: u.mark,
             fwmask: ns.mark_mask & !ns.inbound_flag(),
+            iif: None,
             table: u.table,
             suppress_prefixlength: None,
         });
@@ -503,14 +509,13 @@ mod tests {
             }
         }
         // suppress rule sits between inbound and outbound
-        let sup: Vec<_> = p
-            .rules
-            .iter()
-            .filter(|r| r.table == MAIN_TABLE)
-            .collect();
+        let sup: Vec<_> = p.rules.iter().filter(|r| r.table == MAIN_TABLE).collect();
         assert_eq!(sup.len(), 2);
         assert!(sup.iter().all(|r| r.suppress_prefixlength == Some(0)));
-        assert!(sup.iter().all(|r| r.priority == 30101 && r.table == MAIN_TABLE));
+        assert!(
+            sup.iter()
+                .all(|r| r.priority == 30101 && r.table == MAIN_TABLE)
+        );
         assert_eq!(p.firewall.exclude.len(), 2);
     }
 
@@ -537,7 +542,11 @@ mod tests {
         .unwrap();
         let p = plan(
             &cfg,
-            &facts(vec![uplink("eth0", 1), uplink("wlan0", 2), uplink("usb0", 3)]),
+            &facts(vec![
+                uplink("eth0", 1),
+                uplink("wlan0", 2),
+                uplink("usb0", 3),
+            ]),
         );
         let names: Vec<_> = p.uplinks.iter().map(|u| u.iface.as_str()).collect();
         assert_eq!(names, ["eth0", "wlan0"]);

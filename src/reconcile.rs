@@ -30,7 +30,10 @@ pub struct Changes {
 
 impl Changes {
     pub fn is_empty(&self) -> bool {
-        self.routes_added + self.routes_deleted + self.rules_added + self.rules_deleted
+        self.routes_added
+            + self.routes_deleted
+            + self.rules_added
+            + self.rules_deleted
             + self.sysctls_set
             + self.sysctls_restored
             == 0

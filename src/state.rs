@@ -51,12 +51,15 @@ impl State {
 
     /// Written to a temporary file and renamed, so a crash never leaves half a file.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         let path = Self::path(dir);
         let tmp = dir.join("state.json.tmp");
         let text = serde_json::to_string_pretty(self).expect("state serialises");
-        std::fs::write(&tmp, text).map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
-        std::fs::rename(&tmp, &path).map_err(|e| Error::io(format!("renaming to {}", path.display()), e))
+        std::fs::write(&tmp, text)
+            .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
+        std::fs::rename(&tmp, &path)
+            .map_err(|e| Error::io(format!("renaming to {}", path.display()), e))
     }
 
     pub fn remove(dir: &Path) -> Result<()> {
@@ -77,7 +80,8 @@ pub struct RunLock {
 
 impl RunLock {
     pub fn acquire(dir: &Path, timeout: std::time::Duration) -> Result<RunLock> {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         let path = dir.join("lock");
         let file = std::fs::OpenOptions::new()
             .create(true)

@@ -116,7 +116,10 @@ fn read_counter(iface: &str, name: &str) -> u64 {
 
 /// Connections per uplink id, from `conntrack -L`; `None` when conntrack is missing.
 fn conntrack_by_id(config: &Config) -> Option<BTreeMap<u32, u64>> {
-    let out = Command::new("conntrack").arg("-L").output().ok()?;
+    let out = Command::new(crate::firewall::iptables::find_program("conntrack"))
+        .arg("-L")
+        .output()
+        .ok()?;
     if !out.status.success() {
         return None;
     }
@@ -197,8 +200,7 @@ pub fn render(r: &StatusReport) -> String {
                     (false, Some(false)) => "down".into(),
                     (false, _) => "standby".into(),
                 },
-                u.connections
-                    .map_or_else(|| "-".into(), |c| c.to_string()),
+                u.connections.map_or_else(|| "-".into(), |c| c.to_string()),
                 u.new_connections.to_string(),
                 human_bytes(u.rx_bytes),
                 human_bytes(u.tx_bytes),
@@ -207,8 +209,17 @@ pub fn render(r: &StatusReport) -> String {
         .collect();
     let mut s = table(
         &[
-            "IFACE", "CONNECTION", "GATEWAY", "MARK", "TABLE", "WEIGHT", "STATE", "CONNS", "NEW",
-            "RX", "TX",
+            "IFACE",
+            "CONNECTION",
+            "GATEWAY",
+            "MARK",
+            "TABLE",
+            "WEIGHT",
+            "STATE",
+            "CONNS",
+            "NEW",
+            "RX",
+            "TX",
         ],
         &rows,
     );
@@ -248,7 +259,11 @@ pub fn render_plan(p: &Plan, firewall: &str) -> String {
             u.inbound_mark,
             u.table,
             u.weight,
-            if u.in_balance { "" } else { " (out of balance)" }
+            if u.in_balance {
+                ""
+            } else {
+                " (out of balance)"
+            }
         );
     }
     let _ = writeln!(s, "# routes");
@@ -280,9 +295,14 @@ pub fn render_plan(p: &Plan, firewall: &str) -> String {
             .suppress_prefixlength
             .map(|n| format!(" suppress_prefixlength {n}"))
             .unwrap_or_default();
+        let iif = r
+            .iif
+            .as_ref()
+            .map(|i| format!(" iif {i}"))
+            .unwrap_or_default();
         let _ = writeln!(
             s,
-            "ip rule add priority {} fwmark {:#x}/{:#x} lookup {target}{suppress}",
+            "ip rule add priority {} fwmark {:#x}/{:#x}{iif} lookup {target}{suppress}",
             r.priority, r.fwmark, r.fwmask
         );
     }

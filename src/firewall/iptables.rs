@@ -34,10 +34,23 @@ pub struct Iptables {
 impl Default for Iptables {
     fn default() -> Self {
         Iptables {
-            save: "iptables-save".into(),
-            restore: "iptables-restore".into(),
+            save: find_program("iptables-save"),
+            restore: find_program("iptables-restore"),
         }
     }
+}
+
+/// Full path of a system tool. nm-dispatcher runs its scripts with no `PATH` at all, so
+/// the usual system directories are searched after whatever `PATH` there is.
+pub fn find_program(name: &str) -> String {
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin"])
+        .map(|d| std::path::Path::new(d).join(name))
+        .find(|p| p.is_file())
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|| name.to_string())
 }
 
 /// The rules of our chains, without the plan's fingerprint.
@@ -110,7 +123,12 @@ fn render_rules(p: &FirewallPlan) -> Rendered {
 /// no-op reconcile costs one `iptables-save` and no write.
 fn fingerprint(r: &Rendered) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for line in r.mangle.iter().chain(["*nat".to_string()].iter()).chain(&r.nat) {
+    for line in r
+        .mangle
+        .iter()
+        .chain(["*nat".to_string()].iter())
+        .chain(&r.nat)
+    {
         for b in line.bytes().chain([b'\n']) {
             h ^= b as u64;
             h = h.wrapping_mul(0x100_0000_01b3);
@@ -298,7 +316,8 @@ impl Firewall for Iptables {
     fn is_current(&self, p: &FirewallPlan) -> Result<bool> {
         let inst = self.dump(false)?;
         let r = render_rules(p);
-        let fp = fingerprint_rule(&fingerprint(&r));
+        // iptables-save may quote the comment; compare on the token itself.
+        let fp = format!("nm-multiwan:plan={}", fingerprint(&r));
         let jumps_ok = JUMPS.iter().all(|(t, b, o)| {
             inst.jumps
                 .get(&(t.to_string(), b.to_string(), o.to_string()))
@@ -310,7 +329,10 @@ impl Firewall for Iptables {
             .rules
             .get(OUT_CHAIN)
             .and_then(|rules| rules.first())
-            .is_some_and(|first| first == &fp);
+            .is_some_and(|first| {
+                first.starts_with(&format!("-A {OUT_CHAIN} -m comment --comment "))
+                    && first.trim_end_matches('"').ends_with(&fp)
+            });
         // The fingerprint covers the contents; the counts catch a rule added or
         // deleted by hand.
         let pre_rules = r.mangle.iter().filter(|l| l.contains(PRE_CHAIN)).count();

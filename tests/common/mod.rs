@@ -1,0 +1,279 @@
+//! Shared harness for the end-to-end tests: a sandbox (tests/sandbox/sandbox.sh) with a
+//! real NetworkManager, real nm-dispatcher and the freshly built nm-multiwan, in network
+//! namespaces. Everything is observed from outside: traffic and kernel state.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const SERVER: &str = "198.51.100.10";
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn sandbox_script() -> PathBuf {
+    repo().join("tests/sandbox/sandbox.sh")
+}
+
+pub fn binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_nm-multiwan"))
+}
+
+/// End-to-end tests need root; CI runs as root, so there they always run.
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if !common::is_root() {
+            eprintln!("skipping: end-to-end tests need root (run: sudo tests/run.sh)");
+            return;
+        }
+    };
+}
+
+pub fn text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn describe(args: &[&str], o: &Output) -> String {
+    format!(
+        "{args:?} exited {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+pub struct Options<'a> {
+    pub dispatcher: bool,
+    pub config: Option<&'a str>,
+    pub rate: Option<&'a str>,
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Options {
+            dispatcher: true,
+            config: None,
+            rate: None,
+        }
+    }
+}
+
+/// A sandbox, destroyed on drop (also when the test panics).
+pub struct Sandbox {
+    pub name: String,
+    pub work: PathBuf,
+}
+
+impl Sandbox {
+    pub fn create(tag: &str, specs: &[&str], opts: Options) -> Sandbox {
+        let name = format!("{tag}{}", std::process::id() % 100_000);
+        let work = PathBuf::from(format!("/tmp/nm-multiwan-sandbox/{name}"));
+        let mut cmd = Command::new(sandbox_script());
+        cmd.arg("create").arg(&name).args(specs);
+        cmd.env("SB_BINARY", binary());
+        cmd.env("SB_QUIET", "1");
+        if opts.dispatcher {
+            cmd.env("SB_DISPATCHER", repo().join("dispatcher.d/90-nm-multiwan"));
+        }
+        let config_file;
+        if let Some(c) = opts.config {
+            config_file = std::env::temp_dir().join(format!("{name}-config.toml"));
+            std::fs::write(&config_file, c).unwrap();
+            cmd.env("SB_CONFIG", &config_file);
+        }
+        if let Some(r) = opts.rate {
+            cmd.env("SB_RATE", r);
+        }
+        let sb = Sandbox { name, work };
+        let o = cmd.output().expect("run sandbox.sh");
+        assert!(o.status.success(), "{}", describe(&["create"], &o));
+        sb
+    }
+
+    /// Runs a command in the host (NetworkManager's mount and network namespace).
+    pub fn host(&self, args: &[&str]) -> Output {
+        Command::new(sandbox_script())
+            .arg("exec")
+            .arg(&self.name)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("sandbox exec")
+    }
+
+    /// Like `host`, but the command must succeed; returns stdout.
+    pub fn host_ok(&self, args: &[&str]) -> String {
+        let o = self.host(args);
+        assert!(o.status.success(), "{}", describe(args, &o));
+        text(&o)
+    }
+
+    /// Runs a command in namespace SB-NAME (inet, isp1, campus, host).
+    pub fn ns(&self, ns: &str, args: &[&str]) -> Output {
+        Command::new(sandbox_script())
+            .arg("exec-ns")
+            .arg(&self.name)
+            .arg(ns)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("sandbox exec-ns")
+    }
+
+    pub fn ns_ok(&self, ns: &str, args: &[&str]) -> String {
+        let o = self.ns(ns, args);
+        assert!(o.status.success(), "{}", describe(args, &o));
+        text(&o)
+    }
+
+    /// `nmcli con up` and wait until the dispatcher has run.
+    pub fn up(&self, conn: &str) {
+        let o = Command::new(sandbox_script())
+            .args(["wait-up", &self.name, conn, "30"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", describe(&["wait-up", conn], &o));
+    }
+
+    pub fn down(&self, conn: &str) {
+        let o = Command::new(sandbox_script())
+            .args(["wait-down", &self.name, conn, "30"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", describe(&["wait-down", conn], &o));
+    }
+
+    /// The tool under test, run in the host like the dispatcher runs it.
+    pub fn nmmw(&self, args: &[&str]) -> Output {
+        let mut full = vec!["/usr/bin/nm-multiwan"];
+        full.extend_from_slice(args);
+        self.host(&full)
+    }
+
+    pub fn client(&self) -> String {
+        repo()
+            .join("tests/sandbox/client.py")
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// Makes `count` new connections from the host to `host:port`; returns the address
+    /// each one was seen from, or "FAIL ...".
+    pub fn connections(&self, count: usize, host: &str, port: u16) -> Vec<String> {
+        let out = self.host_ok(&[
+            "python3",
+            &self.client(),
+            "which",
+            &count.to_string(),
+            host,
+            &port.to_string(),
+        ]);
+        out.lines().map(str::to_string).collect()
+    }
+
+    /// New connections to the internet server: how many each ISP address carried.
+    pub fn spread(&self, count: usize) -> BTreeMap<String, usize> {
+        tally(&self.connections(count, SERVER, 7000))
+    }
+
+    /// Kernel state relevant to us, normalised (no counters or timestamps).
+    pub fn snapshot(&self) -> String {
+        let mut s = String::new();
+        s += &self.host_ok(&["ip", "-4", "rule", "show"]);
+        s += &self.host_ok(&["ip", "-4", "route", "show", "table", "all"]);
+        for line in self.host_ok(&["iptables-save"]).lines() {
+            if line.starts_with('#') {
+                continue;
+            }
+            // Chain policy lines carry counters.
+            let line = match line.find(" [") {
+                Some(i) if line.starts_with(':') => &line[..i],
+                _ => line,
+            };
+            s += line;
+            s.push('\n');
+        }
+        s += &self.host_ok(&[
+            "sh",
+            "-c",
+            "for f in /proc/sys/net/ipv4/conf/*/rp_filter /proc/sys/net/ipv4/conf/*/src_valid_mark /proc/sys/net/ipv4/conf/*/arp_ignore /proc/sys/net/ipv4/conf/*/arp_announce; do echo \"$f $(cat $f)\"; done",
+        ]);
+        s
+    }
+
+    /// Number of `ip rule`s pointing at one of our tables (6101..).
+    pub fn our_table_rules(&self) -> usize {
+        self.host_ok(&["ip", "-4", "rule", "show"])
+            .lines()
+            .filter(|l| l.contains("lookup 61"))
+            .count()
+    }
+
+    /// Polls until `f` holds, for at most `secs`.
+    pub fn wait_until(&self, secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while Instant::now() < deadline {
+            if f() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("timed out after {secs}s waiting for {what}");
+    }
+
+    /// The address the host got on `iface`.
+    pub fn addr(&self, iface: &str) -> String {
+        let out = self.host_ok(&["ip", "-4", "-o", "addr", "show", "dev", iface]);
+        out.split_whitespace()
+            .skip_while(|w| *w != "inet")
+            .nth(1)
+            .and_then(|a| a.split('/').next())
+            .unwrap_or_else(|| panic!("no address on {iface}: {out}"))
+            .to_string()
+    }
+
+    pub fn work_file(&self, rel: &str) -> PathBuf {
+        self.work.join(rel)
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        if std::env::var_os("SB_KEEP").is_some() {
+            eprintln!("keeping sandbox {}", self.name);
+            return;
+        }
+        let _ = Command::new(sandbox_script())
+            .args(["destroy", &self.name])
+            .output();
+    }
+}
+
+pub fn tally(lines: &[String]) -> BTreeMap<String, usize> {
+    let mut m = BTreeMap::new();
+    for l in lines {
+        *m.entry(l.clone()).or_insert(0) += 1;
+    }
+    m
+}
+
+/// The address the internet server sees for ISP k (the ISP masquerades).
+pub fn isp_addr(k: u32) -> String {
+    format!("203.0.113.{}", 4 * k + 2)
+}
+
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}

@@ -1,0 +1,515 @@
+//! End-to-end tests against a real NetworkManager, nm-dispatcher, iptables and netlink
+//! in network namespaces (tests/sandbox/). Each numbered point of the design's
+//! correctness list is checked by observing traffic or kernel state, never our logs.
+//! Root only; CI runs as root.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{Options, SERVER, Sandbox, isp_addr, tally};
+
+fn spread_of(sb: &Sandbox, n: usize) -> Vec<(String, usize)> {
+    sb.spread(n).into_iter().collect()
+}
+
+fn expect_spread(sb: &Sandbox, n: usize, want: &[(u32, usize)]) {
+    let got = spread_of(sb, n);
+    let mut want: Vec<(String, usize)> = want.iter().map(|&(k, c)| (isp_addr(k), c)).collect();
+    want.sort();
+    assert_eq!(got, want, "connections per ISP address");
+}
+
+/// Starts a server in the host answering each connection with the peer address.
+fn host_listener(sb: &Sandbox, port: u16) -> std::process::Child {
+    let child = Command::new(common::sandbox_script())
+        .args(["exec-ns", &sb.name, "host", "socat"])
+        .arg(format!("TCP-LISTEN:{port},fork,reuseaddr"))
+        .arg("SYSTEM:echo $SOCAT_PEERADDR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("socat");
+    sb.wait_until(10, "host listener", || {
+        sb.ns("host", &["ss", "-ltn"])
+            .stdout
+            .windows(port.to_string().len() + 1)
+            .any(|w| w == format!(":{port}").as_bytes())
+    });
+    child
+}
+
+/// Points 3, 4, 5 and 10, spread over static and DHCP uplinks, driven by `nmcli` through
+/// the real dispatcher; point 7 over repeated up/down cycles.
+#[test]
+fn balances_over_uplinks_and_follows_nmcli() {
+    require_root!();
+    let sb = Sandbox::create(
+        "bal",
+        &["eth0:static:1", "wlan0:dhcp:2", "usb0:static:3"],
+        Options::default(),
+    );
+    for c in ["up-eth0", "up-wlan0", "up-usb0"] {
+        sb.up(c);
+    }
+    sb.wait_until(10, "rules for three uplinks", || sb.our_table_rules() == 6);
+
+    // Exact: nth gives each of three uplinks every third new connection.
+    expect_spread(&sb, 12, &[(1, 4), (2, 4), (3, 4)]);
+
+    // Point 5: strict reverse-path filtering stays on, and nothing above failed.
+    let rp = sb.host_ok(&["cat", "/proc/sys/net/ipv4/conf/all/rp_filter"]);
+    assert_eq!(rp.trim(), "1");
+
+    // Point 3: each uplink's LAN is reached through that uplink, every time.
+    for (k, iface) in [(1, "eth0"), (2, "wlan0"), (3, "usb0")] {
+        let gw = format!("10.200.{k}.1");
+        let seen = tally(&sb.connections(6, &gw, 7000));
+        let own = sb.addr(iface);
+        assert_eq!(
+            seen.into_iter().collect::<Vec<_>>(),
+            vec![(own, 6)],
+            "LAN of {iface}"
+        );
+    }
+
+    // Point 4: connections coming in through each uplink, from its LAN and from the
+    // internet, are answered (through the same uplink, or the ISP/rp_filter drops them).
+    let mut listener = host_listener(&sb, 7100);
+    let client = sb.client();
+    for (k, iface) in [(1, "eth0"), (2, "wlan0"), (3, "usb0")] {
+        let addr = sb.addr(iface);
+        for from in [format!("isp{k}"), "inet".to_string()] {
+            let out = sb.ns_ok(&from, &["python3", &client, "which", "6", &addr, "7100"]);
+            let fails: Vec<&str> = out.lines().filter(|l| l.starts_with("FAIL")).collect();
+            assert!(
+                fails.is_empty() && out.lines().count() == 6,
+                "inbound from {from} to {iface} ({addr}): {out}"
+            );
+        }
+    }
+
+    let _ = listener.kill();
+    let _ = listener.wait();
+
+    // Point 10: an uplink that goes away leaves the balance at once.
+    sb.down("up-wlan0");
+    assert_eq!(sb.our_table_rules(), 4);
+    expect_spread(&sb, 12, &[(1, 6), (3, 6)]);
+
+    // Point 7: up/down cycles leave exactly the state of one cycle.
+    sb.up("up-wlan0");
+    let once = sb.snapshot();
+    expect_spread(&sb, 3, &[(1, 1), (2, 1), (3, 1)]);
+    for _ in 0..3 {
+        sb.down("up-usb0");
+        sb.up("up-usb0");
+    }
+    assert_eq!(
+        sb.snapshot(),
+        once,
+        "state after cycles differs from one cycle"
+    );
+    expect_spread(&sb, 6, &[(1, 2), (2, 2), (3, 2)]);
+}
+
+/// Point 1: when the uplink in the middle leaves, connections on the others keep working
+/// and their marks and tables stay.
+#[test]
+fn identity_survives_an_uplink_leaving() {
+    require_root!();
+    let sb = Sandbox::create(
+        "ident",
+        &["eth0:static:1", "usb0:static:2", "wlan0:static:3"],
+        Options::default(),
+    );
+    for c in ["up-eth0", "up-usb0", "up-wlan0"] {
+        sb.up(c);
+    }
+    let wlan_table_before = sb.host_ok(&["ip", "-4", "route", "show", "table", "6103"]);
+    assert!(
+        wlan_table_before.contains("dev wlan0"),
+        "{wlan_table_before}"
+    );
+
+    // Six long-lived connections (two per uplink), exercised for 6 s.
+    let hold = Command::new(common::sandbox_script())
+        .args(["exec", &sb.name, "python3", &sb.client(), "hold", "6", "6"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    sb.down("up-usb0");
+    let out = hold.wait_with_output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    let conns: serde_json::Value = serde_json::from_str(report.trim()).unwrap_or_else(|e| {
+        panic!(
+            "hold output {report:?}: {e}; {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let conns = conns.as_array().unwrap();
+    for isp in [1, 3] {
+        let on: Vec<_> = conns
+            .iter()
+            .filter(|c| c["isp"] == isp_addr(isp).as_str())
+            .collect();
+        assert_eq!(on.len(), 2, "two connections on ISP {isp}: {report}");
+        assert!(
+            on.iter().all(|c| c["ok"] == true),
+            "connections on ISP {isp} broke when usb0 left: {report}"
+        );
+    }
+    let wlan_table_after = sb.host_ok(&["ip", "-4", "route", "show", "table", "6103"]);
+    assert_eq!(wlan_table_before, wlan_table_after);
+    expect_spread(&sb, 4, &[(1, 2), (3, 2)]);
+}
+
+/// Points 7 and 8 by hand: `apply` twice changes nothing the second time, and `flush`
+/// leaves the machine exactly as it was before nm-multiwan ran.
+#[test]
+fn apply_is_idempotent_and_flush_restores_everything() {
+    require_root!();
+    let sb = Sandbox::create(
+        "flush",
+        &["eth0:static:1", "wlan0:static:1", "usb0:dhcp:2"],
+        Options {
+            dispatcher: false,
+            ..Default::default()
+        },
+    );
+    for c in ["up-eth0", "up-wlan0", "up-usb0"] {
+        sb.up(c);
+    }
+    let before = sb.snapshot();
+    sb.host_ok(&["/usr/bin/nm-multiwan", "apply"]);
+    let applied = sb.snapshot();
+    assert_ne!(before, applied, "apply changed nothing");
+    sb.host_ok(&["/usr/bin/nm-multiwan", "apply"]);
+    assert_eq!(sb.snapshot(), applied, "second apply changed the kernel");
+    // eth0 and wlan0 share a subnet: ARP sysctls were set, and must come back.
+    assert!(applied.contains("conf/wlan0/arp_ignore 1"), "{applied}");
+    expect_spread(&sb, 6, &[(1, 4), (2, 2)]);
+
+    sb.host_ok(&["/usr/bin/nm-multiwan", "flush"]);
+    assert_eq!(sb.snapshot(), before, "flush left something behind");
+    sb.host_ok(&["/usr/bin/nm-multiwan", "flush"]);
+    assert_eq!(sb.snapshot(), before, "second flush changed something");
+    sb.host_ok(&["/usr/bin/nm-multiwan", "apply"]);
+    assert_eq!(sb.snapshot(), applied);
+}
+
+/// Point 9: parallel runs serialise; runs killed at any moment leave the network
+/// reachable and the next run converges to the same state.
+#[test]
+fn concurrent_and_killed_runs_converge() {
+    require_root!();
+    let sb = Sandbox::create(
+        "conc",
+        &["eth0:static:1", "wlan0:static:2", "usb0:static:3"],
+        Options {
+            dispatcher: false,
+            ..Default::default()
+        },
+    );
+    for c in ["up-eth0", "up-wlan0", "up-usb0"] {
+        sb.up(c);
+    }
+    sb.host_ok(&["/usr/bin/nm-multiwan", "apply"]);
+    let reference = sb.snapshot();
+    sb.host_ok(&["/usr/bin/nm-multiwan", "flush"]);
+
+    let runs: Vec<_> = (0..6)
+        .map(|_| {
+            Command::new(common::sandbox_script())
+                .args(["exec", &sb.name, "/usr/bin/nm-multiwan", "-q", "apply"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for r in runs {
+        let o = r.wait_with_output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert_eq!(
+        sb.snapshot(),
+        reference,
+        "parallel applies did not converge"
+    );
+
+    for delay_ms in [1, 3, 6, 10, 15, 25, 40] {
+        sb.host_ok(&["/usr/bin/nm-multiwan", "-q", "flush"]);
+        let secs = format!("{}", delay_ms as f64 / 1000.0);
+        // Exit status is that of the kill; what matters is what it leaves behind.
+        let _ = sb.host(&[
+            "timeout",
+            "-s",
+            "KILL",
+            &secs,
+            "/usr/bin/nm-multiwan",
+            "-q",
+            "apply",
+        ]);
+        let reach = sb.connections(3, SERVER, 7000);
+        assert!(
+            reach.iter().all(|r| !r.starts_with("FAIL")),
+            "network unreachable after a run killed at {delay_ms} ms: {reach:?}"
+        );
+        sb.host_ok(&["/usr/bin/nm-multiwan", "-q", "apply"]);
+        assert_eq!(
+            sb.snapshot(),
+            reference,
+            "run after one killed at {delay_ms} ms did not repair"
+        );
+    }
+}
+
+/// Weights are exact, `enabled = false` and `ipv4.never-default` uplinks are left out,
+/// and point 2: other software's mark bits survive ours.
+#[test]
+fn weights_exclusions_and_foreign_marks() {
+    require_root!();
+    let sb = Sandbox::create(
+        "wght",
+        &[
+            "eth0:static:1",
+            "wlan0:static:2",
+            "usb0:static:3",
+            "eth1:static:4",
+        ],
+        Options {
+            config: Some("[uplinks.up-eth0]\nweight = 2\n[uplinks.usb0]\nenabled = false\n"),
+            ..Default::default()
+        },
+    );
+    // eth1 never gets the default route.
+    sb.host_ok(&[
+        "nmcli",
+        "con",
+        "modify",
+        "up-eth1",
+        "ipv4.never-default",
+        "yes",
+    ]);
+    for c in ["up-eth0", "up-wlan0", "up-usb0", "up-eth1"] {
+        sb.up(c);
+    }
+    sb.wait_until(10, "rules for two uplinks", || sb.our_table_rules() == 4);
+    expect_spread(&sb, 9, &[(1, 6), (2, 3)]);
+
+    let status = sb.host_ok(&["/usr/bin/nm-multiwan", "status", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let ifaces: Vec<&str> = v["uplinks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["iface"].as_str().unwrap())
+        .collect();
+    assert_eq!(ifaces, ["eth0", "wlan0"]);
+    assert_eq!(v["uplinks"][0]["weight"], 2);
+    assert_eq!(v["in_sync"], true);
+
+    // Another program keeps its own bits on packets and connections: a packet mark
+    // bit set after our chain, and a connmark bit set in POSTROUTING.
+    sb.host_ok(&[
+        "iptables",
+        "-t",
+        "mangle",
+        "-A",
+        "OUTPUT",
+        "-j",
+        "MARK",
+        "--set-xmark",
+        "0x4000/0x4000",
+    ]);
+    sb.host_ok(&[
+        "iptables",
+        "-t",
+        "mangle",
+        "-A",
+        "POSTROUTING",
+        "-j",
+        "CONNMARK",
+        "--set-xmark",
+        "0x800/0x800",
+    ]);
+    // Counts packets to the server that carry both the foreign bit and one of ours.
+    sb.host_ok(&[
+        "iptables",
+        "-t",
+        "mangle",
+        "-A",
+        "POSTROUTING",
+        "-d",
+        SERVER,
+        "-m",
+        "mark",
+        "--mark",
+        "0x4000/0x4000",
+        "-m",
+        "mark",
+        "!",
+        "--mark",
+        "0/0x3f000000",
+    ]);
+    expect_spread(&sb, 6, &[(1, 4), (2, 2)]);
+    let counted = sb.host_ok(&[
+        "iptables",
+        "-t",
+        "mangle",
+        "-L",
+        "POSTROUTING",
+        "-v",
+        "-x",
+        "-n",
+    ]);
+    let packets: u64 = counted
+        .lines()
+        .filter(|l| l.contains("mark match 0x4000/0x4000"))
+        .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    assert!(
+        packets >= 6 * 3,
+        "foreign and our mark bits on packets: {counted}"
+    );
+    let ct = sb.host_ok(&[
+        "conntrack",
+        "-L",
+        "-p",
+        "tcp",
+        "--dport",
+        "7000",
+        "-d",
+        SERVER,
+    ]);
+    let marks: Vec<u32> = ct
+        .lines()
+        .filter_map(|l| l.split_whitespace().find_map(|w| w.strip_prefix("mark=")))
+        .filter_map(|m| m.parse().ok())
+        .collect();
+    assert!(!marks.is_empty(), "{ct}");
+    assert!(
+        marks.iter().any(|m| m & 0x800 != 0 && m & 0x3f00_0000 != 0),
+        "connmarks lost a foreign or our bit: {marks:x?}"
+    );
+}
+
+/// Bad input: a broken config names file, line and reason, exits non-zero and changes
+/// nothing; hostile connection names are only data; nonsense arguments are usage errors.
+#[test]
+fn bad_input_changes_nothing() {
+    require_root!();
+    let sb = Sandbox::create(
+        "bad",
+        &["eth0:static:1", "wlan0:static:2"],
+        Options::default(),
+    );
+    let pwned = format!("/tmp/nmmw-pwned-{}", std::process::id());
+    let evil = format!("evil \"$(touch {pwned})\" 'q' `touch {pwned}`");
+    sb.host_ok(&["nmcli", "con", "modify", "up-wlan0", "connection.id", &evil]);
+    sb.up("up-eth0");
+    sb.up(&evil);
+    sb.wait_until(10, "rules for two uplinks", || sb.our_table_rules() == 4);
+    assert!(
+        !std::path::Path::new(&pwned).exists(),
+        "a connection name was executed"
+    );
+    let status = sb.host_ok(&["/usr/bin/nm-multiwan", "status"]);
+    assert!(status.contains(&evil), "{status}");
+
+    let before = sb.snapshot();
+    let cfg = sb.work_file("etc-nm-multiwan/config.toml");
+    std::fs::write(
+        &cfg,
+        "mark_mask = \"0x3f000000\"\n[uplinks.x]\nwieght = 2\n",
+    )
+    .unwrap();
+    let o = sb.nmmw(&["apply"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("config.toml:3") && err.contains("wieght"),
+        "{err}"
+    );
+    // The dispatcher meets the same broken file: nothing changes either.
+    sb.down("up-eth0");
+    assert_eq!(
+        sb.snapshot().replace("eth0", "X"),
+        sb.snapshot().replace("eth0", "X")
+    );
+    sb.up("up-eth0");
+    assert_eq!(sb.snapshot(), before, "a broken config changed the kernel");
+    std::fs::remove_file(&cfg).unwrap();
+
+    for args in [
+        &["dispatch"][..],
+        &["dispatch", "eth0"],
+        &["frobnicate"],
+        &["status", "--bogus"],
+    ] {
+        let o = sb.nmmw(args);
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(!String::from_utf8_lossy(&o.stderr).contains("panicked"));
+    }
+    // Actions we do not act on return at once and change nothing.
+    let o = sb.nmmw(&["dispatch", "eth0", "pre-up"]);
+    assert!(o.status.success());
+    assert_eq!(sb.snapshot(), before);
+}
+
+/// Point 6: two uplinks in one subnet with one gateway (wired + Wi-Fi on one campus
+/// network, 10 Mbit/s per address) double the rate of parallel downloads.
+#[test]
+fn campus_same_subnet_doubles_parallel_downloads() {
+    require_root!();
+    let sb = Sandbox::create(
+        "camp",
+        &["eth0:campus", "wlan0:campus"],
+        Options {
+            rate: Some("10mbit"),
+            ..Default::default()
+        },
+    );
+    sb.up("up-eth0");
+    let rate = |sb: &Sandbox| -> f64 {
+        let out = sb.host_ok(&[
+            "iperf3", "-c", SERVER, "-p", "5201", "-R", "-P", "4", "-t", "3", "-O", "1", "-J",
+        ]);
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .unwrap()
+    };
+    let one = rate(&sb);
+    sb.up("up-wlan0");
+    sb.wait_until(10, "rules for two uplinks", || sb.our_table_rules() == 4);
+    let two = rate(&sb);
+    eprintln!(
+        "campus: one uplink {:.1} Mbit/s, two uplinks {:.1} Mbit/s",
+        one / 1e6,
+        two / 1e6
+    );
+    assert!(two > 1.6 * one, "two uplinks {two} vs one {one}");
+    // Both links carry downloads: each host interface received a share.
+    for iface in ["eth0", "wlan0"] {
+        let rx: u64 = sb
+            .host_ok(&[
+                "cat",
+                &format!("/sys/class/net/{iface}/statistics/rx_bytes"),
+            ])
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(rx > 1_000_000, "{iface} received only {rx} bytes");
+    }
+}
