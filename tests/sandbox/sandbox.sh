@@ -58,7 +58,8 @@
 #   (MASQUERADE): isp1 .6, isp2 .10, isp3 .14, isp4 .18, isp5 .22, isp6 .26, isp7 .30, isp8 .34.
 #   Campus: LAN 10.250.0.0/24 gw 10.250.0.1 (port 7000 too), link 203.0.113.36/30, seen as .38.
 #   SB-inet: server 198.51.100.10 (on lo): TCP 7000 echoes the peer address and closes, TCP 7001
-#   streams zeros until the client closes, iperf3 -s on 5201..5208. It routes each LAN
+#   streams zeros until the client closes, TCP 7002 sends the peer address then echoes what it
+#   gets (long-lived connections), iperf3 -s on 5201..5208. It routes each LAN
 #   (10.200.K.0/24, 10.250.0.0/24) back via its ISP, so it can connect INTO the host.
 #   Interfaces in SB-inet are named isp1..isp8/campus; in SB-ispK: wan, br0, and one bridge port
 #   per host uplink named like the host interface.
@@ -172,7 +173,7 @@ in_host() { # in_host SB CMD...: CMD in NetworkManager's mount and network names
 }
 
 cmd_destroy() {
-    local sb=$1 ns pids i left=''
+    local sb=$1 ns pids i left='' found=0
     check_name "$sb"
     need_root
     for ns in $(all_ns "$sb"); do
@@ -200,8 +201,13 @@ cmd_destroy() {
     done
     if [ -d "$SB_ROOT/$sb" ]; then
         rm -rf -- "${SB_ROOT:?}/$sb"
+        found=1
     fi
-    say "sandbox '$sb' destroyed"
+    if [ "$found" = 1 ] || [ -n "$left" ]; then
+        say "sandbox '$sb' destroyed"
+    else
+        say "sandbox '$sb': nothing to destroy"
+    fi
 }
 
 # --- create -------------------------------------------------------------------------------
@@ -503,6 +509,8 @@ cmd_create() {
     # Internet servers.
     # shellcheck disable=SC2016 # $SOCAT_PEERADDR is for socat's shell
     spawn "$SB-inet" echo-inet socat TCP-LISTEN:7000,bind="$SERVER",fork,reuseaddr SYSTEM:'echo $SOCAT_PEERADDR'
+    # shellcheck disable=SC2016
+    spawn "$SB-inet" hold-inet socat TCP-LISTEN:7002,bind="$SERVER",fork,reuseaddr SYSTEM:'echo $SOCAT_PEERADDR; exec cat'
     spawn "$SB-inet" zero-inet socat -U TCP-LISTEN:7001,bind="$SERVER",fork,reuseaddr OPEN:/dev/zero
     for k in 1 2 3 4 5 6 7 8; do
         spawn "$SB-inet" "iperf3-520$k" iperf3 -s -B "$SERVER" -p "520$k"
@@ -566,7 +574,7 @@ EOF
         wait_until 10 all_devs_in disconnected connected connecting ||
             die "devices not all managed within 10 s: $(dev_states | tr '\n' ' '); see $W/nm.log"
     fi
-    for k in 7000 7001 5201 5202 5203 5204 5205 5206 5207 5208; do
+    for k in 7000 7001 7002 5201 5202 5203 5204 5205 5206 5207 5208; do
         wait_until 5 listening "$SB-inet" tcp "$k" || die "no server on $SERVER:$k in $SB-inet; see $W/log/"
     done
     for up in $ups; do
@@ -599,12 +607,11 @@ create_exit() {
 
 # --- using a sandbox ----------------------------------------------------------------------
 
-conn_iface() { # conn_iface SB CONN
-    local iface
-    iface=$(in_host "$1" nmcli -g connection.interface-name connection show "$2") ||
-        die "no connection '$2' in sandbox '$1'"
-    [ -n "$iface" ] || die "connection '$2' has no interface-name"
-    printf '%s' "$iface"
+conn_iface() { # conn_iface SB CONN: sets CONN_IFACE
+    nm_pid "$1"
+    CONN_IFACE=$(nsenter -t "$HOST_PID" -m -n nmcli -g connection.interface-name connection show "$2") ||
+        die "no connection '$2' in sandbox '$1' (see: $PROG exec $1 nmcli connection)"
+    [ -n "$CONN_IFACE" ] || die "connection '$2' has no interface-name"
 }
 
 dispatcher_saw() { # dispatcher_saw FILE SKIP ACTION IFACE: a marker line after the first SKIP
@@ -622,7 +629,8 @@ cmd_wait_updown() { # cmd_wait_updown up|down SB CONN [TIMEOUT]
     SB=$sb
     case "$timeout" in '' | *[!0-9]*) die "wait-$action: TIMEOUT must be whole seconds, got '$timeout'" ;; esac
     log="$SB_ROOT/$sb/dispatcher.log"
-    iface=$(conn_iface "$sb" "$conn")
+    conn_iface "$sb" "$conn"
+    iface=$CONN_IFACE
     skip=$(wc -l <"$log")
     in_host "$sb" nmcli --wait "$timeout" connection "$action" "$conn" >/dev/null ||
         die "nmcli connection $action '$conn' failed; see $SB_ROOT/$sb/nm.log"
