@@ -8,6 +8,7 @@
 #                           SB-host (NetworkManager, the machine under test), SB-isp1..SB-isp8,
 #                           SB-campus, SB-inet. Each SPEC is one host uplink:
 #                             IFACE:static:K[:ID]  ISP K (1..8), host 10.200.K.2/24 gw 10.200.K.1
+#                                                  (ISP K's next static uplinks: .3, .4, ...)
 #                             IFACE:dhcp:K[:ID]    ISP K, dnsmasq gives 10.200.K.100-150, gw .1
 #                             IFACE:campus[:ID]    the campus bridge, 10.250.0.0/24 gw 10.250.0.1,
 #                                                  DHCP 10.250.0.100-150; all campus uplinks share it
@@ -42,6 +43,9 @@
 #                      the real filesystem, editable from outside). /run is private and empty
 #                      (WORK/run), with an empty /run/nm-multiwan.
 #   SB_AUTOCONNECT=1   connections autoconnect (default: autoconnect=false, use wait-up).
+#   SB_ROUTE_METRIC    default `fixed`: ipv4.route-metric 100, 101, ... in SPEC order, so the
+#                      main table does not depend on activation order; `nm`: NetworkManager's
+#                      own choice (equal metrics for all, bumped on conflict).
 #   SB_RP_FILTER=1     net.ipv4.conf.{all,default,IFACE}.rp_filter in SB-host (default 1, strict).
 #                      NetworkManager would loosen 1 to 2 on each device with a default route
 #                      (and the kernel takes the max of all and device); with 1 the sandbox keeps
@@ -62,7 +66,14 @@
 #   gets (long-lived connections), iperf3 -s on 5201..5208. It routes each LAN
 #   (10.200.K.0/24, 10.250.0.0/24) back via its ISP, so it can connect INTO the host.
 #   Interfaces in SB-inet are named isp1..isp8/campus; in SB-ispK: wan, br0, and one bridge port
-#   per host uplink named like the host interface.
+#   per host uplink named like the host interface. ISPs filter strictly (rp_filter=1): a packet
+#   from another ISP's LAN that leaves through the wrong ISP is dropped, as BCP 38 would.
+#
+# PRIVATE MOUNTS (in SB-host only, nothing on the real filesystem changes): /run (WORK/run),
+#   /var/lib/NetworkManager, /etc/NetworkManager/dispatcher.d (WORK/dispatcher.d),
+#   /etc/nm-multiwan (WORK/etc-nm-multiwan) through an overlay on /etc, /usr/bin overlay with
+#   SB_BINARY, read-only /sys (NetworkManager without udev), the bus's nm-dispatcher service
+#   file (--debug), and for NetworkManager alone the devices' rp_filter files (SB_RP_FILTER).
 #
 # FILES: WORK/nm.log (NetworkManager), WORK/dispatcher.log (marker lines), WORK/nm-dispatcher.log
 #   (nm-dispatcher --debug, with the output of the scripts it runs), WORK/log/*.log (dnsmasq, servers),
@@ -76,6 +87,13 @@ NM_PID=''
 HOST_PID=''
 NM_LOG=''
 SB_ROOT=${SB_ROOT:-/tmp/nm-multiwan-sandbox}
+case "$SB_ROOT" in
+    /*) ;;
+    *) printf '%s: error: SB_ROOT must be an absolute path\n' "$PROG" >&2; exit 1 ;;
+esac
+case "$SB_ROOT" in
+    *[!A-Za-z0-9_./-]*) printf '%s: error: SB_ROOT may hold only letters, digits and _ . / -\n' "$PROG" >&2; exit 1 ;;
+esac
 SELF_DIR=$(cd "$(dirname "$0")" && pwd -P)
 SELF="$SELF_DIR/$(basename "$0")"
 SERVER=198.51.100.10
@@ -217,9 +235,10 @@ U_IFACE=()
 U_KIND=() # static | dhcp | campus
 U_UP=()   # upstream name: isp1..isp8 | campus
 U_ID=()
+U_HOST=() # static: last octet of the host address (2, 3, ... per ISP)
 
 parse_specs() {
-    local spec iface kind isp id i j statics=' '
+    local spec iface kind isp id i j statics=' ' host
     for spec in "$@"; do
         IFS=: read -r iface kind isp id <<<"$spec"
         if [ "$kind" = campus ]; then
@@ -229,8 +248,11 @@ parse_specs() {
         else
             case "$kind" in static | dhcp) ;; *) die "bad spec '$spec': MODE must be static, dhcp or campus" ;; esac
             case "$isp" in [1-8]) ;; *) die "bad spec '$spec': ISP must be 1..8" ;; esac
+            host=''
             if [ "$kind" = static ]; then
-                case "$statics" in *" $isp "*) die "bad spec '$spec': ISP $isp already has a static uplink (10.200.$isp.2)" ;; esac
+                # The first static uplink of ISP K is 10.200.K.2, the next .3, and so on.
+                host=$(printf '%s' "$statics" | tr ' ' '\n' | grep -cx -- "$isp" || true)
+                host=$((host + 2))
                 statics="$statics$isp "
             fi
             isp=isp$isp
@@ -250,6 +272,7 @@ parse_specs() {
         U_KIND[i]=$kind
         U_UP[i]=$isp
         U_ID[i]=$id
+        U_HOST[i]=$host
     done
     [ "${#U_IFACE[@]}" -gt 0 ] || die "create needs at least one SPEC (e.g. eth0:static:1)"
 }
@@ -343,10 +366,13 @@ write_keyfile() { # write_keyfile INDEX
             "${U_ID[$i]}" "$(cat /proc/sys/kernel/random/uuid)" "${U_IFACE[$i]}" "$ac"
         printf '[ethernet]\n\n[ipv4]\n'
         if [ "${U_KIND[$i]}" = static ]; then
-            printf 'method=manual\naddress1=%s.2/24,%s.1\n' "$lan" "$lan"
+            printf 'method=manual\naddress1=%s.%s/24,%s.1\n' "$lan" "${U_HOST[$i]}" "$lan"
         else
             printf 'method=auto\n'
         fi
+        # Fixed, distinct metrics (100, 101, ... in SPEC order): NetworkManager would otherwise
+        # bump equal ones depending on activation history, and snapshots would not compare.
+        [ "${SB_ROUTE_METRIC:-fixed}" != fixed ] || printf 'route-metric=%s\n' $((100 + i))
         printf '\n[ipv6]\nmethod=disabled\n'
     } >"$f"
     chmod 0600 "$f"
