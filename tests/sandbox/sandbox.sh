@@ -241,6 +241,7 @@ parse_specs() {
     local spec iface kind isp id i j statics=' ' host
     for spec in "$@"; do
         IFS=: read -r iface kind isp id <<<"$spec"
+        host=''
         if [ "$kind" = campus ]; then
             [ -z "$id" ] || die "bad spec '$spec': IFACE:campus[:ID]"
             id=$isp
@@ -248,7 +249,6 @@ parse_specs() {
         else
             case "$kind" in static | dhcp) ;; *) die "bad spec '$spec': MODE must be static, dhcp or campus" ;; esac
             case "$isp" in [1-8]) ;; *) die "bad spec '$spec': ISP must be 1..8" ;; esac
-            host=''
             if [ "$kind" = static ]; then
                 # The first static uplink of ISP K is 10.200.K.2, the next .3, and so on.
                 host=$(printf '%s' "$statics" | tr ' ' '\n' | grep -cx -- "$isp" || true)
