@@ -139,8 +139,12 @@ pub async fn reconcile(
     apply_sysctls(&plan.sysctls, &mut state, run_dir, &mut changes)?;
 
     if !fw.is_current(&plan.firewall)? {
-        fw.apply(&plan.firewall)?;
+        let created = fw.apply(&plan.firewall)?;
         changes.firewall_rebuilt = true;
+        if !created.is_empty() {
+            state.created_tables.extend(created);
+            state.save(run_dir)?;
+        }
     }
 
     for r in current_rules.difference(&desired_rules) {
@@ -240,7 +244,8 @@ pub async fn flush(config: &Config, run_dir: &Path) -> Result<Changes> {
     let mut state = State::load(run_dir);
     let mut changes = Changes::default();
     // Firewall first: stop marking before the rules and tables go.
-    Iptables::default().flush()?;
+    let created: Vec<String> = state.created_tables.iter().cloned().collect();
+    Iptables::default().flush(&created)?;
     changes.firewall_rebuilt = true;
     let ns = Namespace::from_config(config);
     let mut spaces = vec![ns];

@@ -30,6 +30,9 @@ pub struct State {
     /// `/proc/sys/...` path -> value it had before we changed it.
     #[serde(default)]
     pub sysctls: BTreeMap<String, String>,
+    /// Firewall tables that only exist because we created them.
+    #[serde(default)]
+    pub created_tables: std::collections::BTreeSet<String>,
 }
 
 impl State {

@@ -159,6 +159,8 @@ struct Installed {
     rules: BTreeMap<String, Vec<String>>,
     /// counters of rules in our chains ([packets, bytes]) when saved with -c
     counters: BTreeMap<String, Vec<(u64, String)>>,
+    /// every table listed, with how many rules and user-defined chains it holds
+    tables: BTreeMap<String, (usize, usize)>,
 }
 
 fn is_ours(chain: &str) -> bool {
@@ -178,12 +180,18 @@ fn parse_save(text: &str) -> Installed {
         };
         if let Some(t) = line.strip_prefix('*') {
             table = t.trim().to_string();
+            inst.tables.entry(table.clone()).or_default();
         } else if let Some(decl) = line.strip_prefix(':') {
             let name = decl.split_whitespace().next().unwrap_or("");
+            // Built-in chains have a policy; user-defined ones show "-".
+            if decl.split_whitespace().nth(1) == Some("-") {
+                inst.tables.entry(table.clone()).or_default().1 += 1;
+            }
             if is_ours(name) {
                 inst.chains.push((table.clone(), name.to_string()));
             }
         } else if let Some(rule) = line.strip_prefix("-A ") {
+            inst.tables.entry(table.clone()).or_default().0 += 1;
             let chain = rule.split_whitespace().next().unwrap_or("");
             if is_ours(chain) {
                 inst.rules
@@ -351,36 +359,46 @@ impl Firewall for Iptables {
             && count(NAT_CHAIN) == r.nat.len())
     }
 
-    fn apply(&self, p: &FirewallPlan) -> Result<()> {
+    fn apply(&self, p: &FirewallPlan) -> Result<Vec<String>> {
         let inst = self.dump(false)?;
-        self.restore(&self.full_batch(p, &inst))
+        self.restore(&self.full_batch(p, &inst))?;
+        Ok(["mangle", "nat"]
+            .into_iter()
+            .filter(|t| !inst.tables.contains_key(*t))
+            .map(str::to_string)
+            .collect())
     }
 
-    fn flush(&self) -> Result<()> {
-        let inst = self.dump(false)?;
-        let mut b = String::new();
-        for table in ["mangle", "nat"] {
-            let mut body = String::new();
-            for ((t, builtin, ours), n) in &inst.jumps {
-                if t == table {
-                    for _ in 0..*n {
-                        body.push_str(&format!("-D {builtin} -j {ours}\n"));
-                    }
-                }
-            }
-            for (t, chain) in &inst.chains {
-                if t == table {
-                    body.push_str(&format!("-F {chain}\n-X {chain}\n"));
-                }
-            }
-            if !body.is_empty() {
-                b.push_str(&format!("*{table}\n{body}COMMIT\n"));
-            }
-        }
-        if b.is_empty() {
+    fn flush(&self, created: &[String]) -> Result<()> {
+        self.flush_chains()?;
+        // With iptables-nft, a table exists once anything used it. Remove the ones we
+        // brought into existence, if they are still empty, so the machine is exactly
+        // as before.
+        if created.is_empty() {
             return Ok(());
         }
-        self.restore(&b)
+        let inst = self.dump(false)?;
+        let nft = find_program("nft");
+        for table in created {
+            let empty = inst
+                .tables
+                .get(table)
+                .is_some_and(|&(rules, chains)| rules == 0 && chains == 0);
+            if !empty {
+                continue;
+            }
+            let out = Command::new(&nft)
+                .args(["delete", "table", "ip", table])
+                .output();
+            match out {
+                Ok(o) if o.status.success() => debug!(table, "removed the empty table we created"),
+                Ok(o) => {
+                    debug!(table, err = %String::from_utf8_lossy(&o.stderr).trim(), "empty table left in place")
+                }
+                Err(e) => debug!(table, error = %e, "nft not available; empty table left in place"),
+            }
+        }
+        Ok(())
     }
 
     fn installed_marks(&self) -> Result<BTreeMap<String, u32>> {
@@ -416,6 +434,35 @@ impl Firewall for Iptables {
             }
         }
         Ok(out)
+    }
+}
+
+impl Iptables {
+    fn flush_chains(&self) -> Result<()> {
+        let inst = self.dump(false)?;
+        let mut b = String::new();
+        for table in ["mangle", "nat"] {
+            let mut body = String::new();
+            for ((t, builtin, ours), n) in &inst.jumps {
+                if t == table {
+                    for _ in 0..*n {
+                        body.push_str(&format!("-D {builtin} -j {ours}\n"));
+                    }
+                }
+            }
+            for (t, chain) in &inst.chains {
+                if t == table {
+                    body.push_str(&format!("-F {chain}\n-X {chain}\n"));
+                }
+            }
+            if !body.is_empty() {
+                b.push_str(&format!("*{table}\n{body}COMMIT\n"));
+            }
+        }
+        if b.is_empty() {
+            return Ok(());
+        }
+        self.restore(&b)
     }
 }
 

@@ -21,9 +21,11 @@ pub trait Firewall {
     /// Whether the kernel already holds exactly this plan (chains and jumps).
     fn is_current(&self, plan: &FirewallPlan) -> Result<bool>;
     /// Installs the plan in one atomic step: no new connection meets a half-built chain.
-    fn apply(&self, plan: &FirewallPlan) -> Result<()>;
-    /// Removes our chains and the jumps to them; nothing else. Idempotent.
-    fn flush(&self) -> Result<()>;
+    /// Returns the tables that did not exist before (so that flush can remove them).
+    fn apply(&self, plan: &FirewallPlan) -> Result<Vec<String>>;
+    /// Removes our chains and the jumps to them, and the `created` tables if they are
+    /// empty; nothing else. Idempotent.
+    fn flush(&self, created: &[String]) -> Result<()>;
     /// Interface -> mark of the uplinks our chains currently masquerade, so that
     /// identity can be recovered from the kernel.
     fn installed_marks(&self) -> Result<BTreeMap<String, u32>>;

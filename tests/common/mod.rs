@@ -199,9 +199,35 @@ impl Sandbox {
 
     /// Kernel state relevant to us, normalised (no counters or timestamps).
     pub fn snapshot(&self) -> String {
+        self.snapshot_filtered(|_| true)
+    }
+
+    /// Like `snapshot`, but only the routes in our tables: NetworkManager renumbers its
+    /// own routes' metrics when connections cycle, which is none of our business.
+    pub fn snapshot_ours(&self) -> String {
+        self.snapshot_filtered(|route| route.contains(" table 61"))
+    }
+
+    fn snapshot_filtered(&self, keep_route: impl Fn(&str) -> bool) -> String {
         let mut s = String::new();
-        s += &self.host_ok(&["ip", "-4", "rule", "show"]);
-        s += &self.host_ok(&["ip", "-4", "route", "show", "table", "all"]);
+        // Rules of one priority are listed in insertion order, which carries no meaning
+        // for ours (their marks are disjoint).
+        let mut rules: Vec<String> = self
+            .host_ok(&["ip", "-4", "rule", "show"])
+            .lines()
+            .map(str::to_string)
+            .collect();
+        rules.sort();
+        s += &rules.join("\n");
+        s.push('\n');
+        for route in self
+            .host_ok(&["ip", "-4", "route", "show", "table", "all"])
+            .lines()
+            .filter(|r| keep_route(r))
+        {
+            s += route;
+            s.push('\n');
+        }
         for line in self.host_ok(&["iptables-save"]).lines() {
             if line.starts_with('#') {
                 continue;
