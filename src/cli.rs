@@ -109,8 +109,6 @@ fn init_logging(cli: &Cli) {
         // Colours only for a person at a terminal, not for journald or nm-dispatcher.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
-        // Colours only for a person at a terminal; journald and log files get plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }
 
