@@ -105,9 +105,30 @@ struct ProberHandle {
     task: tokio::task::JoinHandle<()>,
 }
 
+/// A reconcile asked for, not run yet.
+#[derive(Debug)]
 struct Pending {
     at: Instant,
     reasons: Vec<String>,
+}
+
+/// Adds a trigger to the pending reconcile: one reconcile at the earliest time asked
+/// for (a burst never postpones it), with the first few distinct reasons for the log.
+fn coalesce(pending: &mut Option<Pending>, at: Instant, why: String) {
+    match pending {
+        Some(p) => {
+            p.at = p.at.min(at);
+            if p.reasons.len() < 8 && !p.reasons.contains(&why) {
+                p.reasons.push(why);
+            }
+        }
+        None => {
+            *pending = Some(Pending {
+                at,
+                reasons: vec![why],
+            })
+        }
+    }
 }
 
 struct Daemon {
@@ -237,20 +258,7 @@ pub async fn run(opts: Options) -> Result<()> {
 impl Daemon {
     /// Asks for a reconcile at `at` at the latest (earlier requests win).
     fn schedule(&mut self, at: Instant, why: String) {
-        match &mut self.pending {
-            Some(p) => {
-                p.at = p.at.min(at);
-                if p.reasons.len() < 8 && !p.reasons.contains(&why) {
-                    p.reasons.push(why);
-                }
-            }
-            None => {
-                self.pending = Some(Pending {
-                    at,
-                    reasons: vec![why],
-                })
-            }
-        }
+        coalesce(&mut self.pending, at, why);
     }
 
     fn on_probe(&mut self, r: ProbeReport) {
@@ -651,7 +659,11 @@ fn nm_signal_reason(msg: &zbus::Message) -> Option<String> {
     let member = h.member()?.to_string();
     let interface = h.interface()?.to_string();
     let path = h.path().map(|p| p.to_string()).unwrap_or_default();
-    let short = path.strip_prefix(NM_PATH).unwrap_or(&path);
+    let short = match path.strip_prefix(NM_PATH) {
+        Some("") => "NetworkManager",
+        Some(rest) => rest,
+        None => &path,
+    };
     if interface == "org.freedesktop.DBus.Properties" && member == "PropertiesChanged" {
         let body = msg.body();
         let (changed_in, changed, _invalidated): (String, HashMap<String, Value<'_>>, Vec<String>) =
@@ -838,6 +850,37 @@ mod tests {
     }
 
     #[test]
+    fn bursts_coalesce_into_one_reconcile_at_the_earliest_time() {
+        let t = Instant::now();
+        let mut p = None;
+        coalesce(&mut p, t + NM_DEBOUNCE, "a".into());
+        // A burst of signals keeps the first deadline: never postponed.
+        for i in 0..20 {
+            coalesce(
+                &mut p,
+                t + NM_DEBOUNCE + Duration::from_millis(i * 10),
+                "a".into(),
+            );
+        }
+        assert_eq!(p.as_ref().unwrap().at, t + NM_DEBOUNCE);
+        assert_eq!(p.as_ref().unwrap().reasons, vec!["a".to_string()]);
+        // A health verdict goes at once and joins the same reconcile.
+        coalesce(&mut p, t, "health".into());
+        let p = p.unwrap();
+        assert_eq!(p.at, t);
+        assert_eq!(p.reasons, vec!["a".to_string(), "health".to_string()]);
+        let mut q = None;
+        for i in 0..20 {
+            coalesce(&mut q, t, format!("r{i}"));
+        }
+        assert_eq!(
+            q.unwrap().reasons.len(),
+            8,
+            "the log keeps a few reasons only"
+        );
+    }
+
+    #[test]
     fn retries_back_off() {
         let d: Vec<u64> = (1..=8).map(|n| retry_delay(n).as_secs()).collect();
         assert_eq!(d, vec![1, 2, 4, 8, 16, 30, 30, 30]);
@@ -879,7 +922,8 @@ mod tests {
                 "org.freedesktop.NetworkManager",
                 "DeviceAdded"
             ))
-            .is_some()
+            .as_deref()
+                == Some("NetworkManager DeviceAdded")
         );
         assert_eq!(
             nm_signal_reason(&props_changed(
