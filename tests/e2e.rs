@@ -78,6 +78,21 @@ fn balances_over_uplinks_and_follows_nmcli() {
         );
     }
 
+    // Point 3, second half: a destination the main table routes more specifically than
+    // by a default route (as a VPN or a container bridge would) goes the main table's way.
+    sb.host_ok(&[
+        "ip",
+        "route",
+        "add",
+        "198.51.100.10/32",
+        "via",
+        "10.200.3.1",
+        "dev",
+        "usb0",
+    ]);
+    expect_spread(&sb, 6, &[(3, 6)]);
+    sb.host_ok(&["ip", "route", "del", "198.51.100.10/32"]);
+
     // Point 4: connections coming in through each uplink, from its LAN and from the
     // internet, are answered (through the same uplink, or the ISP/rp_filter drops them).
     let mut listener = host_listener(&sb, 7100);
