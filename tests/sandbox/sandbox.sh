@@ -66,7 +66,7 @@
 #   inet side 203.0.113.(4K+1), ISP side 203.0.113.(4K+2), which is what the internet sees
 #   (MASQUERADE): isp1 .6, isp2 .10, isp3 .14, isp4 .18, isp5 .22, isp6 .26, isp7 .30, isp8 .34.
 #   Campus: LAN 10.250.0.0/24 gw 10.250.0.1 (port 7000 too), link 203.0.113.36/30, seen as .38.
-#   SB-inet: server 198.51.100.10 (on lo): TCP 7000 echoes the peer address and closes, TCP 7001
+#   SB-inet: server 198.51.100.10 (on lo): TCP 7000 echoes the peer address and closes (peer_server.py), TCP 7001
 #   streams zeros until the client closes, TCP 7002 sends the peer address then echoes what it
 #   gets (long-lived connections), iperf3 -s on 5201..5208. It routes each LAN
 #   (10.200.K.0/24, 10.250.0.0/24) back via its ISP, so it can connect INTO the host.
@@ -345,8 +345,7 @@ setup_upstream() { # setup_upstream NAME: namespace, link to inet, bridge, NAT, 
             --dhcp-option=3,"$lan.1" --dhcp-leasefile="$W/dnsmasq-$up.leases" --pid-file= \
             --log-facility=- --log-dhcp
     fi
-    # shellcheck disable=SC2016 # $SOCAT_PEERADDR is for socat's shell
-    spawn "$ns" "echo-$up" socat TCP-LISTEN:7000,bind="$lan.1",fork,reuseaddr SYSTEM:'echo $SOCAT_PEERADDR'
+    spawn "$ns" "echo-$up" python3 "$SELF_DIR/peer_server.py" "$lan.1" 7000
 }
 
 shape() { # shape NS PORT IFB: tbf towards the host, and host->ISP via ingress redirect to an ifb
@@ -541,10 +540,8 @@ cmd_create() {
     done
 
     # Internet servers.
-    # shellcheck disable=SC2016 # $SOCAT_PEERADDR is for socat's shell
-    spawn "$SB-inet" echo-inet socat TCP-LISTEN:7000,bind="$SERVER",fork,reuseaddr SYSTEM:'echo $SOCAT_PEERADDR'
-    # shellcheck disable=SC2016
-    spawn "$SB-inet" hold-inet socat TCP-LISTEN:7002,bind="$SERVER",fork,reuseaddr SYSTEM:'echo $SOCAT_PEERADDR; exec cat'
+    spawn "$SB-inet" echo-inet python3 "$SELF_DIR/peer_server.py" "$SERVER" 7000
+    spawn "$SB-inet" hold-inet python3 "$SELF_DIR/peer_server.py" "$SERVER" 7002 --echo
     spawn "$SB-inet" zero-inet socat -U TCP-LISTEN:7001,bind="$SERVER",fork,reuseaddr OPEN:/dev/zero
     for k in 1 2 3 4 5 6 7 8; do
         spawn "$SB-inet" "iperf3-520$k" iperf3 -s -B "$SERVER" -p "520$k"
