@@ -214,17 +214,7 @@ async fn apply(config_path: &Path, run_dir: &Path, why: &str) -> Result<()> {
     // A running daemon's verdicts, so that we reach the result it reaches.
     let health = health::published_verdicts(run_dir);
     let (plan, changes) = reconcile::reconcile(&config, run_dir, &health).await?;
-    let uplinks: Vec<&str> = plan
-        .uplinks
-        .iter()
-        .filter(|u| u.in_balance)
-        .map(|u| u.iface.as_str())
-        .collect();
-    if changes.is_empty() {
-        info!(trigger = why, ?uplinks, "in sync; nothing to change");
-    } else {
-        info!(trigger = why, ?uplinks, ?changes, "reconciled");
-    }
+    reconcile::log_outcome(&why, &plan, &changes, tracing::Level::INFO);
     Ok(())
 }
 

@@ -222,19 +222,9 @@ impl Config {
         Ok(())
     }
 
-    /// Lowest bit of the mask: our mark values are small integers shifted by this.
-    pub fn mark_shift(&self) -> u32 {
-        self.mark_mask.trailing_zeros()
-    }
-
-    /// The mask's highest bit flags connections that came *in* through an uplink.
-    pub fn inbound_flag(&self) -> u32 {
-        1 << (31 - self.mark_mask.leading_zeros())
-    }
-
     /// Uplink ids run 1..=max_uplinks (0 means "no mark").
     pub fn max_uplinks(&self) -> u32 {
-        (1u32 << (self.mark_mask.count_ones() - 1)) - 1
+        crate::plan::Namespace::from_config(self).max_uplinks()
     }
 
     /// The settings that apply to an uplink: by connection id first, then by interface.
@@ -333,8 +323,9 @@ up_after = 4
         )
         .unwrap();
         assert_eq!(c.mark_mask, 0x0f00_0000);
-        assert_eq!(c.mark_shift(), 24);
-        assert_eq!(c.inbound_flag(), 0x0800_0000);
+        let ns = crate::plan::Namespace::from_config(&c);
+        assert_eq!(ns.shift(), 24);
+        assert_eq!(ns.inbound_flag(), 0x0800_0000);
         assert_eq!(c.max_uplinks(), 7);
         assert_eq!(c.uplink("wired", "eth0").weight, 2);
         assert!(!c.uplink("x", "usb0").enabled);

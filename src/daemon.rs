@@ -365,17 +365,7 @@ impl Daemon {
         match result {
             Ok((plan, changes)) => {
                 self.failures = 0;
-                let uplinks: Vec<&str> = plan
-                    .uplinks
-                    .iter()
-                    .filter(|u| u.in_balance)
-                    .map(|u| u.iface.as_str())
-                    .collect();
-                if changes.is_empty() {
-                    debug!(trigger = ?reasons, ?uplinks, "in sync; nothing to change");
-                } else {
-                    info!(trigger = ?reasons, ?uplinks, ?changes, "reconciled");
-                }
+                reconcile::log_outcome(&reasons, &plan, &changes, tracing::Level::DEBUG);
                 for w in &plan.warnings {
                     debug!("plan: {w}");
                 }

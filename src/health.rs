@@ -402,15 +402,7 @@ pub struct DaemonLock {
 
 impl DaemonLock {
     pub fn acquire(dir: &Path) -> Result<DaemonLock> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        let path = dir.join(DAEMON_LOCK);
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        let (path, file) = crate::state::open_lock_file(dir, DAEMON_LOCK)?;
         match file.try_lock() {
             Ok(()) => Ok(DaemonLock {
                 _file: file,

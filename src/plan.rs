@@ -672,7 +672,7 @@ mod tests {
             // marks stay inside the mask, and outbound marks never carry the inbound flag
             for u in &p2.uplinks {
                 prop_assert_eq!(u.mark & !cfg.mark_mask, 0);
-                prop_assert_eq!(u.mark & cfg.inbound_flag(), 0);
+                prop_assert_eq!(u.mark & Namespace::from_config(&cfg).inbound_flag(), 0);
                 prop_assert_eq!(u.inbound_mark & !cfg.mark_mask, 0);
             }
         }

@@ -172,6 +172,29 @@ pub async fn reconcile(
     Ok((plan, changes))
 }
 
+/// Logs a reconcile's outcome. "Nothing changed" is worth telling a person who ran
+/// `apply`, not repeating in a daemon's log every minute.
+pub fn log_outcome(
+    trigger: &dyn std::fmt::Debug,
+    plan: &Plan,
+    changes: &Changes,
+    unchanged_level: tracing::Level,
+) {
+    let uplinks: Vec<&str> = plan
+        .uplinks
+        .iter()
+        .filter(|u| u.in_balance)
+        .map(|u| u.iface.as_str())
+        .collect();
+    if !changes.is_empty() {
+        info!(?trigger, ?uplinks, ?changes, "reconciled");
+    } else if unchanged_level == tracing::Level::INFO {
+        info!(?trigger, ?uplinks, "in sync; nothing to change");
+    } else {
+        debug!(?trigger, ?uplinks, "in sync; nothing to change");
+    }
+}
+
 fn route_key(r: &RouteSpec) -> (u32, crate::model::Ipv4Net) {
     (r.table, r.dst)
 }

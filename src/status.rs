@@ -131,8 +131,9 @@ fn conntrack_by_id(config: &Config) -> Option<BTreeMap<u32, u64>> {
     if !out.status.success() {
         return None;
     }
-    let shift = config.mark_shift();
-    let id_bits = config.mark_mask & !config.inbound_flag();
+    let ns = crate::plan::Namespace::from_config(config);
+    let shift = ns.shift();
+    let id_bits = ns.mark_mask & !ns.inbound_flag();
     let mut counts = BTreeMap::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let mark = line
