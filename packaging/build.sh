@@ -134,8 +134,12 @@ OPTIONS=(strip docs !libtool !staticlibs emptydirs zipman purge !debug !lto)
 PACKAGER='nm-multiwan packaging/build.sh <nm-multiwan@users.noreply.invalid>'
 EOF
 mkdir "$build/pkgdest"
-# makepkg records the (empty) pacman database of this machine in .BUILDINFO.
-install -d /var/lib/pacman
+# makepkg lists the machine's pacman packages (none) in .BUILDINFO: give pacman an
+# empty local database to read.
+if [ ! -e /var/lib/pacman/local/ALPM_DB_VERSION ]; then
+    install -d /var/lib/pacman/local
+    pacman-db-upgrade >/dev/null 2>&1 || true
+fi
 chown -R "$build_user:$build_user" "$build"
 
 say "Arch package (makepkg as $build_user, dependency check skipped for this build)"
