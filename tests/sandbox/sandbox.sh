@@ -405,6 +405,11 @@ nm_inner() {
     mkdir -p /etc/nm-multiwan /etc/NetworkManager/dispatcher.d
     mount --bind "$w/etc-nm-multiwan" /etc/nm-multiwan
     mount --bind "$w/dispatcher.d" /etc/NetworkManager/dispatcher.d
+    # nm-dispatcher also runs the scripts packages install under /usr/lib (an installed
+    # nm-multiwan package among them): hide them, so only the sandbox's scripts run.
+    if [ -d /usr/lib/NetworkManager/dispatcher.d ]; then
+        mount --bind "$w/dispatcher-empty" /usr/lib/NetworkManager/dispatcher.d
+    fi
     if [ -d "$w/ovl/usrbin/upper" ]; then
         mount -t overlay sandbox-usrbin \
             -o "lowerdir=/usr/bin,upperdir=$w/ovl/usrbin/upper,workdir=$w/ovl/usrbin/work" /usr/bin
@@ -508,7 +513,7 @@ cmd_create() {
     mkdir -p "$W/log" "$W/conns" "$W/run/dbus" "$W/run/NetworkManager" "$W/run/nm-multiwan" \
         "$W/run/lock" "$W/var-lib-NetworkManager" "$W/etc-nm-multiwan" "$W/ovl/etc/upper" \
         "$W/ovl/etc/work" "$W/dispatcher.d/no-wait.d" "$W/dispatcher.d/pre-up.d" \
-        "$W/dispatcher.d/pre-down.d"
+        "$W/dispatcher.d/pre-down.d" "$W/dispatcher-empty"
     chmod 0700 "$W/conns"
     printf '%s\n' "$@" >"$W/specs"
     : >"$W/dispatcher.log"
