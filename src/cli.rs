@@ -10,6 +10,7 @@ use crate::config::{self, Config};
 use crate::error::{Error, Result};
 use crate::firewall::Firewall;
 use crate::firewall::iptables::Iptables;
+use crate::model::Family;
 use crate::reconcile;
 use crate::state;
 use crate::status;
@@ -19,6 +20,7 @@ pub const RECONCILE_ACTIONS: &[&str] = &[
     "up",
     "down",
     "dhcp4-change",
+    "dhcp6-change",
     "reapply",
     "connectivity-change",
     "vpn-up",
@@ -168,7 +170,15 @@ async fn run(cli: Cli) -> Result<()> {
             let text = if json {
                 serde_json::to_string_pretty(&plan).expect("serialises")
             } else {
-                status::render_plan(&plan, &Iptables::default().render(&plan.firewall))
+                let firewall6 = plan
+                    .firewall6
+                    .as_ref()
+                    .map(|p6| Iptables::new(Family::V6).render(p6));
+                status::render_plan(
+                    &plan,
+                    &Iptables::default().render(&plan.firewall),
+                    firewall6.as_deref(),
+                )
             };
             print_stdout(&text)
         }
