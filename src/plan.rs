@@ -358,7 +358,10 @@ pub fn plan(config: &Config, facts: &Facts) -> Plan {
         }
         if let (Some(v6), true) = (&u.ipv6, u.ipv6_balanced) {
             routes.extend(uplink_routes6(u, v6));
-            exclude6.insert(v6.subnet.into());
+            // A /128 (DHCPv6) is the address itself, which `LOCAL` already leaves out.
+            if v6.subnet.prefix < 128 {
+                exclude6.insert(v6.subnet.into());
+            }
             exclude6.extend(v6.local_routes.iter().copied().map(IpNet::from));
         }
     }
