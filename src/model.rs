@@ -209,7 +209,7 @@ pub struct Ip4Uplink {
 /// What an uplink has of IPv6: a global address and a default route.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Ip6Uplink {
-    /// A global address of the device (the first non-temporary one NetworkManager lists).
+    /// A global address of the device (the first one NetworkManager lists).
     pub address: Ipv6Addr,
     /// The on-link network of `address` (a /128 when the address came alone, as from
     /// DHCPv6; the on-link prefix is then among `local_routes`).
@@ -233,13 +233,6 @@ impl Uplink {
             connection_uuid: connection_uuid.into(),
             ipv4: Some(ipv4),
             ipv6: None,
-        }
-    }
-
-    pub fn has(&self, family: Family) -> bool {
-        match family {
-            Family::V4 => self.ipv4.is_some(),
-            Family::V6 => self.ipv6.is_some(),
         }
     }
 }

@@ -54,10 +54,6 @@ impl Iptables {
             restore: find_program(&format!("{prefix}-restore")),
         }
     }
-
-    pub fn family(&self) -> Family {
-        self.family
-    }
 }
 
 /// Full path of a system tool. nm-dispatcher runs its scripts with no `PATH` at all, so

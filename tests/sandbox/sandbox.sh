@@ -327,6 +327,7 @@ setup_upstream() { # setup_upstream NAME: namespace, link to inet, bridge, NAT, 
         local v6=()
         if [ "${SB_IPV6:-0}" = 1 ]; then
             # Campus: SLAAC only. ISPs: stateful DHCPv6 (the RA says "managed").
+            # shellcheck disable=SC2054 # the commas belong to dnsmasq's option
             if [ "$up" = campus ]; then
                 v6=(--enable-ra --dhcp-range=::,constructor:br0,ra-only,64,1h)
             else
