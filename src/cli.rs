@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::firewall::Firewall;
 use crate::firewall::iptables::Iptables;
 use crate::health;
+use crate::model::Family;
 use crate::reconcile;
 use crate::state;
 use crate::status;
@@ -20,6 +21,7 @@ pub const RECONCILE_ACTIONS: &[&str] = &[
     "up",
     "down",
     "dhcp4-change",
+    "dhcp6-change",
     "reapply",
     "connectivity-change",
     "vpn-up",
@@ -192,7 +194,15 @@ async fn run(cli: Cli) -> Result<()> {
             let text = if json {
                 serde_json::to_string_pretty(&plan).expect("serialises")
             } else {
-                status::render_plan(&plan, &Iptables::default().render(&plan.firewall))
+                let firewall6 = plan
+                    .firewall6
+                    .as_ref()
+                    .map(|p6| Iptables::new(Family::V6).render(p6));
+                status::render_plan(
+                    &plan,
+                    &Iptables::default().render(&plan.firewall),
+                    firewall6.as_deref(),
+                )
             };
             print_stdout(&text)
         }

@@ -35,6 +35,9 @@ pub struct Config {
     pub table_base: u32,
     /// First of the three `ip rule` priorities we use.
     pub rule_priority: u32,
+    /// Balance IPv6 connections too. `None` (the key absent): on when at least two
+    /// uplinks have an IPv6 default route.
+    pub ipv6: Option<bool>,
     /// Per-uplink settings, keyed by NetworkManager connection id or interface name.
     pub uplinks: BTreeMap<String, UplinkConfig>,
     /// Health probing (daemon only).
@@ -44,9 +47,11 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UplinkConfig {
-    /// Share of new connections, relative to the other uplinks (1..=100).
+    /// Share of new connections, relative to the other uplinks (1..=100), in both
+    /// address families.
     pub weight: u32,
-    /// `false`: never balance over this uplink (no table, no rule, no NAT).
+    /// `false`: never balance over this uplink (no table, no rule, no NAT), in either
+    /// address family.
     pub enabled: bool,
 }
 
@@ -70,6 +75,7 @@ impl Default for Config {
             mark_mask: DEFAULT_MARK_MASK,
             table_base: DEFAULT_TABLE_BASE,
             rule_priority: DEFAULT_RULE_PRIORITY,
+            ipv6: None,
             uplinks: BTreeMap::new(),
             health: HealthConfig::default(),
         }
@@ -310,6 +316,7 @@ mod tests {
 mark_mask = "0x0f000000"
 table_base = 7000
 rule_priority = 20000
+ipv6 = false
 [uplinks.wired]
 weight = 2
 [uplinks.usb0]
@@ -331,6 +338,11 @@ up_after = 4
         assert!(!c.uplink("x", "usb0").enabled);
         assert_eq!(c.uplink("x", "eth9"), UplinkConfig::default());
         assert_eq!(c.health.interval_ms, 500);
+        assert_eq!(c.ipv6, Some(false));
+        assert_eq!(parse("ipv6 = true").unwrap().ipv6, Some(true));
+        assert_eq!(parse("").unwrap().ipv6, None);
+        let msg = parse("ipv6 = \"yes\"").unwrap_err().to_string();
+        assert!(msg.contains("config.toml:1"), "{msg}");
     }
 
     #[test]

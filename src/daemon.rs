@@ -62,6 +62,7 @@ const RELEVANT_INTERFACES: &[&str] = &[
     "org.freedesktop.NetworkManager",
     "org.freedesktop.NetworkManager.Device",
     "org.freedesktop.NetworkManager.IP4Config",
+    "org.freedesktop.NetworkManager.IP6Config",
     "org.freedesktop.NetworkManager.Connection.Active",
 ];
 
@@ -449,15 +450,21 @@ impl Daemon {
             keep
         });
         for u in &plan.uplinks {
+            // Probes are IPv4 (ICMP echo or TCP): an uplink with IPv6 only is not probed
+            // and counts as healthy.
+            let Some(address) = u.ipv4.as_ref().map(|v4| v4.address) else {
+                debug!(iface = u.iface, "no IPv4 address: not probed");
+                continue;
+            };
             let reset = self
                 .shared
                 .board
                 .lock()
                 .expect("board lock")
-                .track(&u.iface, u.address, u.mark, now);
+                .track(&u.iface, address, u.mark, now);
             let spec = ProbeSpec {
                 iface: u.iface.clone(),
-                source: u.address,
+                source: address,
                 mark: u.mark,
                 targets: targets.clone(),
                 timeout: health::round_timeout(interval),
@@ -475,7 +482,7 @@ impl Daemon {
             self.generation += 1;
             info!(
                 iface = u.iface,
-                source = %u.address,
+                source = %address,
                 mark = format!("{:#x}", u.mark),
                 "probing uplink"
             );

@@ -33,6 +33,9 @@ pub struct State {
     /// Firewall tables that only exist because we created them.
     #[serde(default)]
     pub created_tables: std::collections::BTreeSet<String>,
+    /// The same for IPv6's firewall tables.
+    #[serde(default)]
+    pub created_tables6: std::collections::BTreeSet<String>,
 }
 
 impl State {

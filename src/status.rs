@@ -12,6 +12,7 @@ use crate::error::Result;
 use crate::firewall::Firewall;
 use crate::firewall::iptables::Iptables;
 use crate::health::HealthReport;
+use crate::model::Family;
 use crate::netlink::Netlink;
 use crate::nm::NetworkManager;
 use crate::plan::{self, Plan};
@@ -27,6 +28,8 @@ pub struct StatusReport {
     /// Whether the kernel holds exactly the plan (routes, rules, chains).
     pub in_sync: bool,
     pub mark_mask: String,
+    /// Whether IPv6 connections are balanced (config `ipv6`, or automatic).
+    pub ipv6: bool,
     pub uplinks: Vec<UplinkStatus>,
     pub warnings: Vec<String>,
     /// The daemon's probes (`null` when no daemon answered): targets, thresholds and,
@@ -40,8 +43,16 @@ pub struct UplinkStatus {
     pub iface: String,
     pub connection: String,
     pub connection_uuid: String,
-    pub address: String,
+    /// IPv4 address/prefix; `null` for an uplink with IPv6 only.
+    pub address: Option<String>,
+    /// IPv4 gateway; `null` on point-to-point links and IPv6-only uplinks.
     pub gateway: Option<String>,
+    /// IPv6 address/prefix; `null` when the uplink has no IPv6 default route.
+    pub address6: Option<String>,
+    /// IPv6 gateway, often the router's link-local address.
+    pub gateway6: Option<String>,
+    /// Whether the uplink takes part in IPv6 balancing.
+    pub ipv6_balanced: bool,
     pub mark: String,
     pub table: u32,
     pub weight: u32,
@@ -49,10 +60,16 @@ pub struct UplinkStatus {
     pub in_balance: bool,
     /// Health verdict: `null` when no daemon probes, else true/false.
     pub healthy: Option<bool>,
-    /// Tracked connections carrying this uplink's mark (`null` without conntrack).
+    /// Tracked connections carrying this uplink's mark, both families (`null` without
+    /// conntrack).
     pub connections: Option<u64>,
-    /// New connections the nth round gave it since the chain was last rebuilt.
+    /// The IPv6 part of `connections`.
+    pub connections6: Option<u64>,
+    /// New connections the nth rounds gave it since the chains were last rebuilt, both
+    /// families.
     pub new_connections: u64,
+    /// The IPv6 part of `new_connections`.
+    pub new_connections6: u64,
     /// Interface byte counters.
     pub rx_bytes: u64,
     pub tx_bytes: u64,
@@ -63,8 +80,9 @@ pub async fn current_plan(config: &Config, health: &BTreeMap<String, bool>) -> R
     let nm = NetworkManager::connect().await?;
     let nl = Netlink::connect().await?;
     let fw = Iptables::default();
+    let fw6 = Iptables::new(Family::V6);
     let state = State::load(&state::run_dir());
-    let observed = observe(config, &nm, &nl, &fw, &state, health).await?;
+    let observed = observe(config, &nm, &nl, &fw, &fw6, &state, health).await?;
     Ok(plan::plan(config, &observed.facts))
 }
 
@@ -74,41 +92,82 @@ pub async fn gather(config: &Config, health: &BTreeMap<String, bool>) -> Result<
     let nm = NetworkManager::connect().await?;
     let nl = Netlink::connect().await?;
     let fw = Iptables::default();
+    let fw6 = Iptables::new(Family::V6);
     let state = State::load(&state::run_dir());
-    let observed = observe(config, &nm, &nl, &fw, &state, health).await?;
+    let observed = observe(config, &nm, &nl, &fw, &fw6, &state, health).await?;
     let plan = plan::plan(config, &observed.facts);
+    let firewall6_ok = match &plan.firewall6 {
+        Some(p6) => fw6.is_current(p6)?,
+        // Off: in sync when nothing of ours is there (or cannot be: no ip6tables).
+        None => !fw6.installed().unwrap_or(false),
+    };
     let in_sync = observed.routes.iter().collect::<BTreeSet<_>>()
         == plan.routes.iter().collect::<BTreeSet<_>>()
         && observed.rules.iter().collect::<BTreeSet<_>>()
             == plan.rules.iter().collect::<BTreeSet<_>>()
-        && fw.is_current(&plan.firewall)?;
+        && fw.is_current(&plan.firewall)?
+        && firewall6_ok;
     let counters = fw.counters().unwrap_or_default();
-    let conns = conntrack_by_id(config);
+    let counters6 = if plan.ipv6 {
+        fw6.counters().unwrap_or_default()
+    } else {
+        BTreeMap::new()
+    };
+    let conns = conntrack_by_id(config, Family::V4);
+    let conns6 = conntrack_by_id(config, Family::V6);
     let ns = plan.namespace;
     let uplinks = plan
         .uplinks
         .iter()
-        .map(|u| UplinkStatus {
-            iface: u.iface.clone(),
-            connection: u.connection_id.clone(),
-            connection_uuid: u.connection_uuid.clone(),
-            address: format!("{}/{}", u.address, u.subnet.prefix),
-            gateway: u.gateway.map(|g| g.to_string()),
-            mark: format!("{:#x}/{:#x}", u.mark, ns.mark_mask),
-            table: u.table,
-            weight: u.weight,
-            in_balance: u.in_balance,
-            healthy: health.get(&u.iface).copied(),
-            connections: conns.as_ref().map(|c| c.get(&u.id).copied().unwrap_or(0)),
-            new_connections: counters.get(&u.mark).map_or(0, |c| c.new_connections),
-            rx_bytes: read_counter(&u.iface, "rx_bytes"),
-            tx_bytes: read_counter(&u.iface, "tx_bytes"),
+        .map(|u| {
+            let count = |c: &Option<BTreeMap<u32, u64>>| {
+                c.as_ref().map(|c| c.get(&u.id).copied().unwrap_or(0))
+            };
+            let new4 = counters.get(&u.mark).map_or(0, |c| c.new_connections);
+            let new6 = counters6.get(&u.mark).map_or(0, |c| c.new_connections);
+            let (c4, c6) = (count(&conns), count(&conns6));
+            UplinkStatus {
+                iface: u.iface.clone(),
+                connection: u.connection_id.clone(),
+                connection_uuid: u.connection_uuid.clone(),
+                address: u
+                    .ipv4
+                    .as_ref()
+                    .map(|v4| format!("{}/{}", v4.address, v4.subnet.prefix)),
+                gateway: u
+                    .ipv4
+                    .as_ref()
+                    .and_then(|v4| v4.gateway)
+                    .map(|g| g.to_string()),
+                address6: u
+                    .ipv6
+                    .as_ref()
+                    .map(|v6| format!("{}/{}", v6.address, v6.subnet.prefix)),
+                gateway6: u
+                    .ipv6
+                    .as_ref()
+                    .and_then(|v6| v6.gateway)
+                    .map(|g| g.to_string()),
+                ipv6_balanced: u.ipv6_balanced,
+                mark: format!("{:#x}/{:#x}", u.mark, ns.mark_mask),
+                table: u.table,
+                weight: u.weight,
+                in_balance: u.in_balance,
+                healthy: health.get(&u.iface).copied(),
+                connections: c4.map(|c4| c4 + c6.unwrap_or(0)),
+                connections6: c6,
+                new_connections: new4 + new6,
+                new_connections6: new6,
+                rx_bytes: read_counter(&u.iface, "rx_bytes"),
+                tx_bytes: read_counter(&u.iface, "tx_bytes"),
+            }
         })
         .collect();
     Ok(StatusReport {
         format: STATUS_FORMAT,
         in_sync,
         mark_mask: format!("{:#x}", ns.mark_mask),
+        ipv6: plan.ipv6,
         uplinks,
         warnings: plan.warnings,
         health: None,
@@ -122,10 +181,15 @@ fn read_counter(iface: &str, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Connections per uplink id, from `conntrack -L`; `None` when conntrack is missing.
-fn conntrack_by_id(config: &Config) -> Option<BTreeMap<u32, u64>> {
+/// Connections of one family per uplink id, from `conntrack -L`; `None` when conntrack
+/// is missing.
+fn conntrack_by_id(config: &Config, family: Family) -> Option<BTreeMap<u32, u64>> {
+    let family = match family {
+        Family::V4 => "ipv4",
+        Family::V6 => "ipv6",
+    };
     let out = Command::new(crate::firewall::iptables::find_program("conntrack"))
-        .arg("-L")
+        .args(["-L", "-f", family])
         .output()
         .ok()?;
     if !out.status.success() {
@@ -191,7 +255,8 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 
 pub fn render(r: &StatusReport) -> String {
     if r.uplinks.is_empty() {
-        return "no uplinks: no active NetworkManager device has an IPv4 default route".into();
+        return "no uplinks: no active NetworkManager device has an IPv4 or IPv6 default route"
+            .into();
     }
     let rows: Vec<Vec<String>> = r
         .uplinks
@@ -201,6 +266,11 @@ pub fn render(r: &StatusReport) -> String {
                 u.iface.clone(),
                 u.connection.clone(),
                 u.gateway.clone().unwrap_or_else(|| "-".into()),
+                match (&u.address6, u.ipv6_balanced) {
+                    (Some(a), true) => a.split('/').next().unwrap_or("").to_string(),
+                    (Some(_), false) => "(off)".into(),
+                    (None, _) => "-".into(),
+                },
                 u.mark.split('/').next().unwrap_or("").to_string(),
                 u.table.to_string(),
                 u.weight.to_string(),
@@ -222,6 +292,7 @@ pub fn render(r: &StatusReport) -> String {
             "IFACE",
             "CONNECTION",
             "GATEWAY",
+            "IPV6",
             "MARK",
             "TABLE",
             "WEIGHT",
@@ -244,6 +315,12 @@ pub fn render(r: &StatusReport) -> String {
     );
     if let Some(h) = &r.health {
         let _ = write!(s, "\n{}", render_health(h, std::time::SystemTime::now()));
+    }
+    if !r.ipv6 && r.uplinks.iter().any(|u| u.address6.is_some()) {
+        let _ = write!(
+            s,
+            "\nipv6: not balanced (config `ipv6 = false`, or fewer than two IPv6 uplinks)"
+        );
     }
     for w in &r.warnings {
         let _ = write!(s, "\nwarning: {w}");
@@ -313,7 +390,9 @@ pub fn render_health(h: &HealthReport, now: std::time::SystemTime) -> String {
     s
 }
 
-pub fn render_plan(p: &Plan, firewall: &str) -> String {
+/// The plan for people; `firewall` and `firewall6` are the rendered chains of each
+/// family (`firewall6` `None` when IPv6 balancing is off).
+pub fn render_plan(p: &Plan, firewall: &str, firewall6: Option<&str>) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -340,10 +419,28 @@ pub fn render_plan(p: &Plan, firewall: &str) -> String {
                 " (out of balance)"
             }
         );
+        if let Some(v4) = &u.ipv4 {
+            let via = v4.gateway.map(|g| format!(" via {g}")).unwrap_or_default();
+            let _ = writeln!(s, "#    ipv4 {}/{}{via}", v4.address, v4.subnet.prefix);
+        }
+        if let Some(v6) = &u.ipv6 {
+            let via = v6.gateway.map(|g| format!(" via {g}")).unwrap_or_default();
+            let off = if u.ipv6_balanced {
+                ""
+            } else {
+                " (IPv6 not balanced)"
+            };
+            let _ = writeln!(s, "#    ipv6 {}/{}{via}{off}", v6.address, v6.subnet.prefix);
+        }
     }
+    let _ = writeln!(s, "# ipv6 balancing: {}", if p.ipv6 { "on" } else { "off" });
     let _ = writeln!(s, "# routes");
     for r in &p.routes {
-        let mut line = format!("ip route replace {} ", r.dst);
+        let ip = match r.family() {
+            Family::V4 => "ip",
+            Family::V6 => "ip -6",
+        };
+        let mut line = format!("{ip} route replace {} ", r.dst);
         if let Some(gw) = r.gateway {
             let _ = write!(line, "via {gw} ");
         }
@@ -375,9 +472,13 @@ pub fn render_plan(p: &Plan, firewall: &str) -> String {
             .as_ref()
             .map(|i| format!(" iif {i}"))
             .unwrap_or_default();
+        let ip = match r.family {
+            Family::V4 => "ip",
+            Family::V6 => "ip -6",
+        };
         let _ = writeln!(
             s,
-            "ip rule add priority {} fwmark {:#x}/{:#x}{iif} lookup {target}{suppress}",
+            "{ip} rule add priority {} fwmark {:#x}/{:#x}{iif} lookup {target}{suppress}",
             r.priority, r.fwmark, r.fwmask
         );
     }
@@ -387,6 +488,10 @@ pub fn render_plan(p: &Plan, firewall: &str) -> String {
     }
     let _ = writeln!(s, "# firewall (iptables-restore --noflush)");
     s.push_str(firewall);
+    if let Some(firewall6) = firewall6 {
+        let _ = writeln!(s, "# firewall IPv6 (ip6tables-restore --noflush)");
+        s.push_str(firewall6);
+    }
     for w in &p.warnings {
         let _ = writeln!(s, "# warning: {w}");
     }
@@ -411,6 +516,7 @@ mod tests {
             format: STATUS_FORMAT,
             in_sync: true,
             mark_mask: "0x3f000000".into(),
+            ipv6: false,
             uplinks: vec![],
             warnings: vec![],
             health: None,

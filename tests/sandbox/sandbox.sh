@@ -57,6 +57,8 @@
 #                      it strict by giving NetworkManager dummy copies of those sysctl files.
 #   SB_NM_LOOSENS_RP_FILTER=1  let NetworkManager loosen it as on a real machine.
 #   SB_NM_LOG_LEVEL    NetworkManager log level (default INFO; DEBUG/TRACE for more).
+#   SB_IPV6=1          dual-stack: IPv6 on every link too (default: IPv4 only, IPv6 disabled in
+#                      every namespace). See ADDRESSES (IPv6).
 #   SB_KEEP=1          keep a sandbox whose create failed, for debugging.
 #   SB_ROOT            where work dirs go (default /tmp/nm-multiwan-sandbox); WORK = SB_ROOT/SB.
 #
@@ -80,6 +82,20 @@
 #   SB_BINARY, read-only /sys (NetworkManager without udev), the bus's nm-dispatcher service
 #   file (--debug), and for NetworkManager alone the devices' rp_filter files (SB_RP_FILTER).
 #
+# ADDRESSES (IPv6, with SB_IPV6=1)
+#   ISP K: LAN 2001:db8:K::/64, router 2001:db8:K::1 (port 7000 answers on any of br0's
+#   addresses, link-local too). Link to SB-inet 2001:db8:ff:K::/64: inet side ::1, ISP side ::2,
+#   which is what the internet sees (NAT66, MASQUERADE). Campus: LAN 2001:db8:250::/64, link
+#   2001:db8:ff:9::/64. SB-inet: server 2001:db8:100::10 (on lo), TCP 7000 and 7001 as for IPv4;
+#   it routes each LAN back via its ISP. Each ISP drops packets from its LAN whose source is
+#   not in that LAN (BCP 38), as the IPv4 side's strict rp_filter does.
+#   How the host gets IPv6, by SPEC: static  2001:db8:K::2/64 gateway 2001:db8:K::1 (manual);
+#   dhcp  DHCPv6 from dnsmasq (2001:db8:K::100-1ff, a /128) plus router advertisements with
+#   the on-link prefix and the router's link-local address as gateway; campus  SLAAC from
+#   router advertisements only. Connections require both families (may-fail=false), so an
+#   `up` event means both are configured. The servers report IPv6 peers in the short form,
+#   e.g. 2001:db8:ff:1::2.
+#
 # FILES: WORK/nm.log (NetworkManager), WORK/dispatcher.log (marker lines), WORK/nm-dispatcher.log
 #   (nm-dispatcher --debug, with the output of the scripts it runs), WORK/log/*.log (dnsmasq, servers),
 #   WORK/conns/*.nmconnection (keyfiles, 0600; `exec SB nmcli con reload` after editing).
@@ -102,6 +118,7 @@ esac
 SELF_DIR=$(cd "$(dirname "$0")" && pwd -P)
 SELF="$SELF_DIR/$(basename "$0")"
 SERVER=198.51.100.10
+SERVER6=2001:db8:100::10
 REQUIRED_CMDS="ip:iproute2 tc:iproute2 nsenter:util-linux unshare:util-linux setsid:util-linux
 mount:mount NetworkManager:network-manager nmcli:network-manager dbus-daemon:dbus
 dnsmasq:dnsmasq-base iptables:iptables socat:socat iperf3:iperf3 conntrack:conntrack"
@@ -303,8 +320,8 @@ wait_until() { # wait_until TIMEOUT_S CMD...: poll CMD (which keeps its own outp
     done
 }
 
-listening() { # listening NS tcp|udp PORT
-    [ -n "$(ip netns exec "$1" ss -Hln --"$2" "sport = :$3" 2>/dev/null)" ]
+listening() { # listening NS tcp|udp PORT [4|6]
+    [ -n "$(ip netns exec "$1" ss -Hln --"$2" -"${4:-4}" "sport = :$3" 2>/dev/null)" ]
 }
 
 setup_upstream() { # setup_upstream NAME: namespace, link to inet, bridge, NAT, DHCP, LAN server
@@ -328,6 +345,9 @@ setup_upstream() { # setup_upstream NAME: namespace, link to inet, bridge, NAT, 
     ip -n "$ns" addr add "$lan.1/24" dev br0
     ip -n "$ns" link set br0 up
     ip netns exec "$ns" iptables -t nat -A POSTROUTING -o wan -j MASQUERADE
+    if [ "${SB_IPV6:-0}" = 1 ]; then
+        setup_upstream6 "$up"
+    fi
     for i in "${!U_IFACE[@]}"; do
         [ "${U_UP[$i]}" = "$up" ] || continue
         [ "${U_KIND[$i]}" = static ] || dhcp=1
@@ -339,13 +359,52 @@ setup_upstream() { # setup_upstream NAME: namespace, link to inet, bridge, NAT, 
         fi
     done
     if [ "$dhcp" = 1 ]; then
+        local v6=()
+        if [ "${SB_IPV6:-0}" = 1 ]; then
+            # Campus: SLAAC only. ISPs: stateful DHCPv6 (the RA says "managed").
+            # shellcheck disable=SC2054 # the commas belong to dnsmasq's option
+            if [ "$up" = campus ]; then
+                v6=(--enable-ra --dhcp-range=::,constructor:br0,ra-only,64,1h)
+            else
+                v6=(--enable-ra --dhcp-range=::100,::1ff,constructor:br0,64,1h)
+            fi
+        fi
         spawn "$ns" "dnsmasq-$up" dnsmasq --keep-in-foreground --conf-file=/dev/null --port=0 \
             --no-resolv --no-hosts --user=root --group=root --interface=br0 --bind-interfaces \
             --dhcp-authoritative --no-ping --dhcp-range="$lan.100,$lan.150,255.255.255.0,1h" \
             --dhcp-option=3,"$lan.1" --dhcp-leasefile="$W/dnsmasq-$up.leases" --pid-file= \
-            --log-facility=- --log-dhcp
+            --log-facility=- --log-dhcp "${v6[@]}"
     fi
     spawn "$ns" "echo-$up" python3 "$SELF_DIR/peer_server.py" "$lan.1" 7000
+    if [ "${SB_IPV6:-0}" = 1 ]; then
+        # On br0 only, any address: the LAN's and the link-local one.
+        spawn "$ns" "echo6-$up" python3 "$SELF_DIR/peer_server.py" :: 7000 --device br0
+    fi
+}
+
+# Per upstream (IPv6): LAN prefix without the trailing "::".
+up_lan6() { case "$1" in campus) printf '2001:db8:250' ;; isp*) printf '2001:db8:%s' "${1#isp}" ;; esac; }
+
+setup_upstream6() { # setup_upstream6 NAME: IPv6 on the upstream's links, NAT66, anti-spoofing
+    local up=$1 ns="$SB-$1" lan6 k
+    lan6=$(up_lan6 "$up")
+    k=$(up_idx "$up")
+    ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0 \
+        net.ipv6.conf.wan.disable_ipv6=0 net.ipv6.conf.br0.disable_ipv6=0 net.ipv6.conf.lo.disable_ipv6=0 \
+        net.ipv6.conf.all.forwarding=1
+    ip netns exec "$SB-inet" sysctl -qw "net.ipv6.conf.$up.disable_ipv6=0"
+    # No duplicate address detection on the simulated network: addresses usable at once.
+    ip -n "$SB-inet" addr add "2001:db8:ff:$k::1/64" dev "$up" nodad
+    ip -n "$ns" addr add "2001:db8:ff:$k::2/64" dev wan nodad
+    ip -n "$ns" -6 route add default via "2001:db8:ff:$k::1"
+    ip -n "$SB-inet" -6 route add "$lan6::/64" via "2001:db8:ff:$k::2"
+    # Unknown multicast (neighbour solicitations) is flooded, querier or not.
+    ip -n "$ns" link set br0 type bridge mcast_snooping 0
+    ip -n "$ns" addr add "$lan6::1/64" dev br0 nodad
+    ip netns exec "$ns" ip6tables -t nat -A POSTROUTING -o wan -j MASQUERADE
+    ip netns exec "$ns" ip6tables -A FORWARD -i br0 ! -s "$lan6::/64" -j DROP
+    ip netns exec "$ns" ip6tables -A INPUT -i br0 -s "$lan6::/64" -j ACCEPT
+    ip netns exec "$ns" ip6tables -A INPUT -i br0 -s 2000::/3 -j DROP
 }
 
 shape() { # shape NS PORT IFB: tbf towards the host, and host->ISP via ingress redirect to an ifb
@@ -377,7 +436,18 @@ write_keyfile() { # write_keyfile INDEX
         # Fixed, distinct metrics (100, 101, ... in SPEC order): NetworkManager would otherwise
         # bump equal ones depending on activation history, and snapshots would not compare.
         [ "${SB_ROUTE_METRIC:-fixed}" != fixed ] || printf 'route-metric=%s\n' $((100 + i))
-        printf '\n[ipv6]\nmethod=disabled\n'
+        if [ "${SB_IPV6:-0}" != 1 ]; then
+            printf '\n[ipv6]\nmethod=disabled\n'
+        else
+            # Both families required: activation (and the dispatcher's "up") waits for both.
+            printf 'may-fail=false\n\n[ipv6]\nmay-fail=false\n'
+            [ "${SB_ROUTE_METRIC:-fixed}" != fixed ] || printf 'route-metric=%s\n' $((100 + i))
+            if [ "${U_KIND[$i]}" = static ]; then
+                printf 'method=manual\naddress1=%s::2/64,%s::1\n' "$(up_lan6 "$up")" "$(up_lan6 "$up")"
+            else
+                printf 'method=auto\n'
+            fi
+        fi
     } >"$f"
     chmod 0600 "$f"
 }
@@ -522,14 +592,20 @@ cmd_create() {
     # Namespaces. The host's sysctls first: new interfaces copy conf.default.
     ip netns add "$SB-host"
     ip -n "$SB-host" link set lo up
+    local no6=1
+    [ "${SB_IPV6:-0}" != 1 ] || no6=0
     ip netns exec "$SB-host" sysctl -qw net.ipv4.conf.all.rp_filter="${SB_RP_FILTER:-1}" \
-        net.ipv4.conf.default.rp_filter="${SB_RP_FILTER:-1}" net.ipv6.conf.all.disable_ipv6=1 \
-        net.ipv6.conf.default.disable_ipv6=1
+        net.ipv4.conf.default.rp_filter="${SB_RP_FILTER:-1}" net.ipv6.conf.all.disable_ipv6=$no6 \
+        net.ipv6.conf.default.disable_ipv6=$no6
     ip netns add "$SB-inet"
     ip -n "$SB-inet" link set lo up
     ip -n "$SB-inet" addr add "$SERVER/32" dev lo
     ip netns exec "$SB-inet" sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
-        net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+        net.ipv6.conf.all.disable_ipv6=$no6 net.ipv6.conf.default.disable_ipv6=$no6
+    if [ "$no6" = 0 ]; then
+        ip netns exec "$SB-inet" sysctl -qw net.ipv6.conf.all.forwarding=1 net.ipv6.conf.lo.disable_ipv6=0
+        ip -n "$SB-inet" addr add "$SERVER6/128" dev lo nodad
+    fi
     for up in "${U_UP[@]}"; do
         case " $ups " in *" $up "*) ;; *) ups="$ups $up" ;; esac
     done
@@ -548,6 +624,10 @@ cmd_create() {
     spawn "$SB-inet" echo-inet python3 "$SELF_DIR/peer_server.py" "$SERVER" 7000
     spawn "$SB-inet" hold-inet python3 "$SELF_DIR/peer_server.py" "$SERVER" 7002 --echo
     spawn "$SB-inet" zero-inet socat -U TCP-LISTEN:7001,bind="$SERVER",fork,reuseaddr OPEN:/dev/zero
+    if [ "${SB_IPV6:-0}" = 1 ]; then
+        spawn "$SB-inet" echo6-inet python3 "$SELF_DIR/peer_server.py" "$SERVER6" 7000
+        spawn "$SB-inet" zero6-inet socat -U TCP6-LISTEN:7001,bind="[$SERVER6]",fork,reuseaddr OPEN:/dev/zero
+    fi
     for k in 1 2 3 4 5 6 7 8; do
         spawn "$SB-inet" "iperf3-520$k" iperf3 -s -B "$SERVER" -p "520$k"
     done
@@ -619,8 +699,16 @@ EOF
     for k in 7000 7001 7002 5201 5202 5203 5204 5205 5206 5207 5208; do
         wait_until 5 listening "$SB-inet" tcp "$k" || die "no server on $SERVER:$k in $SB-inet; see $W/log/"
     done
+    if [ "${SB_IPV6:-0}" = 1 ]; then
+        for k in 7000 7001; do
+            wait_until 5 listening "$SB-inet" tcp "$k" 6 || die "no server on [$SERVER6]:$k in $SB-inet; see $W/log/"
+        done
+    fi
     for up in $ups; do
         wait_until 5 listening "$SB-$up" tcp 7000 || die "no server on port 7000 in $SB-$up; see $W/log/"
+        if [ "${SB_IPV6:-0}" = 1 ]; then
+            wait_until 5 listening "$SB-$up" tcp 7000 6 || die "no IPv6 server on port 7000 in $SB-$up; see $W/log/"
+        fi
         case " ${U_KIND[*]} " in *" dhcp "* | *" campus "*) ;; *) continue ;; esac
         if [ -f "$W/log/dnsmasq-$up.log" ]; then
             wait_until 5 listening "$SB-$up" udp 67 || die "dnsmasq not listening in $SB-$up; see $W/log/dnsmasq-$up.log"
