@@ -50,14 +50,11 @@ fn host_listener(sb: &Sandbox, port: u16) -> std::process::Child {
 #[test]
 fn balances_over_uplinks_and_follows_nmcli() {
     require_root!();
-    let sb = Sandbox::create(
+    let sb = Sandbox::create_up(
         "bal",
         &["eth0:static:1", "wlan0:dhcp:2", "usb0:static:3"],
         Options::default(),
     );
-    for c in ["up-eth0", "up-wlan0", "up-usb0"] {
-        sb.up(c);
-    }
     sb.wait_until(10, "rules for three uplinks", || sb.our_table_rules() == 6);
 
     // Exact: nth gives each of three uplinks every third new connection.
@@ -139,14 +136,11 @@ fn balances_over_uplinks_and_follows_nmcli() {
 #[test]
 fn identity_survives_an_uplink_leaving() {
     require_root!();
-    let sb = Sandbox::create(
+    let sb = Sandbox::create_up(
         "ident",
         &["eth0:static:1", "usb0:static:2", "wlan0:static:3"],
         Options::default(),
     );
-    for c in ["up-eth0", "up-usb0", "up-wlan0"] {
-        sb.up(c);
-    }
     let wlan_table_before = sb.host_ok(&["ip", "-4", "route", "show", "table", "6103"]);
     assert!(
         wlan_table_before.contains("dev wlan0"),
@@ -193,7 +187,7 @@ fn identity_survives_an_uplink_leaving() {
 #[test]
 fn apply_is_idempotent_and_flush_restores_everything() {
     require_root!();
-    let sb = Sandbox::create(
+    let sb = Sandbox::create_up(
         "flush",
         &["eth0:campus", "wlan0:campus", "usb0:dhcp:2"],
         Options {
@@ -201,9 +195,6 @@ fn apply_is_idempotent_and_flush_restores_everything() {
             ..Default::default()
         },
     );
-    for c in ["up-eth0", "up-wlan0", "up-usb0"] {
-        sb.up(c);
-    }
     let before = sb.snapshot();
     sb.host_ok(&["/usr/bin/nm-multiwan", "apply"]);
     let applied = sb.snapshot();
@@ -229,7 +220,7 @@ fn apply_is_idempotent_and_flush_restores_everything() {
 #[test]
 fn concurrent_and_killed_runs_converge() {
     require_root!();
-    let sb = Sandbox::create(
+    let sb = Sandbox::create_up(
         "conc",
         &["eth0:static:1", "wlan0:static:2", "usb0:static:3"],
         Options {
@@ -237,9 +228,6 @@ fn concurrent_and_killed_runs_converge() {
             ..Default::default()
         },
     );
-    for c in ["up-eth0", "up-wlan0", "up-usb0"] {
-        sb.up(c);
-    }
     sb.host_ok(&["/usr/bin/nm-multiwan", "apply"]);
     let reference = sb.snapshot();
     sb.host_ok(&["/usr/bin/nm-multiwan", "flush"]);

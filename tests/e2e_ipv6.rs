@@ -95,7 +95,7 @@ fn status_json(sb: &Sandbox) -> serde_json::Value {
 #[test]
 fn ipv6_balances_over_dual_stack_uplinks_and_follows_nmcli() {
     require_root!();
-    let sb = Sandbox::create(
+    let sb = Sandbox::create_up(
         "v6bal",
         &["eth0:static:1", "wlan0:dhcp:2", "usb0:campus"],
         Options {
@@ -103,9 +103,6 @@ fn ipv6_balances_over_dual_stack_uplinks_and_follows_nmcli() {
             ..Default::default()
         },
     );
-    for c in ["up-eth0", "up-wlan0", "up-usb0"] {
-        sb.up(c);
-    }
     sb.wait_until(10, "IPv6 rules for three uplinks", || {
         sb.our_table_rules6() == 6
     });
@@ -270,7 +267,7 @@ fn ipv6_balances_over_dual_stack_uplinks_and_follows_nmcli() {
 #[test]
 fn ipv6_apply_is_idempotent_and_flush_restores_everything() {
     require_root!();
-    let sb = Sandbox::create(
+    let sb = Sandbox::create_up(
         "v6flush",
         &["eth0:campus", "wlan0:campus", "usb0:dhcp:2"],
         Options {
@@ -279,9 +276,6 @@ fn ipv6_apply_is_idempotent_and_flush_restores_everything() {
             ..Default::default()
         },
     );
-    for c in ["up-eth0", "up-wlan0", "up-usb0"] {
-        sb.up(c);
-    }
     let before = snapshot_all(&sb);
     sb.host_ok(&["/usr/bin/nm-multiwan", "apply"]);
     let applied = snapshot_all(&sb);
@@ -340,7 +334,7 @@ fn ipv6_apply_is_idempotent_and_flush_restores_everything() {
 #[test]
 fn ipv6_switches_on_and_off_cleanly_and_ipv6_only_uplinks_count() {
     require_root!();
-    let sb = Sandbox::create(
+    let sb = Sandbox::create_up(
         "v6off",
         &["eth0:static:1", "wlan0:static:2"],
         Options {
@@ -351,9 +345,6 @@ fn ipv6_switches_on_and_off_cleanly_and_ipv6_only_uplinks_count() {
         },
     );
     let cfg = sb.work_file("etc-nm-multiwan/config.toml");
-    for c in ["up-eth0", "up-wlan0"] {
-        sb.up(c);
-    }
     let before6 = sb.snapshot6();
     sb.host_ok(&["/usr/bin/nm-multiwan", "apply"]);
     assert_eq!(
@@ -431,7 +422,7 @@ fn ipv6_switches_on_and_off_cleanly_and_ipv6_only_uplinks_count() {
 #[test]
 fn ipv4_only_machine_gets_nothing_ipv6() {
     require_root!();
-    let sb = Sandbox::create(
+    let sb = Sandbox::create_up(
         "v4only",
         &["eth0:static:1", "wlan0:dhcp:2"],
         Options {
@@ -439,9 +430,6 @@ fn ipv4_only_machine_gets_nothing_ipv6() {
             ..Default::default()
         },
     );
-    for c in ["up-eth0", "up-wlan0"] {
-        sb.up(c);
-    }
     let before6 = sb.snapshot6();
     sb.host_ok(&["/usr/bin/nm-multiwan", "apply"]);
     assert_eq!(sb.snapshot6(), before6);

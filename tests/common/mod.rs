@@ -119,6 +119,17 @@ impl Sandbox {
         sb
     }
 
+    /// Creates the sandbox and brings every uplink's connection (`up-IFACE`) up, in
+    /// SPEC order, waiting each time for the dispatcher.
+    pub fn create_up(tag: &str, specs: &[&str], opts: Options) -> Sandbox {
+        let sb = Sandbox::create(tag, specs, opts);
+        for spec in specs {
+            let iface = spec.split(':').next().expect("IFACE:...");
+            sb.up(&format!("up-{iface}"));
+        }
+        sb
+    }
+
     /// Runs a command in the host (NetworkManager's mount and network namespace).
     pub fn host(&self, args: &[&str]) -> Output {
         Command::new(sandbox_script())
