@@ -8,6 +8,7 @@
 #                           SB-host (NetworkManager, the machine under test), SB-isp1..SB-isp8,
 #                           SB-campus, SB-inet. Each SPEC is one host uplink:
 #                             IFACE:static:K[:ID]  ISP K (1..8), host 10.200.K.2/24 gw 10.200.K.1
+#                                                  (ISP K's next static uplinks: .3, .4, ...)
 #                             IFACE:dhcp:K[:ID]    ISP K, dnsmasq gives 10.200.K.100-150, gw .1
 #                             IFACE:campus[:ID]    the campus bridge, 10.250.0.0/24 gw 10.250.0.1,
 #                                                  DHCP 10.250.0.100-150; all campus uplinks share it
@@ -42,6 +43,9 @@
 #                      the real filesystem, editable from outside). /run is private and empty
 #                      (WORK/run), with an empty /run/nm-multiwan.
 #   SB_AUTOCONNECT=1   connections autoconnect (default: autoconnect=false, use wait-up).
+#   SB_ROUTE_METRIC    default `fixed`: ipv4.route-metric 100, 101, ... in SPEC order, so the
+#                      main table does not depend on activation order; `nm`: NetworkManager's
+#                      own choice (equal metrics for all, bumped on conflict).
 #   SB_RP_FILTER=1     net.ipv4.conf.{all,default,IFACE}.rp_filter in SB-host (default 1, strict).
 #                      NetworkManager would loosen 1 to 2 on each device with a default route
 #                      (and the kernel takes the max of all and device); with 1 the sandbox keeps
@@ -58,12 +62,21 @@
 #   (MASQUERADE): isp1 .6, isp2 .10, isp3 .14, isp4 .18, isp5 .22, isp6 .26, isp7 .30, isp8 .34.
 #   Campus: LAN 10.250.0.0/24 gw 10.250.0.1 (port 7000 too), link 203.0.113.36/30, seen as .38.
 #   SB-inet: server 198.51.100.10 (on lo): TCP 7000 echoes the peer address and closes, TCP 7001
-#   streams zeros until the client closes, iperf3 -s on 5201..5208. It routes each LAN
+#   streams zeros until the client closes, TCP 7002 sends the peer address then echoes what it
+#   gets (long-lived connections), iperf3 -s on 5201..5208. It routes each LAN
 #   (10.200.K.0/24, 10.250.0.0/24) back via its ISP, so it can connect INTO the host.
 #   Interfaces in SB-inet are named isp1..isp8/campus; in SB-ispK: wan, br0, and one bridge port
-#   per host uplink named like the host interface.
+#   per host uplink named like the host interface. ISPs filter strictly (rp_filter=1): a packet
+#   from another ISP's LAN that leaves through the wrong ISP is dropped, as BCP 38 would.
 #
-# FILES: WORK/nm.log (NetworkManager), WORK/dispatcher.log, WORK/log/*.log (dnsmasq, servers),
+# PRIVATE MOUNTS (in SB-host only, nothing on the real filesystem changes): /run (WORK/run),
+#   /var/lib/NetworkManager, /etc/NetworkManager/dispatcher.d (WORK/dispatcher.d),
+#   /etc/nm-multiwan (WORK/etc-nm-multiwan) through an overlay on /etc, /usr/bin overlay with
+#   SB_BINARY, read-only /sys (NetworkManager without udev), the bus's nm-dispatcher service
+#   file (--debug), and for NetworkManager alone the devices' rp_filter files (SB_RP_FILTER).
+#
+# FILES: WORK/nm.log (NetworkManager), WORK/dispatcher.log (marker lines), WORK/nm-dispatcher.log
+#   (nm-dispatcher --debug, with the output of the scripts it runs), WORK/log/*.log (dnsmasq, servers),
 #   WORK/conns/*.nmconnection (keyfiles, 0600; `exec SB nmcli con reload` after editing).
 set -eEu
 set -o pipefail
@@ -74,6 +87,13 @@ NM_PID=''
 HOST_PID=''
 NM_LOG=''
 SB_ROOT=${SB_ROOT:-/tmp/nm-multiwan-sandbox}
+case "$SB_ROOT" in
+    /*) ;;
+    *) printf '%s: error: SB_ROOT must be an absolute path\n' "$PROG" >&2; exit 1 ;;
+esac
+case "$SB_ROOT" in
+    *[!A-Za-z0-9_./-]*) printf '%s: error: SB_ROOT may hold only letters, digits and _ . / -\n' "$PROG" >&2; exit 1 ;;
+esac
 SELF_DIR=$(cd "$(dirname "$0")" && pwd -P)
 SELF="$SELF_DIR/$(basename "$0")"
 SERVER=198.51.100.10
@@ -132,7 +152,7 @@ cmd_check() {
 }
 
 ns_exists() {
-    ip netns list | awk '{print $1}' | grep -Fxq -- "$1"
+    ip netns list 2>/dev/null | awk '{print $1}' | grep -Fxq -- "$1"
 }
 
 # All namespace names a sandbox may own; exact names, so prefix e2e1 never matches e2e10-*.
@@ -171,7 +191,7 @@ in_host() { # in_host SB CMD...: CMD in NetworkManager's mount and network names
 }
 
 cmd_destroy() {
-    local sb=$1 ns pids i left=''
+    local sb=$1 ns pids i left='' found=0
     check_name "$sb"
     need_root
     for ns in $(all_ns "$sb"); do
@@ -199,8 +219,13 @@ cmd_destroy() {
     done
     if [ -d "$SB_ROOT/$sb" ]; then
         rm -rf -- "${SB_ROOT:?}/$sb"
+        found=1
     fi
-    say "sandbox '$sb' destroyed"
+    if [ "$found" = 1 ] || [ -n "$left" ]; then
+        say "sandbox '$sb' destroyed"
+    else
+        say "sandbox '$sb': nothing to destroy"
+    fi
 }
 
 # --- create -------------------------------------------------------------------------------
@@ -210,11 +235,13 @@ U_IFACE=()
 U_KIND=() # static | dhcp | campus
 U_UP=()   # upstream name: isp1..isp8 | campus
 U_ID=()
+U_HOST=() # static: last octet of the host address (2, 3, ... per ISP)
 
 parse_specs() {
-    local spec iface kind isp id i j statics=' '
+    local spec iface kind isp id i j statics=' ' host
     for spec in "$@"; do
         IFS=: read -r iface kind isp id <<<"$spec"
+        host=''
         if [ "$kind" = campus ]; then
             [ -z "$id" ] || die "bad spec '$spec': IFACE:campus[:ID]"
             id=$isp
@@ -223,7 +250,9 @@ parse_specs() {
             case "$kind" in static | dhcp) ;; *) die "bad spec '$spec': MODE must be static, dhcp or campus" ;; esac
             case "$isp" in [1-8]) ;; *) die "bad spec '$spec': ISP must be 1..8" ;; esac
             if [ "$kind" = static ]; then
-                case "$statics" in *" $isp "*) die "bad spec '$spec': ISP $isp already has a static uplink (10.200.$isp.2)" ;; esac
+                # The first static uplink of ISP K is 10.200.K.2, the next .3, and so on.
+                host=$(printf '%s' "$statics" | tr ' ' '\n' | grep -cx -- "$isp" || true)
+                host=$((host + 2))
                 statics="$statics$isp "
             fi
             isp=isp$isp
@@ -243,6 +272,7 @@ parse_specs() {
         U_KIND[i]=$kind
         U_UP[i]=$isp
         U_ID[i]=$id
+        U_HOST[i]=$host
     done
     [ "${#U_IFACE[@]}" -gt 0 ] || die "create needs at least one SPEC (e.g. eth0:static:1)"
 }
@@ -336,10 +366,13 @@ write_keyfile() { # write_keyfile INDEX
             "${U_ID[$i]}" "$(cat /proc/sys/kernel/random/uuid)" "${U_IFACE[$i]}" "$ac"
         printf '[ethernet]\n\n[ipv4]\n'
         if [ "${U_KIND[$i]}" = static ]; then
-            printf 'method=manual\naddress1=%s.2/24,%s.1\n' "$lan" "$lan"
+            printf 'method=manual\naddress1=%s.%s/24,%s.1\n' "$lan" "${U_HOST[$i]}" "$lan"
         else
             printf 'method=auto\n'
         fi
+        # Fixed, distinct metrics (100, 101, ... in SPEC order): NetworkManager would otherwise
+        # bump equal ones depending on activation history, and snapshots would not compare.
+        [ "${SB_ROUTE_METRIC:-fixed}" != fixed ] || printf 'route-metric=%s\n' $((100 + i))
         printf '\n[ipv6]\nmethod=disabled\n'
     } >"$f"
     chmod 0600 "$f"
@@ -347,7 +380,7 @@ write_keyfile() { # write_keyfile INDEX
 
 # Runs inside `ip netns exec SB-host unshare -m`: private mounts, private bus, then NetworkManager.
 nm_inner() {
-    local w=$1 mp i=0 stash
+    local w=$1 mp i=0 stash svc disp
     mount --make-rprivate /
     # Our copies of other namespaces' /run/netns mounts would keep those namespaces alive.
     umount -l /run/netns 2>/dev/null || true
@@ -377,6 +410,15 @@ nm_inner() {
     mount --bind "$w/var-lib-NetworkManager" /var/lib/NetworkManager
     # Without udev NetworkManager manages devices only when /sys is read-only (NM-SANDBOX.md).
     mount -o remount,bind,ro /sys
+    # nm-dispatcher, D-Bus-activated, would log to a syslog that isn't there: have the bus start
+    # it with --debug and its output (and that of the scripts it runs) in WORK/nm-dispatcher.log.
+    svc=/usr/share/dbus-1/system-services/org.freedesktop.nm_dispatcher.service
+    if [ -f "$svc" ]; then
+        disp=$(sed -n 's/^Exec=//p' "$svc")
+        printf '[D-BUS Service]\nName=org.freedesktop.nm_dispatcher\nExec=/bin/sh -c "exec %s --debug >>%s 2>&1"\nUser=root\n' \
+            "$disp" "$w/nm-dispatcher.log" >"$w/nm_dispatcher.service"
+        mount --bind "$w/nm_dispatcher.service" "$svc"
+    fi
     dbus-daemon --system --fork --print-pid >"$w/host.pid"
     if [ -d "$w/rp_filter" ]; then
         exec unshare -m --propagation private "$SELF" __nm-exec "$w"
@@ -493,6 +535,8 @@ cmd_create() {
     # Internet servers.
     # shellcheck disable=SC2016 # $SOCAT_PEERADDR is for socat's shell
     spawn "$SB-inet" echo-inet socat TCP-LISTEN:7000,bind="$SERVER",fork,reuseaddr SYSTEM:'echo $SOCAT_PEERADDR'
+    # shellcheck disable=SC2016
+    spawn "$SB-inet" hold-inet socat TCP-LISTEN:7002,bind="$SERVER",fork,reuseaddr SYSTEM:'echo $SOCAT_PEERADDR; exec cat'
     spawn "$SB-inet" zero-inet socat -U TCP-LISTEN:7001,bind="$SERVER",fork,reuseaddr OPEN:/dev/zero
     for k in 1 2 3 4 5 6 7 8; do
         spawn "$SB-inet" "iperf3-520$k" iperf3 -s -B "$SERVER" -p "520$k"
@@ -556,7 +600,7 @@ EOF
         wait_until 10 all_devs_in disconnected connected connecting ||
             die "devices not all managed within 10 s: $(dev_states | tr '\n' ' '); see $W/nm.log"
     fi
-    for k in 7000 7001 5201 5202 5203 5204 5205 5206 5207 5208; do
+    for k in 7000 7001 7002 5201 5202 5203 5204 5205 5206 5207 5208; do
         wait_until 5 listening "$SB-inet" tcp "$k" || die "no server on $SERVER:$k in $SB-inet; see $W/log/"
     done
     for up in $ups; do
@@ -589,12 +633,11 @@ create_exit() {
 
 # --- using a sandbox ----------------------------------------------------------------------
 
-conn_iface() { # conn_iface SB CONN
-    local iface
-    iface=$(in_host "$1" nmcli -g connection.interface-name connection show "$2") ||
-        die "no connection '$2' in sandbox '$1'"
-    [ -n "$iface" ] || die "connection '$2' has no interface-name"
-    printf '%s' "$iface"
+conn_iface() { # conn_iface SB CONN: sets CONN_IFACE
+    nm_pid "$1"
+    CONN_IFACE=$(nsenter -t "$HOST_PID" -m -n nmcli -g connection.interface-name connection show "$2") ||
+        die "no connection '$2' in sandbox '$1' (see: $PROG exec $1 nmcli connection)"
+    [ -n "$CONN_IFACE" ] || die "connection '$2' has no interface-name"
 }
 
 dispatcher_saw() { # dispatcher_saw FILE SKIP ACTION IFACE: a marker line after the first SKIP
@@ -612,7 +655,8 @@ cmd_wait_updown() { # cmd_wait_updown up|down SB CONN [TIMEOUT]
     SB=$sb
     case "$timeout" in '' | *[!0-9]*) die "wait-$action: TIMEOUT must be whole seconds, got '$timeout'" ;; esac
     log="$SB_ROOT/$sb/dispatcher.log"
-    iface=$(conn_iface "$sb" "$conn")
+    conn_iface "$sb" "$conn"
+    iface=$CONN_IFACE
     skip=$(wc -l <"$log")
     in_host "$sb" nmcli --wait "$timeout" connection "$action" "$conn" >/dev/null ||
         die "nmcli connection $action '$conn' failed; see $SB_ROOT/$sb/nm.log"
@@ -652,6 +696,7 @@ cmd_info() {
     printf 'keyfiles=%s\n' "$w/conns"
     printf 'nm_log=%s\n' "$w/nm.log"
     printf 'dispatcher_log=%s\n' "$w/dispatcher.log"
+    printf 'nm_dispatcher_log=%s\n' "$w/nm-dispatcher.log"
     printf 'config=%s\n' "$w/etc-nm-multiwan/config.toml"
     printf 'run_dir=%s\n' "$w/run/nm-multiwan"
     printf 'specs=%s\n' "$(tr '\n' ' ' <"$w/specs" 2>/dev/null || true)"
@@ -659,7 +704,7 @@ cmd_info() {
 }
 
 cmd_list() {
-    { ls "$SB_ROOT" 2>/dev/null || true; ip netns list | awk '{print $1}' |
+    { ls "$SB_ROOT" 2>/dev/null || true; ip netns list 2>/dev/null | awk '{print $1}' |
         sed -n 's/^\([A-Za-z0-9_]*\)-\(host\|inet\|campus\|isp[1-8]\)$/\1/p'; } | sort -u
 }
 
