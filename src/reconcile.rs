@@ -58,6 +58,8 @@ pub async fn observe(
     health: &BTreeMap<String, bool>,
 ) -> Result<Observed> {
     let ns = Namespace::from_config(config);
+    // iptables-save runs while we read NetworkManager and netlink.
+    fw.prefetch();
     let uplinks = nm.uplinks().await?;
     let routes = nl.routes(&ns).await?;
     let rules = nl.rules(&ns).await?;
