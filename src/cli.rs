@@ -1,15 +1,17 @@
 //! Command line: argument parsing and the subcommands, thin over the library.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use clap::{CommandFactory, Parser, Subcommand};
 use tracing::{debug, info};
 
 use crate::config::{self, Config};
+use crate::daemon;
 use crate::error::{Error, Result};
 use crate::firewall::Firewall;
 use crate::firewall::iptables::Iptables;
+use crate::health;
+use crate::model::Family;
 use crate::reconcile;
 use crate::state;
 use crate::status;
@@ -19,6 +21,7 @@ pub const RECONCILE_ACTIONS: &[&str] = &[
     "up",
     "down",
     "dhcp4-change",
+    "dhcp6-change",
     "reapply",
     "connectivity-change",
     "vpn-up",
@@ -68,6 +71,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run in the foreground: follow NetworkManager on D-Bus, probe every uplink and
+    /// take uplinks whose upstream is dead out of the balance.
+    Daemon {
+        /// On SIGTERM/SIGINT remove everything nm-multiwan installed (default: leave
+        /// the balanced state in place).
+        #[arg(long)]
+        flush_on_exit: bool,
+    },
     /// Print the desired state without touching anything.
     Plan {
         /// Machine-readable output.
@@ -107,10 +118,17 @@ fn init_logging(cli: &Cli) {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     init_logging(&cli);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    // The daemon probes while it reconciles: it gets two worker threads.
+    let runtime = match &cli.command {
+        Command::Daemon { .. } => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build(),
+        _ => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    };
+    let runtime = match runtime {
         Ok(r) => r,
         Err(e) => {
             tracing::error!("cannot start the async runtime: {e}");
@@ -155,8 +173,14 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Status { json } => {
-            let config = Config::load(&cli.config)?;
-            let report = status::gather(&config).await?;
+            // A running daemon knows the health too; without one, read it ourselves.
+            let report = match daemon::query_status(std::time::Duration::from_secs(3)).await {
+                Some(report) => report,
+                None => {
+                    let config = Config::load(&cli.config)?;
+                    status::gather(&config, &health::published_verdicts(&run_dir)).await?
+                }
+            };
             let text = if json {
                 serde_json::to_string_pretty(&report).expect("serialises")
             } else {
@@ -166,13 +190,29 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Plan { json } => {
             let config = Config::load(&cli.config)?;
-            let plan = status::current_plan(&config, &BTreeMap::new()).await?;
+            let plan = status::current_plan(&config, &health::published_verdicts(&run_dir)).await?;
             let text = if json {
                 serde_json::to_string_pretty(&plan).expect("serialises")
             } else {
-                status::render_plan(&plan, &Iptables::default().render(&plan.firewall))
+                let firewall6 = plan
+                    .firewall6
+                    .as_ref()
+                    .map(|p6| Iptables::new(Family::V6).render(p6));
+                status::render_plan(
+                    &plan,
+                    &Iptables::default().render(&plan.firewall),
+                    firewall6.as_deref(),
+                )
             };
             print_stdout(&text)
+        }
+        Command::Daemon { flush_on_exit } => {
+            daemon::run(daemon::Options {
+                config_path: cli.config.clone(),
+                run_dir,
+                flush_on_exit,
+            })
+            .await
         }
         Command::GenerateAssets { dir } => generate_assets(&dir),
     }
@@ -181,18 +221,10 @@ async fn run(cli: Cli) -> Result<()> {
 async fn apply(config_path: &Path, run_dir: &Path, why: &str) -> Result<()> {
     // Config errors stop us before anything in the kernel is touched.
     let config = Config::load(config_path)?;
-    let (plan, changes) = reconcile::reconcile(&config, run_dir, &BTreeMap::new()).await?;
-    let uplinks: Vec<&str> = plan
-        .uplinks
-        .iter()
-        .filter(|u| u.in_balance)
-        .map(|u| u.iface.as_str())
-        .collect();
-    if changes.is_empty() {
-        info!(trigger = why, ?uplinks, "in sync; nothing to change");
-    } else {
-        info!(trigger = why, ?uplinks, ?changes, "reconciled");
-    }
+    // A running daemon's verdicts, so that we reach the result it reaches.
+    let health = health::published_verdicts(run_dir);
+    let (plan, changes) = reconcile::reconcile(&config, run_dir, &health).await?;
+    reconcile::log_outcome(&why, &plan, &changes, tracing::Level::INFO);
     Ok(())
 }
 
@@ -243,10 +275,12 @@ mod tests {
             vec!["nm-multiwan", "frobnicate"],
             vec!["nm-multiwan", "status", "--jsno"],
             vec!["nm-multiwan", "-v", "-q", "apply"],
+            vec!["nm-multiwan", "daemon", "--flush"],
         ] {
             let err = Cli::try_parse_from(&args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}");
         }
         assert!(Cli::try_parse_from(["nm-multiwan", "dispatch", "$(reboot)", "up"]).is_ok());
+        assert!(Cli::try_parse_from(["nm-multiwan", "daemon", "--flush-on-exit"]).is_ok());
     }
 }

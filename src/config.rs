@@ -35,6 +35,9 @@ pub struct Config {
     pub table_base: u32,
     /// First of the three `ip rule` priorities we use.
     pub rule_priority: u32,
+    /// Balance IPv6 connections too. `None` (the key absent): on when at least two
+    /// uplinks have an IPv6 default route.
+    pub ipv6: Option<bool>,
     /// Per-uplink settings, keyed by NetworkManager connection id or interface name.
     pub uplinks: BTreeMap<String, UplinkConfig>,
     /// Health probing (daemon only).
@@ -44,16 +47,19 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UplinkConfig {
-    /// Share of new connections, relative to the other uplinks (1..=100).
+    /// Share of new connections, relative to the other uplinks (1..=100), in both
+    /// address families.
     pub weight: u32,
-    /// `false`: never balance over this uplink (no table, no rule, no NAT).
+    /// `false`: never balance over this uplink (no table, no rule, no NAT), in either
+    /// address family.
     pub enabled: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthConfig {
-    /// Addresses probed through each uplink.
+    /// What is probed through each uplink: IPv4 addresses (ICMP echo), or
+    /// `tcp:ADDRESS:PORT` for a TCP handshake. Any answer within a round is success.
     pub targets: Vec<String>,
     /// Probe period per uplink, in milliseconds.
     pub interval_ms: u64,
@@ -69,6 +75,7 @@ impl Default for Config {
             mark_mask: DEFAULT_MARK_MASK,
             table_base: DEFAULT_TABLE_BASE,
             rule_priority: DEFAULT_RULE_PRIORITY,
+            ipv6: None,
             uplinks: BTreeMap::new(),
             health: HealthConfig::default(),
         }
@@ -202,11 +209,8 @@ impl Config {
         }
         let h = &self.health;
         for t in &h.targets {
-            if t.parse::<std::net::IpAddr>().is_err() {
-                return Err((
-                    "health.targets".into(),
-                    format!("{t:?} is not an IP address"),
-                ));
+            if let Err(reason) = t.parse::<crate::health::Target>() {
+                return Err(("health.targets".into(), reason));
             }
         }
         if h.interval_ms < 50 || h.interval_ms > 600_000 {
@@ -224,19 +228,9 @@ impl Config {
         Ok(())
     }
 
-    /// Lowest bit of the mask: our mark values are small integers shifted by this.
-    pub fn mark_shift(&self) -> u32 {
-        self.mark_mask.trailing_zeros()
-    }
-
-    /// The mask's highest bit flags connections that came *in* through an uplink.
-    pub fn inbound_flag(&self) -> u32 {
-        1 << (31 - self.mark_mask.leading_zeros())
-    }
-
     /// Uplink ids run 1..=max_uplinks (0 means "no mark").
     pub fn max_uplinks(&self) -> u32 {
-        (1u32 << (self.mark_mask.count_ones() - 1)) - 1
+        crate::plan::Namespace::from_config(self).max_uplinks()
     }
 
     /// The settings that apply to an uplink: by connection id first, then by interface.
@@ -322,12 +316,13 @@ mod tests {
 mark_mask = "0x0f000000"
 table_base = 7000
 rule_priority = 20000
+ipv6 = false
 [uplinks.wired]
 weight = 2
 [uplinks.usb0]
 enabled = false
 [health]
-targets = ["192.0.2.1"]
+targets = ["192.0.2.1", "tcp:198.51.100.10:7000"]
 interval_ms = 500
 down_after = 2
 up_after = 4
@@ -335,13 +330,19 @@ up_after = 4
         )
         .unwrap();
         assert_eq!(c.mark_mask, 0x0f00_0000);
-        assert_eq!(c.mark_shift(), 24);
-        assert_eq!(c.inbound_flag(), 0x0800_0000);
+        let ns = crate::plan::Namespace::from_config(&c);
+        assert_eq!(ns.shift(), 24);
+        assert_eq!(ns.inbound_flag(), 0x0800_0000);
         assert_eq!(c.max_uplinks(), 7);
         assert_eq!(c.uplink("wired", "eth0").weight, 2);
         assert!(!c.uplink("x", "usb0").enabled);
         assert_eq!(c.uplink("x", "eth9"), UplinkConfig::default());
         assert_eq!(c.health.interval_ms, 500);
+        assert_eq!(c.ipv6, Some(false));
+        assert_eq!(parse("ipv6 = true").unwrap().ipv6, Some(true));
+        assert_eq!(parse("").unwrap().ipv6, None);
+        let msg = parse("ipv6 = \"yes\"").unwrap_err().to_string();
+        assert!(msg.contains("config.toml:1"), "{msg}");
     }
 
     #[test]
@@ -372,6 +373,8 @@ up_after = 4
             "rule_priority = 32765",
             "table_base = 250",
             "[health]\ntargets = [\"nope\"]",
+            "[health]\ntargets = [\"2001:db8::1\"]",
+            "[health]\ntargets = [\"tcp:192.0.2.1\"]",
             "[health]\ninterval_ms = 1",
         ] {
             assert!(parse(bad).is_err(), "{bad} should be rejected");

@@ -6,8 +6,10 @@
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod error;
 pub mod firewall;
+pub mod health;
 pub mod model;
 pub mod netlink;
 pub mod nm;

@@ -6,7 +6,7 @@
 //! the reconcile diffs sets of them.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::AddressFamily;
@@ -20,13 +20,14 @@ use rtnetlink::{IpVersion, RouteMessageBuilder};
 use tracing::debug;
 
 use crate::error::{Error, Result};
-use crate::model::Ipv4Net;
+use crate::model::{Family, IpNet, Ipv4Net, Ipv6Net};
 use crate::plan::{MAIN_TABLE, Namespace, RouteSpec, RuleSpec};
 
 const EEXIST: i32 = 17;
 const ENOENT: i32 = 2;
 const ESRCH: i32 = 3;
 const ENODEV: i32 = 19;
+const EAFNOSUPPORT: i32 = 97;
 
 /// `FRA_SUPPRESS_PREFIXLEN` as the kernel reports a rule without it (-1).
 const SUPPRESS_UNSET: u32 = u32::MAX;
@@ -44,41 +45,66 @@ impl Netlink {
         Ok(Netlink { handle })
     }
 
-    /// Our rules: priority in `ns.priorities()` and either a table in our range, or the
-    /// main table with `suppress_prefixlength 0` and an fwmark mask inside our mask.
+    /// Our rules of both families: priority in `ns.priorities()` and either a table in
+    /// our range, or the main table with `suppress_prefixlength 0` and an fwmark mask
+    /// inside our mask.
     pub async fn rules(&self, ns: &Namespace) -> Result<Vec<RuleSpec>> {
-        let mut dump = self.handle.rule().get(IpVersion::V4).execute();
         let mut out = Vec::new();
-        while let Some(msg) = dump
-            .try_next()
-            .await
-            .map_err(|e| nl_error("listing IPv4 rules", e))?
-        {
-            if let Some(rule) = rule_spec(&msg, ns) {
-                out.push(rule);
+        for family in [Family::V4, Family::V6] {
+            let version = match family {
+                Family::V4 => IpVersion::V4,
+                Family::V6 => IpVersion::V6,
+            };
+            let mut dump = self.handle.rule().get(version).execute();
+            loop {
+                let msg = match dump.try_next().await {
+                    Ok(Some(msg)) => msg,
+                    Ok(None) => break,
+                    // A kernel without IPv6 has no IPv6 rules, hence none of ours.
+                    Err(e) if family == Family::V6 && errno(&e) == Some(EAFNOSUPPORT) => {
+                        debug!("no IPv6 in this kernel: no IPv6 rules");
+                        break;
+                    }
+                    Err(e) => return Err(nl_error(format_args!("listing {family} rules"), e)),
+                };
+                // Only the family asked for: a kernel without that family's rules
+                // answers with every family's.
+                if let Some(rule) = rule_spec(&msg, ns).filter(|r| r.family == family) {
+                    out.push(rule);
+                }
             }
         }
         debug!(count = out.len(), "read our rules");
         Ok(out)
     }
 
-    /// Every IPv4 route in a table of ours (`ns.id_of_table(table).is_some()`).
+    /// Every route of either family in a table of ours (`ns.id_of_table(table).is_some()`).
     pub async fn routes(&self, ns: &Namespace) -> Result<Vec<RouteSpec>> {
         let names = self.link_names().await?;
-        // Table 0 (RT_TABLE_UNSPEC) and every other header field zero: all tables,
-        // also when the socket does strict checking (which filters on these fields).
-        let mut request = RouteMessage::default();
-        request.header.address_family = AddressFamily::Inet;
-        request.header.table = RouteHeader::RT_TABLE_UNSPEC;
-        let mut dump = self.handle.route().get(request).execute();
         let mut out = Vec::new();
-        while let Some(msg) = dump
-            .try_next()
-            .await
-            .map_err(|e| nl_error("listing IPv4 routes", e))?
-        {
-            if let Some(route) = route_spec(&msg, &names, ns) {
-                out.push(route);
+        for (family, address_family) in [
+            (Family::V4, AddressFamily::Inet),
+            (Family::V6, AddressFamily::Inet6),
+        ] {
+            // Table 0 (RT_TABLE_UNSPEC) and every other header field zero: all tables,
+            // also when the socket does strict checking (which filters on these fields).
+            let mut request = RouteMessage::default();
+            request.header.address_family = address_family;
+            request.header.table = RouteHeader::RT_TABLE_UNSPEC;
+            let mut dump = self.handle.route().get(request).execute();
+            loop {
+                let msg = match dump.try_next().await {
+                    Ok(Some(msg)) => msg,
+                    Ok(None) => break,
+                    Err(e) if family == Family::V6 && errno(&e) == Some(EAFNOSUPPORT) => {
+                        debug!("no IPv6 in this kernel: no IPv6 routes");
+                        break;
+                    }
+                    Err(e) => return Err(nl_error(format_args!("listing {family} routes"), e)),
+                };
+                if let Some(route) = route_spec(&msg, &names, ns).filter(|r| r.family() == family) {
+                    out.push(route);
+                }
             }
         }
         debug!(count = out.len(), "read our routes");
@@ -133,26 +159,7 @@ impl Netlink {
             .ok_or_else(|| {
                 Error::Netlink(format!("{}: no interface named {}", what(), route.oif))
             })?;
-        let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(route.dst.addr, route.dst.prefix)
-            .output_interface(index)
-            .protocol(RouteProtocol::Static)
-            .scope(if route.scope_link {
-                RouteScope::Link
-            } else {
-                RouteScope::Universe
-            })
-            .kind(RouteType::Unicast);
-        if let Some(gw) = route.gateway {
-            b = b.gateway(gw);
-        }
-        if let Some(src) = route.prefsrc {
-            b = b.pref_source(src);
-        }
-        if route.onlink {
-            b = b.onlink();
-        }
-        let mut msg = b.build();
+        let mut msg = route_message(route, index);
         set_route_table(&mut msg, route.table);
         self.handle
             .route()
@@ -179,19 +186,16 @@ impl Netlink {
         };
         // Protocol, type 0 and scope "nowhere" are wildcards when deleting.
         let mut msg = RouteMessage::default();
-        msg.header.address_family = AddressFamily::Inet;
-        msg.header.destination_prefix_length = route.dst.prefix;
+        msg.header.address_family = address_family(route.family());
+        msg.header.destination_prefix_length = route.dst.prefix();
         msg.header.scope = RouteScope::NoWhere;
-        if route.dst.prefix > 0 {
+        if route.dst.prefix() > 0 {
             msg.attributes
-                .push(RouteAttribute::Destination(RouteAddress::Inet(
-                    route.dst.addr,
-                )));
+                .push(RouteAttribute::Destination(route.dst.addr().into()));
         }
         msg.attributes.push(RouteAttribute::Oif(index));
         if let Some(gw) = route.gateway {
-            msg.attributes
-                .push(RouteAttribute::Gateway(RouteAddress::Inet(gw)));
+            msg.attributes.push(RouteAttribute::Gateway(gw.into()));
         }
         set_route_table(&mut msg, route.table);
         match self.handle.route().del(msg).execute().await {
@@ -242,6 +246,60 @@ fn link_name(link: &LinkMessage) -> Option<&str> {
     })
 }
 
+fn address_family(family: Family) -> AddressFamily {
+    match family {
+        Family::V4 => AddressFamily::Inet,
+        Family::V6 => AddressFamily::Inet6,
+    }
+}
+
+/// The request that adds `route` through interface `index` (table set by the caller).
+/// Gateway and source are of the route's family: the planner never mixes them.
+fn route_message(route: &RouteSpec, index: u32) -> RouteMessage {
+    let scope = if route.scope_link {
+        RouteScope::Link
+    } else {
+        RouteScope::Universe
+    };
+    let mut msg = match route.dst {
+        IpNet::V4(dst) => {
+            let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(dst.addr, dst.prefix)
+                .output_interface(index)
+                .protocol(RouteProtocol::Static)
+                .scope(scope)
+                .kind(RouteType::Unicast);
+            if let Some(IpAddr::V4(gw)) = route.gateway {
+                b = b.gateway(gw);
+            }
+            if let Some(IpAddr::V4(src)) = route.prefsrc {
+                b = b.pref_source(src);
+            }
+            b.build()
+        }
+        // No metric: the kernel gives IPv6 routes 1024, and reading back ignores it.
+        IpNet::V6(dst) => {
+            let mut b = RouteMessageBuilder::<Ipv6Addr>::new()
+                .destination_prefix(dst.addr, dst.prefix)
+                .output_interface(index)
+                .protocol(RouteProtocol::Static)
+                .scope(scope)
+                .kind(RouteType::Unicast);
+            if let Some(IpAddr::V6(gw)) = route.gateway {
+                b = b.gateway(gw);
+            }
+            if let Some(IpAddr::V6(src)) = route.prefsrc {
+                b = b.pref_source(src);
+            }
+            b.build()
+        }
+    };
+    if route.onlink {
+        msg.header.flags |= RouteFlags::Onlink;
+    }
+    msg
+}
+
 /// The table goes into `RTA_TABLE` (always, so ids above 255 work); the header holds
 /// it too when it fits, as iproute2 does.
 fn set_route_table(msg: &mut RouteMessage, table: u32) {
@@ -255,7 +313,7 @@ fn set_route_table(msg: &mut RouteMessage, table: u32) {
 /// every attribute given).
 fn rule_message(rule: &RuleSpec) -> RuleMessage {
     let mut msg = RuleMessage::default();
-    msg.header.family = AddressFamily::Inet;
+    msg.header.family = address_family(rule.family);
     msg.header.action = RuleAction::ToTable;
     msg.header.table = u8::try_from(rule.table).unwrap_or(RouteHeader::RT_TABLE_UNSPEC);
     msg.attributes.push(RuleAttribute::Priority(rule.priority));
@@ -276,8 +334,12 @@ fn rule_message(rule: &RuleSpec) -> RuleMessage {
 /// (other selectors or actions) even at our priorities.
 fn rule_spec(msg: &RuleMessage, ns: &Namespace) -> Option<RuleSpec> {
     let h = &msg.header;
-    if h.family != AddressFamily::Inet
-        || h.action != RuleAction::ToTable
+    let family = match h.family {
+        AddressFamily::Inet => Family::V4,
+        AddressFamily::Inet6 => Family::V6,
+        _ => return None,
+    };
+    if h.action != RuleAction::ToTable
         || h.flags.contains(RuleFlags::Invert)
         || h.src_len != 0
         || h.dst_len != 0
@@ -286,6 +348,7 @@ fn rule_spec(msg: &RuleMessage, ns: &Namespace) -> Option<RuleSpec> {
         return None;
     }
     let mut rule = RuleSpec {
+        family,
         priority: 0,
         fwmark: 0,
         fwmask: 0,
@@ -323,34 +386,51 @@ fn rule_spec(msg: &RuleMessage, ns: &Namespace) -> Option<RuleSpec> {
     (ours_table || ours_suppress).then_some(rule)
 }
 
-/// The route as a [`RouteSpec`] when it is a unicast IPv4 route in a table of ours
-/// with a single next hop; `None` otherwise.
+/// The route as a [`RouteSpec`] when it is a unicast route in a table of ours with a
+/// single next hop; `None` otherwise. Only what we set is read: the kernel's own
+/// additions (an IPv6 route's metric 1024, preference, expiry) do not count.
 fn route_spec(
     msg: &RouteMessage,
     names: &HashMap<u32, String>,
     ns: &Namespace,
 ) -> Option<RouteSpec> {
     let h = &msg.header;
-    if h.address_family != AddressFamily::Inet || h.kind != RouteType::Unicast {
+    let family = match h.address_family {
+        AddressFamily::Inet => Family::V4,
+        AddressFamily::Inet6 => Family::V6,
+        _ => return None,
+    };
+    if h.kind != RouteType::Unicast {
         return None;
     }
     let mut table = u32::from(h.table);
-    let mut dst = Ipv4Addr::UNSPECIFIED;
+    let mut dst = match family {
+        Family::V4 => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        Family::V6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    };
     let mut gateway = None;
     let mut oif = None;
     let mut prefsrc = None;
+    let same_family = |a: IpAddr| (Family::of(a) == family).then_some(a);
     for attr in &msg.attributes {
         match attr {
             RouteAttribute::Table(t) => table = *t,
-            RouteAttribute::Destination(RouteAddress::Inet(a)) => dst = *a,
-            RouteAttribute::Gateway(RouteAddress::Inet(a)) => gateway = Some(*a),
+            RouteAttribute::Destination(a) => {
+                if let Some(a) = route_addr(a).and_then(same_family) {
+                    dst = a;
+                }
+            }
+            RouteAttribute::Gateway(a) => gateway = route_addr(a).and_then(same_family),
             RouteAttribute::Oif(i) => oif = Some(*i),
-            RouteAttribute::PrefSource(RouteAddress::Inet(a)) => prefsrc = Some(*a),
+            RouteAttribute::PrefSource(a) => prefsrc = route_addr(a).and_then(same_family),
             _ => {}
         }
     }
     ns.id_of_table(table)?;
-    let dst = Ipv4Net::new(dst, h.destination_prefix_length);
+    let dst: IpNet = match dst {
+        IpAddr::V4(a) => Ipv4Net::new(a, h.destination_prefix_length).into(),
+        IpAddr::V6(a) => Ipv6Net::new(a, h.destination_prefix_length).into(),
+    };
     // Multipath routes (no RTA_OIF) and source-specific ones are not ours to read.
     let Some(index) = oif else {
         debug!(table, %dst, "route without a single output interface ignored");
@@ -373,6 +453,14 @@ fn route_spec(
         scope_link: h.scope == RouteScope::Link,
         onlink: h.flags.contains(RouteFlags::Onlink),
     })
+}
+
+fn route_addr(a: &RouteAddress) -> Option<IpAddr> {
+    match a {
+        RouteAddress::Inet(a) => Some((*a).into()),
+        RouteAddress::Inet6(a) => Some((*a).into()),
+        _ => None,
+    }
 }
 
 fn describe_route(r: &RouteSpec) -> String {
@@ -398,6 +486,9 @@ fn describe_rule(r: &RuleSpec) -> String {
         "priority {} fwmark {:#x}/{:#x} table {}",
         r.priority, r.fwmark, r.fwmask, r.table
     );
+    if r.family == Family::V6 {
+        s.insert_str(0, "-6 ");
+    }
     if let Some(iif) = &r.iif {
         s += &format!(" iif {iif}");
     }
@@ -454,6 +545,7 @@ mod tests {
         let ns = ns();
         for rule in [
             RuleSpec {
+                family: Family::V4,
                 priority: 30100,
                 fwmark: 0x2100_0000,
                 fwmask: 0x3f00_0000,
@@ -462,6 +554,7 @@ mod tests {
                 suppress_prefixlength: None,
             },
             RuleSpec {
+                family: Family::V4,
                 priority: 30101,
                 fwmark: 0x0100_0000,
                 fwmask: 0x1f00_0000,
@@ -470,6 +563,7 @@ mod tests {
                 suppress_prefixlength: Some(0),
             },
             RuleSpec {
+                family: Family::V4,
                 priority: 30102,
                 fwmark: 0x0100_0000,
                 fwmask: 0x1f00_0000,
@@ -479,6 +573,14 @@ mod tests {
             },
         ] {
             assert_eq!(rule_spec(&kernel_rule(&rule), &ns), Some(rule.clone()));
+            // The same rule in IPv6's list reads back as IPv6.
+            let rule6 = RuleSpec {
+                family: Family::V6,
+                ..rule.clone()
+            };
+            let msg = kernel_rule(&rule6);
+            assert_eq!(msg.header.family, AddressFamily::Inet6);
+            assert_eq!(rule_spec(&msg, &ns), Some(rule6));
         }
     }
 
@@ -486,6 +588,7 @@ mod tests {
     fn foreign_rules_are_not_ours() {
         let ns = ns();
         let ours = RuleSpec {
+            family: Family::V4,
             priority: 30102,
             fwmark: 0x0100_0000,
             fwmask: 0x1f00_0000,
@@ -566,10 +669,10 @@ mod tests {
             route_spec(&msg, &names, &ns),
             Some(RouteSpec {
                 table: 6102,
-                dst: Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0),
-                gateway: Some(Ipv4Addr::new(10, 0, 7, 1)),
+                dst: Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0).into(),
+                gateway: Some(Ipv4Addr::new(10, 0, 7, 1).into()),
                 oif: "eth1".into(),
-                prefsrc: Some(Ipv4Addr::new(10, 0, 7, 2)),
+                prefsrc: Some(Ipv4Addr::new(10, 0, 7, 2).into()),
                 scope_link: false,
                 onlink: true,
             })
@@ -584,12 +687,59 @@ mod tests {
         assert_eq!(route_spec(&msg, &HashMap::new(), &ns), None);
     }
 
+    /// An IPv6 route as the kernel dumps it: our attributes plus metric 1024, a router
+    /// preference and cache info, scope universe. It reads back as what we asked for.
+    #[test]
+    fn ipv6_route_reads_back_what_we_set() {
+        let ns = ns();
+        let names = HashMap::from([(4, "wlan0".to_string())]);
+        let route = RouteSpec {
+            table: 6102,
+            dst: IpNet::default_route(Family::V6),
+            gateway: Some("fe80::1".parse().unwrap()),
+            oif: "wlan0".into(),
+            prefsrc: None,
+            scope_link: false,
+            onlink: false,
+        };
+        let mut msg = route_message(&route, 4);
+        set_route_table(&mut msg, route.table);
+        assert_eq!(msg.header.address_family, AddressFamily::Inet6);
+        msg.attributes.push(RouteAttribute::Priority(1024));
+        msg.attributes.push(RouteAttribute::Preference(
+            rtnetlink::packet_route::route::RoutePreference::Medium,
+        ));
+        assert_eq!(route_spec(&msg, &names, &ns), Some(route.clone()));
+        // On-link prefix, and the onlink flag for a global gateway off every prefix.
+        let prefix = RouteSpec {
+            dst: Ipv6Net::new("2001:db8:2::".parse().unwrap(), 64).into(),
+            gateway: None,
+            ..route.clone()
+        };
+        let mut msg = route_message(&prefix, 4);
+        set_route_table(&mut msg, prefix.table);
+        assert_eq!(route_spec(&msg, &names, &ns), Some(prefix));
+        let far = RouteSpec {
+            gateway: Some("2001:db8:9::1".parse().unwrap()),
+            onlink: true,
+            ..route
+        };
+        let mut msg = route_message(&far, 4);
+        set_route_table(&mut msg, far.table);
+        assert!(msg.header.flags.contains(RouteFlags::Onlink));
+        assert_eq!(route_spec(&msg, &names, &ns), Some(far.clone()));
+        assert_eq!(
+            describe_route(&far),
+            "::/0 via 2001:db8:9::1 dev wlan0 table 6102 onlink"
+        );
+    }
+
     #[test]
     fn descriptions_read_like_ip() {
         let r = RouteSpec {
             table: 6101,
-            dst: Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0),
-            gateway: Some(Ipv4Addr::new(10, 0, 1, 1)),
+            dst: Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0).into(),
+            gateway: Some(Ipv4Addr::new(10, 0, 1, 1).into()),
             oif: "eth0".into(),
             prefsrc: None,
             scope_link: false,

@@ -2,11 +2,12 @@
 //! Reads only; never writes to NetworkManager.
 //!
 //! Per device this costs one `Properties.GetAll` on the device and, for an activated
-//! device with IPv4, one on its `IP4Config` and one on its active connection (those two
-//! concurrently); all devices are read concurrently after one `GetDevices`.
+//! device, one on each of its `IP4Config` and `IP6Config` and one on its active
+//! connection (those three concurrently); all devices are read concurrently after one
+//! `GetDevices`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -14,13 +15,14 @@ use tracing::{debug, warn};
 use zbus::zvariant::{ObjectPath, OwnedObjectPath, OwnedValue};
 
 use crate::error::{Error, Result};
-use crate::model::{Ipv4Net, Uplink};
+use crate::model::{Family, Ip4Uplink, Ip6Uplink, Ipv4Net, Ipv6Net, Uplink};
 
 const NM_BUS_NAME: &str = "org.freedesktop.NetworkManager";
 const NM_PATH: &str = "/org/freedesktop/NetworkManager";
 const NM_IFACE: &str = "org.freedesktop.NetworkManager";
 const DEVICE_IFACE: &str = "org.freedesktop.NetworkManager.Device";
 const IP4CONFIG_IFACE: &str = "org.freedesktop.NetworkManager.IP4Config";
+const IP6CONFIG_IFACE: &str = "org.freedesktop.NetworkManager.IP6Config";
 const ACTIVE_IFACE: &str = "org.freedesktop.NetworkManager.Connection.Active";
 const PROPERTIES_IFACE: &str = "org.freedesktop.DBus.Properties";
 
@@ -96,13 +98,18 @@ impl NetworkManager {
         Ok(NetworkManager { conn })
     }
 
+    /// Reads NetworkManager through an existing bus connection (the daemon's).
+    pub fn with_connection(conn: zbus::Connection) -> Self {
+        NetworkManager { conn }
+    }
+
     /// The underlying bus connection, e.g. to subscribe to NetworkManager's signals.
     pub fn connection(&self) -> &zbus::Connection {
         &self.conn
     }
 
-    /// Every device in the activated state whose Ip4Config holds a default route,
-    /// skipping loopback. Errors name the object that could not be read.
+    /// Every device in the activated state whose Ip4Config or Ip6Config holds a default
+    /// route, skipping loopback. Errors name the object that could not be read.
     pub async fn uplinks(&self) -> Result<Vec<Uplink>> {
         let devices = self.devices().await?;
         let reads = devices.iter().map(|d| self.uplink_of(d));
@@ -225,35 +232,60 @@ impl NetworkManager {
         if state != DEVICE_STATE_ACTIVATED {
             return skip("not activated");
         }
-        let Some(ip4_path) = device.object("Ip4Config") else {
-            return skip("no IPv4 configuration");
-        };
         let Some(active_path) = device.object("ActiveConnection") else {
             return skip("no active connection");
         };
-        let (ip4, active) = futures::join!(
-            self.get_all(&ip4_path, IP4CONFIG_IFACE),
+        let ip4_path = device.object("Ip4Config");
+        let ip6_path = device.object("Ip6Config");
+        if ip4_path.is_none() && ip6_path.is_none() {
+            return skip("no IP configuration");
+        }
+        let (ip4, ip6, active) = futures::join!(
+            self.get_all_opt(ip4_path.as_ref(), IP4CONFIG_IFACE),
+            self.get_all_opt(ip6_path.as_ref(), IP6CONFIG_IFACE),
             self.get_all(&active_path, ACTIVE_IFACE)
         );
-        let (Some(ip4), Some(active)) = (ip4?, active?) else {
-            return skip("its configuration vanished while reading it");
+        let (ip4, ip6) = (ip4?, ip6?);
+        let Some(active) = active? else {
+            return skip("its active connection vanished while reading it");
         };
-        match uplink_from(&iface, &ip4, &active) {
-            Ok(uplink) => {
+        // Each family on its own: a device may be an uplink in one, the other or both.
+        let side = |family: Family, why: NotUplink| match why {
+            NotUplink::NoDefaultRoute => {
+                debug!(device = %device.path, iface, "no {family} default route in the main table")
+            }
+            NotUplink::NoAddress => {
+                debug!(device = %device.path, iface, "no global {family} address")
+            }
+            NotUplink::Malformed(what) => {
+                warn!(device = %device.path, iface, "ignoring its {family} side: malformed {what}")
+            }
+        };
+        let ipv4 = ip4.and_then(|p| ip4_from(&p).map_err(|e| side(Family::V4, e)).ok());
+        let ipv6 = ip6.and_then(|p| ip6_from(&p).map_err(|e| side(Family::V6, e)).ok());
+        match uplink_from(&iface, &active, ipv4, ipv6) {
+            Some(uplink) => {
                 debug!(device = %device.path, device_type, ?uplink, "uplink");
                 Ok(Some(uplink))
             }
-            Err(NotUplink::NoDefaultRoute) => skip("no IPv4 default route in the main table"),
-            Err(NotUplink::NoAddress) => skip("no IPv4 address"),
-            Err(NotUplink::Malformed(what)) => {
-                warn!(device = %device.path, iface, "ignoring device: malformed {what}");
-                Ok(None)
-            }
+            None => skip("no default route with an address in either family"),
+        }
+    }
+
+    /// `get_all` of an optional object: `None` when there is no object or it vanished.
+    async fn get_all_opt(
+        &self,
+        path: Option<&OwnedObjectPath>,
+        interface: &str,
+    ) -> Result<Option<Props>> {
+        match path {
+            Some(path) => self.get_all(path, interface).await,
+            None => Ok(None),
         }
     }
 }
 
-/// Why a device's IPv4 configuration makes no uplink.
+/// Why one family of a device's configuration makes no uplink.
 #[derive(Debug, PartialEq, Eq)]
 enum NotUplink {
     NoDefaultRoute,
@@ -261,11 +293,12 @@ enum NotUplink {
     Malformed(&'static str),
 }
 
-/// One entry of `RouteData`.
+/// One entry of `RouteData`, of the family asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Route {
-    dest: Ipv4Net,
-    next_hop: Option<Ipv4Addr>,
+    dest: IpAddr,
+    prefix: u8,
+    next_hop: Option<IpAddr>,
     metric: u32,
     table: u32,
     /// `unicast` unless NetworkManager says otherwise (`blackhole`, `local`, ...).
@@ -274,71 +307,157 @@ struct Route {
 
 impl Route {
     fn is_default(&self) -> bool {
-        self.dest.prefix == 0
+        self.prefix == 0
     }
 }
 
-/// Builds an uplink from the properties of a device's `IP4Config` and active
-/// connection. Pure, so that it is tested without a bus.
-fn uplink_from(iface: &str, ip4: &Props, active: &Props) -> Result<Uplink, NotUplink> {
-    let routes = dict_array(ip4, "RouteData")
-        .ok_or(NotUplink::Malformed("RouteData"))?
-        .iter()
-        .map(parse_route)
-        .collect::<Option<Vec<Route>>>()
-        .ok_or(NotUplink::Malformed("RouteData entry"))?;
-    let addresses = dict_array(ip4, "AddressData")
-        .ok_or(NotUplink::Malformed("AddressData"))?
-        .iter()
-        .map(parse_address)
-        .collect::<Option<Vec<(Ipv4Addr, u8)>>>()
-        .ok_or(NotUplink::Malformed("AddressData entry"))?;
-
-    let default = routes
-        .iter()
-        .filter(|r| r.is_default() && r.table == MAIN_TABLE && r.kind == "unicast")
-        .min_by_key(|r| r.metric)
-        .ok_or(NotUplink::NoDefaultRoute)?;
-    let &(address, prefix) = addresses.first().ok_or(NotUplink::NoAddress)?;
-
-    let is_local_host_route =
-        |r: &Route| r.dest.prefix == 32 && addresses.iter().any(|(a, _)| *a == r.dest.addr);
-    let mut local_routes: Vec<Ipv4Net> = routes
-        .iter()
-        .filter(|r| !r.is_default() && r.table == MAIN_TABLE && r.kind != "local")
-        .filter(|r| !is_local_host_route(r))
-        .map(|r| r.dest)
-        .collect();
-    local_routes.sort();
-    local_routes.dedup();
-
-    Ok(Uplink {
+/// An uplink from its active connection and the sides found; `None` without any.
+/// Pure, so that it is tested without a bus.
+fn uplink_from(
+    iface: &str,
+    active: &Props,
+    ipv4: Option<Ip4Uplink>,
+    ipv6: Option<Ip6Uplink>,
+) -> Option<Uplink> {
+    if ipv4.is_none() && ipv6.is_none() {
+        return None;
+    }
+    Some(Uplink {
         iface: iface.to_string(),
         connection_id: str_prop(active, "Id").unwrap_or_default().to_string(),
         connection_uuid: str_prop(active, "Uuid").unwrap_or_default().to_string(),
+        ipv4,
+        ipv6,
+    })
+}
+
+/// An entry of `AddressData`: address and prefix length.
+type Address = (IpAddr, u8);
+
+/// Routes and addresses of an `IP4Config` or `IP6Config`.
+fn routes_and_addresses(
+    config: &Props,
+    family: Family,
+) -> Result<(Vec<Route>, Vec<Address>), NotUplink> {
+    let routes = dict_array(config, "RouteData")
+        .ok_or(NotUplink::Malformed("RouteData"))?
+        .iter()
+        .map(|r| parse_route(r, family))
+        .collect::<Option<Vec<Route>>>()
+        .ok_or(NotUplink::Malformed("RouteData entry"))?;
+    let addresses = dict_array(config, "AddressData")
+        .ok_or(NotUplink::Malformed("AddressData"))?
+        .iter()
+        .map(|a| parse_address(a, family))
+        .collect::<Option<Vec<Address>>>()
+        .ok_or(NotUplink::Malformed("AddressData entry"))?;
+    Ok((routes, addresses))
+}
+
+/// The main table's unicast default route with the lowest metric.
+fn default_route(routes: &[Route]) -> Result<&Route, NotUplink> {
+    routes
+        .iter()
+        .filter(|r| r.is_default() && r.table == MAIN_TABLE && r.kind == "unicast")
+        .min_by_key(|r| r.metric)
+        .ok_or(NotUplink::NoDefaultRoute)
+}
+
+/// The main table's other routes: destinations reached directly, never balanced.
+/// Host routes to the device's own addresses are left out.
+fn other_routes<'a>(
+    routes: &'a [Route],
+    addresses: &'a [Address],
+) -> impl Iterator<Item = &'a Route> + 'a {
+    let full = |r: &Route| match r.dest {
+        IpAddr::V4(_) => 32,
+        IpAddr::V6(_) => 128,
+    };
+    routes
+        .iter()
+        .filter(|r| !r.is_default() && r.table == MAIN_TABLE && r.kind != "local")
+        .filter(move |r| !(r.prefix == full(r) && addresses.iter().any(|(a, _)| *a == r.dest)))
+}
+
+/// The IPv4 side of a device, from its `IP4Config` properties. Pure.
+fn ip4_from(ip4: &Props) -> Result<Ip4Uplink, NotUplink> {
+    let (routes, addresses) = routes_and_addresses(ip4, Family::V4)?;
+    let default = default_route(&routes)?;
+    let &(IpAddr::V4(address), prefix) = addresses.first().ok_or(NotUplink::NoAddress)? else {
+        unreachable!("parse_address keeps IPv4 addresses only");
+    };
+    let mut local_routes: Vec<Ipv4Net> = other_routes(&routes, &addresses)
+        .filter_map(|r| match r.dest {
+            IpAddr::V4(a) => Some(Ipv4Net::new(a, r.prefix)),
+            IpAddr::V6(_) => None,
+        })
+        .collect();
+    local_routes.sort();
+    local_routes.dedup();
+    Ok(Ip4Uplink {
         address,
         subnet: Ipv4Net::new(address, prefix),
-        gateway: default.next_hop,
+        gateway: default.next_hop.and_then(|a| match a {
+            IpAddr::V4(a) => Some(a),
+            IpAddr::V6(_) => None,
+        }),
         metric: default.metric,
         local_routes,
     })
 }
 
-fn parse_route(entry: &Props) -> Option<Route> {
-    let dest: Ipv4Addr = str_prop(entry, "dest")?.parse().ok()?;
-    let prefix = u8::try_from(u32_prop(entry, "prefix")?)
-        .ok()
-        .filter(|p| *p <= 32)?;
+/// The IPv6 side of a device, from its `IP6Config` properties. Pure.
+///
+/// Only global addresses count (link-local ones cannot be the source of a connection
+/// beyond the link); link-local and multicast routes are left out of `local_routes`,
+/// being never balanced anyway.
+fn ip6_from(ip6: &Props) -> Result<Ip6Uplink, NotUplink> {
+    let (routes, addresses) = routes_and_addresses(ip6, Family::V6)?;
+    let default = default_route(&routes)?;
+    let v6 = |a: IpAddr| match a {
+        IpAddr::V6(a) => Some(a),
+        IpAddr::V4(_) => None,
+    };
+    let is_global = |a: &Ipv6Addr| {
+        !a.is_unspecified()
+            && !a.is_loopback()
+            && !Ipv6Net::LINK_LOCAL.contains(*a)
+            && !Ipv6Net::MULTICAST.contains(*a)
+    };
+    let (address, prefix) = addresses
+        .iter()
+        .filter_map(|&(a, p)| Some((v6(a)?, p)))
+        .find(|(a, _)| is_global(a))
+        .ok_or(NotUplink::NoAddress)?;
+    let mut local_routes: Vec<Ipv6Net> = other_routes(&routes, &addresses)
+        .filter_map(|r| Some(Ipv6Net::new(v6(r.dest)?, r.prefix)))
+        .filter(|n| !Ipv6Net::LINK_LOCAL.contains(n.addr) && !Ipv6Net::MULTICAST.contains(n.addr))
+        .collect();
+    local_routes.sort();
+    local_routes.dedup();
+    Ok(Ip6Uplink {
+        address,
+        subnet: Ipv6Net::new(address, prefix),
+        gateway: default.next_hop.and_then(v6),
+        metric: default.metric,
+        local_routes,
+    })
+}
+
+fn parse_route(entry: &Props, family: Family) -> Option<Route> {
+    let dest = parse_ip(str_prop(entry, "dest")?, family)?;
+    let prefix = parse_prefix(entry, family)?;
     let next_hop = match str_prop(entry, "next-hop") {
         None => None,
-        Some(s) => Some(s.parse::<Ipv4Addr>().ok()?).filter(|a| !a.is_unspecified()),
+        Some(s) => Some(parse_ip(s, family)?).filter(|a| !a.is_unspecified()),
     };
     let table = match u32_prop(entry, "table") {
         None | Some(0) => MAIN_TABLE,
         Some(t) => t,
     };
     Some(Route {
-        dest: Ipv4Net::new(dest, prefix),
+        dest,
+        prefix,
         next_hop,
         metric: u32_prop(entry, "metric").unwrap_or(0),
         table,
@@ -346,12 +465,26 @@ fn parse_route(entry: &Props) -> Option<Route> {
     })
 }
 
-fn parse_address(entry: &Props) -> Option<(Ipv4Addr, u8)> {
-    let address = str_prop(entry, "address")?.parse().ok()?;
-    let prefix = u8::try_from(u32_prop(entry, "prefix")?)
+/// An address of `family`; anything else (another family, garbage) is malformed.
+fn parse_ip(s: &str, family: Family) -> Option<IpAddr> {
+    s.parse::<IpAddr>()
         .ok()
-        .filter(|p| *p <= 32)?;
-    Some((address, prefix))
+        .filter(|a| Family::of(*a) == family)
+}
+
+fn parse_prefix(entry: &Props, family: Family) -> Option<u8> {
+    let max = match family {
+        Family::V4 => 32,
+        Family::V6 => 128,
+    };
+    u8::try_from(u32_prop(entry, "prefix")?)
+        .ok()
+        .filter(|p| *p <= max)
+}
+
+fn parse_address(entry: &Props, family: Family) -> Option<Address> {
+    let address = parse_ip(str_prop(entry, "address")?, family)?;
+    Some((address, parse_prefix(entry, family)?))
 }
 
 fn str_prop<'a>(props: &'a Props, name: &str) -> Option<&'a str> {
@@ -403,6 +536,7 @@ fn is_service_unknown(e: &zbus::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
     use zbus::zvariant::Value;
 
     fn props(entries: Vec<(&str, Value<'static>)>) -> Props {
@@ -458,21 +592,25 @@ mod tests {
                 route("10.71.1.2", 32, None, 100),
             ],
         );
-        let u = uplink_from("eth0", &ip4, &active("wired \"$(reboot)\"")).unwrap();
+        let v4 = ip4_from(&ip4).unwrap();
+        let u = uplink_from("eth0", &active("wired \"$(reboot)\""), Some(v4), None).unwrap();
         assert_eq!(
             u,
             Uplink {
                 iface: "eth0".into(),
                 connection_id: "wired \"$(reboot)\"".into(),
                 connection_uuid: "5f1c0a52-0000-4000-8000-000000000001".into(),
-                address: Ipv4Addr::new(10, 71, 1, 2),
-                subnet: Ipv4Net::new(Ipv4Addr::new(10, 71, 1, 0), 24),
-                gateway: Some(Ipv4Addr::new(10, 71, 1, 1)),
-                metric: 100,
-                local_routes: vec![
-                    Ipv4Net::new(Ipv4Addr::new(10, 71, 1, 0), 24),
-                    Ipv4Net::new(Ipv4Addr::new(192, 0, 2, 0), 24),
-                ],
+                ipv4: Some(Ip4Uplink {
+                    address: Ipv4Addr::new(10, 71, 1, 2),
+                    subnet: Ipv4Net::new(Ipv4Addr::new(10, 71, 1, 0), 24),
+                    gateway: Some(Ipv4Addr::new(10, 71, 1, 1)),
+                    metric: 100,
+                    local_routes: vec![
+                        Ipv4Net::new(Ipv4Addr::new(10, 71, 1, 0), 24),
+                        Ipv4Net::new(Ipv4Addr::new(192, 0, 2, 0), 24),
+                    ],
+                }),
+                ipv6: None,
             }
         );
     }
@@ -484,7 +622,7 @@ mod tests {
                 vec![address("100.64.0.7", 32)],
                 vec![route("0.0.0.0", 0, next_hop, 50)],
             );
-            let u = uplink_from("ppp0", &ip4, &active("isp")).unwrap();
+            let u = ip4_from(&ip4).unwrap();
             assert_eq!(u.gateway, None);
             assert_eq!(u.metric, 50);
             assert_eq!(u.subnet, Ipv4Net::new(Ipv4Addr::new(100, 64, 0, 7), 32));
@@ -499,10 +637,9 @@ mod tests {
             vec![address("10.71.3.2", 24)],
             vec![route("10.71.3.0", 24, None, 101)],
         );
-        assert_eq!(
-            uplink_from("eth2", &ip4, &active("lan")),
-            Err(NotUplink::NoDefaultRoute)
-        );
+        assert_eq!(ip4_from(&ip4), Err(NotUplink::NoDefaultRoute));
+        // and with no other family, no uplink at all
+        assert_eq!(uplink_from("eth2", &active("lan"), None, None), None);
     }
 
     #[test]
@@ -523,7 +660,7 @@ mod tests {
                 route("0.0.0.0", 0, Some("10.0.0.254"), 200),
             ],
         );
-        let u = uplink_from("eth1", &ip4, &active("x")).unwrap();
+        let u = ip4_from(&ip4).unwrap();
         assert_eq!(u.gateway, Some(Ipv4Addr::new(10, 0, 0, 254)));
         assert_eq!(u.metric, 200);
         assert_eq!(u.address, Ipv4Addr::new(10, 0, 0, 2));
@@ -532,10 +669,7 @@ mod tests {
     #[test]
     fn default_route_without_address_is_not_an_uplink() {
         let ip4 = ip4(vec![], vec![route("0.0.0.0", 0, Some("10.0.0.1"), 100)]);
-        assert_eq!(
-            uplink_from("eth0", &ip4, &active("x")),
-            Err(NotUplink::NoAddress)
-        );
+        assert_eq!(ip4_from(&ip4), Err(NotUplink::NoAddress));
     }
 
     #[test]
@@ -544,14 +678,92 @@ mod tests {
             vec![address("10.0.0.2", 24)],
             vec![route("not-an-address", 0, None, 1)],
         );
-        assert_eq!(
-            uplink_from("eth0", &ip4, &active("x")),
-            Err(NotUplink::Malformed("RouteData entry"))
-        );
+        assert_eq!(ip4_from(&ip4), Err(NotUplink::Malformed("RouteData entry")));
         let wrong_type = props(vec![("RouteData", Value::from("x"))]);
         assert_eq!(
-            uplink_from("eth0", &wrong_type, &active("x")),
+            ip4_from(&wrong_type),
             Err(NotUplink::Malformed("RouteData"))
+        );
+    }
+
+    /// What NetworkManager reports for router advertisements: a link-local router, the
+    /// on-link prefix, the device's link-local address listed too, multicast and
+    /// link-local routes.
+    #[test]
+    fn ipv6_from_router_advertisements() {
+        let ip6 = ip4(
+            vec![
+                address("fe80::5054:ff:fe12:3456", 64),
+                address("2001:db8:2:0:5054:ff:fe12:3456", 64),
+            ],
+            vec![
+                route("2001:db8:2::", 64, None, 100),
+                route("::", 0, Some("fe80::1"), 100),
+                route("fe80::", 64, None, 1024),
+                route("ff00::", 8, None, 256),
+                route("2001:db8:2:0:5054:ff:fe12:3456", 128, None, 0),
+                route("2001:db8:99::", 48, Some("fe80::1"), 100),
+            ],
+        );
+        let u = ip6_from(&ip6).unwrap();
+        assert_eq!(
+            u,
+            Ip6Uplink {
+                address: "2001:db8:2:0:5054:ff:fe12:3456".parse().unwrap(),
+                subnet: Ipv6Net::new("2001:db8:2::".parse().unwrap(), 64),
+                gateway: Some("fe80::1".parse().unwrap()),
+                metric: 100,
+                local_routes: vec![
+                    Ipv6Net::new("2001:db8:2::".parse().unwrap(), 64),
+                    Ipv6Net::new("2001:db8:99::".parse().unwrap(), 48),
+                ],
+            }
+        );
+        // A dual-stack device is one uplink with both sides.
+        let v4 = ip4_from(&ip4(
+            vec![address("10.0.0.2", 24)],
+            vec![route("0.0.0.0", 0, Some("10.0.0.1"), 100)],
+        ))
+        .unwrap();
+        let both = uplink_from("eth0", &active("x"), Some(v4), Some(u.clone())).unwrap();
+        assert!(both.ipv4.is_some() && both.ipv6 == Some(u.clone()));
+        // IPv6 only is an uplink too.
+        let only6 = uplink_from("wwan0", &active("x"), None, Some(u)).unwrap();
+        assert!(only6.ipv4.is_none());
+    }
+
+    #[test]
+    fn ipv6_needs_a_global_address_and_a_default_route() {
+        let link_local_only = ip4(
+            vec![address("fe80::1:2", 64)],
+            vec![route("::", 0, Some("fe80::1"), 100)],
+        );
+        assert_eq!(ip6_from(&link_local_only), Err(NotUplink::NoAddress));
+        // A static address and prefix route, but no router: a LAN, not an uplink.
+        let no_default = ip4(
+            vec![address("2001:db8:3::2", 64)],
+            vec![route("2001:db8:3::", 64, None, 100)],
+        );
+        assert_eq!(ip6_from(&no_default), Err(NotUplink::NoDefaultRoute));
+        // Static, with a global gateway; a DHCPv6 /128 keeps its prefix length.
+        let static6 = ip4(
+            vec![address("2001:db8:4::2", 128)],
+            vec![route("::", 0, Some("2001:db8:4::1"), 50)],
+        );
+        let u = ip6_from(&static6).unwrap();
+        assert_eq!(u.gateway, Some("2001:db8:4::1".parse().unwrap()));
+        assert_eq!(u.subnet.prefix, 128);
+        assert!(u.local_routes.is_empty());
+        // An address of the other family is malformed, either way round.
+        let bad = ip4(vec![address("10.0.0.2", 24)], vec![]);
+        assert_eq!(
+            ip6_from(&bad),
+            Err(NotUplink::Malformed("AddressData entry"))
+        );
+        let bad = ip4(vec![address("2001:db8::2", 64)], vec![]);
+        assert_eq!(
+            ip4_from(&bad),
+            Err(NotUplink::Malformed("AddressData entry"))
         );
     }
 }

@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::error::Result;
 use crate::firewall::Firewall;
 use crate::firewall::iptables::Iptables;
+use crate::model::Family;
 use crate::netlink::Netlink;
 use crate::nm::NetworkManager;
 use crate::plan::{self, Facts, Namespace, Plan, RouteSpec, SysctlSpec};
@@ -48,24 +49,33 @@ pub struct Observed {
     pub rules: Vec<plan::RuleSpec>,
 }
 
-/// Reads everything the planner needs. Writes nothing.
+/// Reads everything the planner needs. Writes nothing. `fw` is the IPv4 firewall,
+/// `fw6` the IPv6 one.
 pub async fn observe(
     config: &Config,
     nm: &NetworkManager,
     nl: &Netlink,
     fw: &dyn Firewall,
+    fw6: &dyn Firewall,
     state: &State,
     health: &BTreeMap<String, bool>,
 ) -> Result<Observed> {
     let ns = Namespace::from_config(config);
-    // iptables-save runs while we read NetworkManager and netlink.
+    // iptables-save and ip6tables-save run while we read NetworkManager and netlink.
     fw.prefetch();
+    fw6.prefetch();
     let uplinks = nm.uplinks().await?;
     let routes = nl.routes(&ns).await?;
     let rules = nl.rules(&ns).await?;
     let mut existing_ids = state.ids.clone();
     // The firewall and then the routes are the freshest evidence of who has which id.
-    for (iface, mark) in fw.installed_marks()? {
+    // A machine without ip6tables (or without IPv6) has no IPv6 evidence, which is fine:
+    // its IPv4 side, or the routes, tell the same ids.
+    let marks6 = fw6.installed_marks().unwrap_or_else(|e| {
+        debug!(error = %e, "cannot read the IPv6 firewall");
+        BTreeMap::new()
+    });
+    for (iface, mark) in marks6.into_iter().chain(fw.installed_marks()?) {
         let id = (mark & ns.mark_mask) >> ns.shift();
         if (1..=ns.max_uplinks()).contains(&id) {
             existing_ids.insert(iface, id);
@@ -97,6 +107,7 @@ pub async fn reconcile(
     let nm = NetworkManager::connect().await?;
     let nl = Netlink::connect().await?;
     let fw = Iptables::default();
+    let fw6 = Iptables::new(Family::V6);
     let mut state = State::load(run_dir);
     let ns = Namespace::from_config(config);
     let mut changes = Changes::default();
@@ -110,7 +121,7 @@ pub async fn reconcile(
         state.ids.clear();
     }
 
-    let observed = observe(config, &nm, &nl, &fw, &state, health).await?;
+    let observed = observe(config, &nm, &nl, &fw, &fw6, &state, health).await?;
     let plan = plan::plan(config, &observed.facts);
     for w in &plan.warnings {
         warn!("{w}");
@@ -148,6 +159,29 @@ pub async fn reconcile(
             state.save(run_dir)?;
         }
     }
+    match &plan.firewall6 {
+        Some(p6) => {
+            if !fw6.is_current(p6)? {
+                let created = fw6.apply(p6)?;
+                changes.firewall_rebuilt = true;
+                if !created.is_empty() {
+                    state.created_tables6.extend(created);
+                    state.save(run_dir)?;
+                }
+            }
+        }
+        // IPv6 balancing is off: nothing of ours may stay in IPv6's tables, and tables
+        // that exist only because we created them go too.
+        None => {
+            if remove_firewall6(&fw6, &state)? {
+                changes.firewall_rebuilt = true;
+            }
+            if !state.created_tables6.is_empty() {
+                state.created_tables6.clear();
+                state.save(run_dir)?;
+            }
+        }
+    }
 
     for r in current_rules.difference(&desired_rules) {
         debug!(?r, "deleting rule");
@@ -174,7 +208,30 @@ pub async fn reconcile(
     Ok((plan, changes))
 }
 
-fn route_key(r: &RouteSpec) -> (u32, crate::model::Ipv4Net) {
+/// Logs a reconcile's outcome. "Nothing changed" is worth telling a person who ran
+/// `apply`, not repeating in a daemon's log every minute.
+pub fn log_outcome(
+    trigger: &dyn std::fmt::Debug,
+    plan: &Plan,
+    changes: &Changes,
+    unchanged_level: tracing::Level,
+) {
+    let uplinks: Vec<&str> = plan
+        .uplinks
+        .iter()
+        .filter(|u| u.in_balance)
+        .map(|u| u.iface.as_str())
+        .collect();
+    if !changes.is_empty() {
+        info!(?trigger, ?uplinks, ?changes, "reconciled");
+    } else if unchanged_level == tracing::Level::INFO {
+        info!(?trigger, ?uplinks, "in sync; nothing to change");
+    } else {
+        debug!(?trigger, ?uplinks, "in sync; nothing to change");
+    }
+}
+
+fn route_key(r: &RouteSpec) -> (u32, crate::model::IpNet) {
     (r.table, r.dst)
 }
 
@@ -226,6 +283,24 @@ fn write_sysctl(path: &str, value: &str) {
     }
 }
 
+/// Removes our IPv6 chains (and the empty tables we created) if there are any; whether
+/// anything was there. A machine whose IPv6 firewall cannot even be read (no ip6tables,
+/// IPv6 disabled in the kernel) cannot hold any of ours.
+fn remove_firewall6(fw6: &dyn Firewall, state: &State) -> Result<bool> {
+    let installed = match fw6.installed() {
+        Ok(installed) => installed,
+        Err(e) => {
+            debug!(error = %e, "cannot read the IPv6 firewall: nothing of ours there");
+            return Ok(false);
+        }
+    };
+    if installed || !state.created_tables6.is_empty() {
+        let created: Vec<String> = state.created_tables6.iter().cloned().collect();
+        fw6.flush(&created)?;
+    }
+    Ok(installed)
+}
+
 async fn remove_kernel_objects(nl: &Netlink, ns: &Namespace, changes: &mut Changes) -> Result<()> {
     for r in nl.rules(ns).await? {
         nl.del_rule(&r).await?;
@@ -248,6 +323,7 @@ pub async fn flush(config: &Config, run_dir: &Path) -> Result<Changes> {
     // Firewall first: stop marking before the rules and tables go.
     let created: Vec<String> = state.created_tables.iter().cloned().collect();
     Iptables::default().flush(&created)?;
+    remove_firewall6(&Iptables::new(Family::V6), &state)?;
     changes.firewall_rebuilt = true;
     let ns = Namespace::from_config(config);
     let mut spaces = vec![ns];

@@ -33,6 +33,9 @@ pub struct State {
     /// Firewall tables that only exist because we created them.
     #[serde(default)]
     pub created_tables: std::collections::BTreeSet<String>,
+    /// The same for IPv6's firewall tables.
+    #[serde(default)]
+    pub created_tables6: std::collections::BTreeSet<String>,
 }
 
 impl State {
@@ -75,6 +78,20 @@ impl State {
     }
 }
 
+/// Opens (creating it and `dir` if needed) a file used only for `flock`.
+pub fn open_lock_file(dir: &Path, name: &str) -> Result<(PathBuf, std::fs::File)> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    let path = dir.join(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    Ok((path, file))
+}
+
 /// An exclusive lock on `DIR/lock`: parallel runs (dispatcher events, the daemon, a
 /// user's `apply`) take turns. The kernel drops it if the holder dies.
 pub struct RunLock {
@@ -83,15 +100,7 @@ pub struct RunLock {
 
 impl RunLock {
     pub fn acquire(dir: &Path, timeout: std::time::Duration) -> Result<RunLock> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        let path = dir.join("lock");
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+        let (path, file) = open_lock_file(dir, "lock")?;
         let deadline = std::time::Instant::now() + timeout;
         loop {
             match file.try_lock() {

@@ -5,12 +5,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 use std::process::Command;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::error::Result;
 use crate::firewall::Firewall;
 use crate::firewall::iptables::Iptables;
+use crate::health::HealthReport;
+use crate::model::Family;
 use crate::netlink::Netlink;
 use crate::nm::NetworkManager;
 use crate::plan::{self, Plan};
@@ -20,23 +22,37 @@ use crate::state::{self, State};
 /// Version of the `status --json` format; bumped only on incompatible changes.
 pub const STATUS_FORMAT: u32 = 1;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatusReport {
     pub format: u32,
     /// Whether the kernel holds exactly the plan (routes, rules, chains).
     pub in_sync: bool,
     pub mark_mask: String,
+    /// Whether IPv6 connections are balanced (config `ipv6`, or automatic).
+    pub ipv6: bool,
     pub uplinks: Vec<UplinkStatus>,
     pub warnings: Vec<String>,
+    /// The daemon's probes (`null` when no daemon answered): targets, thresholds and,
+    /// per uplink, consecutive successes/failures, last RTT and last change.
+    #[serde(default)]
+    pub health: Option<HealthReport>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UplinkStatus {
     pub iface: String,
     pub connection: String,
     pub connection_uuid: String,
-    pub address: String,
+    /// IPv4 address/prefix; `null` for an uplink with IPv6 only.
+    pub address: Option<String>,
+    /// IPv4 gateway; `null` on point-to-point links and IPv6-only uplinks.
     pub gateway: Option<String>,
+    /// IPv6 address/prefix; `null` when the uplink has no IPv6 default route.
+    pub address6: Option<String>,
+    /// IPv6 gateway, often the router's link-local address.
+    pub gateway6: Option<String>,
+    /// Whether the uplink takes part in IPv6 balancing.
+    pub ipv6_balanced: bool,
     pub mark: String,
     pub table: u32,
     pub weight: u32,
@@ -44,10 +60,16 @@ pub struct UplinkStatus {
     pub in_balance: bool,
     /// Health verdict: `null` when no daemon probes, else true/false.
     pub healthy: Option<bool>,
-    /// Tracked connections carrying this uplink's mark (`null` without conntrack).
+    /// Tracked connections carrying this uplink's mark, both families (`null` without
+    /// conntrack).
     pub connections: Option<u64>,
-    /// New connections the nth round gave it since the chain was last rebuilt.
+    /// The IPv6 part of `connections`.
+    pub connections6: Option<u64>,
+    /// New connections the nth rounds gave it since the chains were last rebuilt, both
+    /// families.
     pub new_connections: u64,
+    /// The IPv6 part of `new_connections`.
+    pub new_connections6: u64,
     /// Interface byte counters.
     pub rx_bytes: u64,
     pub tx_bytes: u64,
@@ -58,52 +80,97 @@ pub async fn current_plan(config: &Config, health: &BTreeMap<String, bool>) -> R
     let nm = NetworkManager::connect().await?;
     let nl = Netlink::connect().await?;
     let fw = Iptables::default();
+    let fw6 = Iptables::new(Family::V6);
     let state = State::load(&state::run_dir());
-    let observed = observe(config, &nm, &nl, &fw, &state, health).await?;
+    let observed = observe(config, &nm, &nl, &fw, &fw6, &state, health).await?;
     Ok(plan::plan(config, &observed.facts))
 }
 
-pub async fn gather(config: &Config) -> Result<StatusReport> {
+/// Reads the live state. `health` holds the verdicts of a running daemon (empty
+/// without one: every uplink then counts as healthy and `healthy` is `null`).
+pub async fn gather(config: &Config, health: &BTreeMap<String, bool>) -> Result<StatusReport> {
     let nm = NetworkManager::connect().await?;
     let nl = Netlink::connect().await?;
     let fw = Iptables::default();
+    let fw6 = Iptables::new(Family::V6);
     let state = State::load(&state::run_dir());
-    let observed = observe(config, &nm, &nl, &fw, &state, &BTreeMap::new()).await?;
+    let observed = observe(config, &nm, &nl, &fw, &fw6, &state, health).await?;
     let plan = plan::plan(config, &observed.facts);
+    let firewall6_ok = match &plan.firewall6 {
+        Some(p6) => fw6.is_current(p6)?,
+        // Off: in sync when nothing of ours is there (or cannot be: no ip6tables).
+        None => !fw6.installed().unwrap_or(false),
+    };
     let in_sync = observed.routes.iter().collect::<BTreeSet<_>>()
         == plan.routes.iter().collect::<BTreeSet<_>>()
         && observed.rules.iter().collect::<BTreeSet<_>>()
             == plan.rules.iter().collect::<BTreeSet<_>>()
-        && fw.is_current(&plan.firewall)?;
+        && fw.is_current(&plan.firewall)?
+        && firewall6_ok;
     let counters = fw.counters().unwrap_or_default();
-    let conns = conntrack_by_id(config);
+    let counters6 = if plan.ipv6 {
+        fw6.counters().unwrap_or_default()
+    } else {
+        BTreeMap::new()
+    };
+    let conns = conntrack_by_id(config, Family::V4);
+    let conns6 = conntrack_by_id(config, Family::V6);
     let ns = plan.namespace;
     let uplinks = plan
         .uplinks
         .iter()
-        .map(|u| UplinkStatus {
-            iface: u.iface.clone(),
-            connection: u.connection_id.clone(),
-            connection_uuid: u.connection_uuid.clone(),
-            address: format!("{}/{}", u.address, u.subnet.prefix),
-            gateway: u.gateway.map(|g| g.to_string()),
-            mark: format!("{:#x}/{:#x}", u.mark, ns.mark_mask),
-            table: u.table,
-            weight: u.weight,
-            in_balance: u.in_balance,
-            healthy: None,
-            connections: conns.as_ref().map(|c| c.get(&u.id).copied().unwrap_or(0)),
-            new_connections: counters.get(&u.mark).map_or(0, |c| c.new_connections),
-            rx_bytes: read_counter(&u.iface, "rx_bytes"),
-            tx_bytes: read_counter(&u.iface, "tx_bytes"),
+        .map(|u| {
+            let count = |c: &Option<BTreeMap<u32, u64>>| {
+                c.as_ref().map(|c| c.get(&u.id).copied().unwrap_or(0))
+            };
+            let new4 = counters.get(&u.mark).map_or(0, |c| c.new_connections);
+            let new6 = counters6.get(&u.mark).map_or(0, |c| c.new_connections);
+            let (c4, c6) = (count(&conns), count(&conns6));
+            UplinkStatus {
+                iface: u.iface.clone(),
+                connection: u.connection_id.clone(),
+                connection_uuid: u.connection_uuid.clone(),
+                address: u
+                    .ipv4
+                    .as_ref()
+                    .map(|v4| format!("{}/{}", v4.address, v4.subnet.prefix)),
+                gateway: u
+                    .ipv4
+                    .as_ref()
+                    .and_then(|v4| v4.gateway)
+                    .map(|g| g.to_string()),
+                address6: u
+                    .ipv6
+                    .as_ref()
+                    .map(|v6| format!("{}/{}", v6.address, v6.subnet.prefix)),
+                gateway6: u
+                    .ipv6
+                    .as_ref()
+                    .and_then(|v6| v6.gateway)
+                    .map(|g| g.to_string()),
+                ipv6_balanced: u.ipv6_balanced,
+                mark: format!("{:#x}/{:#x}", u.mark, ns.mark_mask),
+                table: u.table,
+                weight: u.weight,
+                in_balance: u.in_balance,
+                healthy: health.get(&u.iface).copied(),
+                connections: c4.map(|c4| c4 + c6.unwrap_or(0)),
+                connections6: c6,
+                new_connections: new4 + new6,
+                new_connections6: new6,
+                rx_bytes: read_counter(&u.iface, "rx_bytes"),
+                tx_bytes: read_counter(&u.iface, "tx_bytes"),
+            }
         })
         .collect();
     Ok(StatusReport {
         format: STATUS_FORMAT,
         in_sync,
         mark_mask: format!("{:#x}", ns.mark_mask),
+        ipv6: plan.ipv6,
         uplinks,
         warnings: plan.warnings,
+        health: None,
     })
 }
 
@@ -114,17 +181,23 @@ fn read_counter(iface: &str, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Connections per uplink id, from `conntrack -L`; `None` when conntrack is missing.
-fn conntrack_by_id(config: &Config) -> Option<BTreeMap<u32, u64>> {
+/// Connections of one family per uplink id, from `conntrack -L`; `None` when conntrack
+/// is missing.
+fn conntrack_by_id(config: &Config, family: Family) -> Option<BTreeMap<u32, u64>> {
+    let family = match family {
+        Family::V4 => "ipv4",
+        Family::V6 => "ipv6",
+    };
     let out = Command::new(crate::firewall::iptables::find_program("conntrack"))
-        .arg("-L")
+        .args(["-L", "-f", family])
         .output()
         .ok()?;
     if !out.status.success() {
         return None;
     }
-    let shift = config.mark_shift();
-    let id_bits = config.mark_mask & !config.inbound_flag();
+    let ns = crate::plan::Namespace::from_config(config);
+    let shift = ns.shift();
+    let id_bits = ns.mark_mask & !ns.inbound_flag();
     let mut counts = BTreeMap::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let mark = line
@@ -182,7 +255,8 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 
 pub fn render(r: &StatusReport) -> String {
     if r.uplinks.is_empty() {
-        return "no uplinks: no active NetworkManager device has an IPv4 default route".into();
+        return "no uplinks: no active NetworkManager device has an IPv4 or IPv6 default route"
+            .into();
     }
     let rows: Vec<Vec<String>> = r
         .uplinks
@@ -192,10 +266,16 @@ pub fn render(r: &StatusReport) -> String {
                 u.iface.clone(),
                 u.connection.clone(),
                 u.gateway.clone().unwrap_or_else(|| "-".into()),
+                match (&u.address6, u.ipv6_balanced) {
+                    (Some(a), true) => a.split('/').next().unwrap_or("").to_string(),
+                    (Some(_), false) => "(off)".into(),
+                    (None, _) => "-".into(),
+                },
                 u.mark.split('/').next().unwrap_or("").to_string(),
                 u.table.to_string(),
                 u.weight.to_string(),
                 match (u.in_balance, u.healthy) {
+                    (true, Some(false)) => "active (unhealthy)".into(),
                     (true, _) => "active".into(),
                     (false, Some(false)) => "down".into(),
                     (false, _) => "standby".into(),
@@ -212,6 +292,7 @@ pub fn render(r: &StatusReport) -> String {
             "IFACE",
             "CONNECTION",
             "GATEWAY",
+            "IPV6",
             "MARK",
             "TABLE",
             "WEIGHT",
@@ -232,13 +313,86 @@ pub fn render(r: &StatusReport) -> String {
             "kernel state: OUT OF SYNC (run `nm-multiwan apply`)"
         }
     );
+    if let Some(h) = &r.health {
+        let _ = write!(s, "\n{}", render_health(h, std::time::SystemTime::now()));
+    }
+    if !r.ipv6 && r.uplinks.iter().any(|u| u.address6.is_some()) {
+        let _ = write!(
+            s,
+            "\nipv6: not balanced (config `ipv6 = false`, or fewer than two IPv6 uplinks)"
+        );
+    }
     for w in &r.warnings {
         let _ = write!(s, "\nwarning: {w}");
     }
     s
 }
 
-pub fn render_plan(p: &Plan, firewall: &str) -> String {
+/// The daemon's health section, for people.
+pub fn render_health(h: &HealthReport, now: std::time::SystemTime) -> String {
+    let now = now
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let mut s = format!(
+        "health: probes to {} every {} ms; out after {} failures, back after {} successes",
+        if h.targets.is_empty() {
+            "nothing (probing off)".to_string()
+        } else {
+            h.targets.join(", ")
+        },
+        h.interval_ms,
+        h.down_after,
+        h.up_after
+    );
+    let rows: Vec<Vec<String>> = h
+        .uplinks
+        .iter()
+        .map(|(iface, u)| {
+            let ago = (now - u.last_change).max(0.0);
+            vec![
+                iface.clone(),
+                if u.healthy { "ok" } else { "DOWN" }.to_string(),
+                u.last_rtt_ms
+                    .map_or_else(|| "-".into(), |ms| format!("{ms:.1} ms")),
+                if u.consecutive_failures > 0 {
+                    format!("{} lost in a row", u.consecutive_failures)
+                } else {
+                    format!("{} ok in a row", u.consecutive_successes)
+                },
+                format!("{ago:.0} s ago"),
+                match (&u.nm_connectivity, &u.last_error) {
+                    (Some(c), _) if !u.probes_healthy || !u.healthy => {
+                        format!("NetworkManager: {c}")
+                    }
+                    (_, Some(e)) => e.clone(),
+                    (Some(c), None) => format!("NetworkManager: {c}"),
+                    (None, None) => String::new(),
+                },
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        s.push('\n');
+        s.push_str(
+            table(
+                &["  IFACE", "HEALTH", "RTT", "PROBES", "CHANGED", "NOTE"],
+                &rows
+                    .into_iter()
+                    .map(|mut r| {
+                        r[0] = format!("  {}", r[0]);
+                        r
+                    })
+                    .collect::<Vec<_>>(),
+            )
+            .trim_end(),
+        );
+    }
+    s
+}
+
+/// The plan for people; `firewall` and `firewall6` are the rendered chains of each
+/// family (`firewall6` `None` when IPv6 balancing is off).
+pub fn render_plan(p: &Plan, firewall: &str, firewall6: Option<&str>) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -265,10 +419,28 @@ pub fn render_plan(p: &Plan, firewall: &str) -> String {
                 " (out of balance)"
             }
         );
+        if let Some(v4) = &u.ipv4 {
+            let via = v4.gateway.map(|g| format!(" via {g}")).unwrap_or_default();
+            let _ = writeln!(s, "#    ipv4 {}/{}{via}", v4.address, v4.subnet.prefix);
+        }
+        if let Some(v6) = &u.ipv6 {
+            let via = v6.gateway.map(|g| format!(" via {g}")).unwrap_or_default();
+            let off = if u.ipv6_balanced {
+                ""
+            } else {
+                " (IPv6 not balanced)"
+            };
+            let _ = writeln!(s, "#    ipv6 {}/{}{via}{off}", v6.address, v6.subnet.prefix);
+        }
     }
+    let _ = writeln!(s, "# ipv6 balancing: {}", if p.ipv6 { "on" } else { "off" });
     let _ = writeln!(s, "# routes");
     for r in &p.routes {
-        let mut line = format!("ip route replace {} ", r.dst);
+        let ip = match r.family() {
+            Family::V4 => "ip",
+            Family::V6 => "ip -6",
+        };
+        let mut line = format!("{ip} route replace {} ", r.dst);
         if let Some(gw) = r.gateway {
             let _ = write!(line, "via {gw} ");
         }
@@ -300,9 +472,13 @@ pub fn render_plan(p: &Plan, firewall: &str) -> String {
             .as_ref()
             .map(|i| format!(" iif {i}"))
             .unwrap_or_default();
+        let ip = match r.family {
+            Family::V4 => "ip",
+            Family::V6 => "ip -6",
+        };
         let _ = writeln!(
             s,
-            "ip rule add priority {} fwmark {:#x}/{:#x}{iif} lookup {target}{suppress}",
+            "{ip} rule add priority {} fwmark {:#x}/{:#x}{iif} lookup {target}{suppress}",
             r.priority, r.fwmark, r.fwmask
         );
     }
@@ -312,6 +488,10 @@ pub fn render_plan(p: &Plan, firewall: &str) -> String {
     }
     let _ = writeln!(s, "# firewall (iptables-restore --noflush)");
     s.push_str(firewall);
+    if let Some(firewall6) = firewall6 {
+        let _ = writeln!(s, "# firewall IPv6 (ip6tables-restore --noflush)");
+        s.push_str(firewall6);
+    }
     for w in &p.warnings {
         let _ = writeln!(s, "# warning: {w}");
     }
@@ -336,9 +516,45 @@ mod tests {
             format: STATUS_FORMAT,
             in_sync: true,
             mark_mask: "0x3f000000".into(),
+            ipv6: false,
             uplinks: vec![],
             warnings: vec![],
+            health: None,
         };
         assert!(render(&r).contains("no uplinks"));
+    }
+
+    #[test]
+    fn health_renders() {
+        use crate::health::UplinkHealthReport;
+        let h = HealthReport {
+            targets: vec!["198.51.100.10".into()],
+            interval_ms: 500,
+            down_after: 3,
+            up_after: 3,
+            uplinks: BTreeMap::from([(
+                "eth1".to_string(),
+                UplinkHealthReport {
+                    healthy: false,
+                    probes_healthy: false,
+                    consecutive_successes: 0,
+                    consecutive_failures: 7,
+                    last_rtt_ms: Some(0.42),
+                    last_change: 100.0,
+                    last_error: None,
+                    nm_connectivity: None,
+                    rounds: 20,
+                    rounds_failed: 7,
+                },
+            )]),
+        };
+        let now = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(112);
+        let text = render_health(&h, now);
+        assert!(text.contains("every 500 ms"), "{text}");
+        assert!(text.contains("eth1") && text.contains("DOWN"), "{text}");
+        assert!(
+            text.contains("7 lost in a row") && text.contains("12 s ago"),
+            "{text}"
+        );
     }
 }

@@ -27,9 +27,10 @@ fn expect_spread(sb: &Sandbox, n: usize, want: &[(u32, usize)]) {
 /// Starts a server in the host answering each connection with the peer address.
 fn host_listener(sb: &Sandbox, port: u16) -> std::process::Child {
     let child = Command::new(common::sandbox_script())
-        .args(["exec-ns", &sb.name, "host", "socat"])
-        .arg(format!("TCP-LISTEN:{port},fork,reuseaddr"))
-        .arg("SYSTEM:echo $SOCAT_PEERADDR")
+        .args(["exec-ns", &sb.name, "host", "python3"])
+        .arg(common::repo().join("tests/sandbox/peer_server.py"))
+        .arg("0.0.0.0")
+        .arg(port.to_string())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -6,11 +6,11 @@
 //! Root only: without root every test prints why it is skipped and passes.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::process::Command;
 
 use nm_multiwan::config::Config;
-use nm_multiwan::model::{Ipv4Net, Uplink};
+use nm_multiwan::model::{Family, Ip4Uplink, Ip6Uplink, IpNet, Ipv4Net, Ipv6Net, Uplink};
 use nm_multiwan::netlink::Netlink;
 use nm_multiwan::plan::{self, Facts, Namespace, Plan, RouteSpec, RuleSpec};
 
@@ -73,16 +73,29 @@ fn dummy(name: &str, address: &str) {
 }
 
 fn uplink(iface: &str, address: Ipv4Addr, prefix: u8, gateway: Option<Ipv4Addr>) -> Uplink {
-    Uplink {
-        iface: iface.into(),
-        connection_id: format!("conn-{iface}"),
-        connection_uuid: format!("uuid-{iface}"),
+    Uplink::v4(
+        iface,
+        &format!("conn-{iface}"),
+        &format!("uuid-{iface}"),
+        Ip4Uplink {
+            address,
+            subnet: Ipv4Net::new(address, prefix),
+            gateway,
+            metric: 100,
+            local_routes: vec![],
+        },
+    )
+}
+
+fn v6(address: &str, prefix: u8, gateway: Option<&str>) -> Option<Ip6Uplink> {
+    let address: Ipv6Addr = address.parse().unwrap();
+    Some(Ip6Uplink {
         address,
-        subnet: Ipv4Net::new(address, prefix),
-        gateway,
+        subnet: Ipv6Net::new(address, prefix),
+        gateway: gateway.map(|g| g.parse().unwrap()),
         metric: 100,
         local_routes: vec![],
-    }
+    })
 }
 
 /// eth0 10.0.1.2/24 via 10.0.1.1 and wlan0 10.0.2.2/24 via 10.0.2.1, planned.
@@ -313,11 +326,11 @@ fn default_route_is_replaced_in_place() {
         let old = p
             .routes
             .iter()
-            .find(|r| r.oif == "eth0" && r.dst.prefix == 0)
+            .find(|r| r.oif == "eth0" && r.dst.prefix() == 0)
             .unwrap()
             .clone();
         let new = RouteSpec {
-            gateway: Some(Ipv4Addr::new(10, 0, 1, 254)),
+            gateway: Some(Ipv4Addr::new(10, 0, 1, 254).into()),
             ..old.clone()
         };
         nl.add_route(&new).await.unwrap();
@@ -361,7 +374,7 @@ fn point_to_point_and_onlink_gateway() {
         assert!(
             p.routes
                 .iter()
-                .any(|r| r.gateway.is_none() && r.dst.prefix == 0)
+                .any(|r| r.gateway.is_none() && r.dst.prefix() == 0)
         );
         let nl = Netlink::connect().await.unwrap();
         apply(&nl, &p).await;
@@ -397,8 +410,8 @@ fn errors_name_what_failed() {
         let nl = Netlink::connect().await.unwrap();
         let missing = RouteSpec {
             table: 6101,
-            dst: Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0),
-            gateway: Some(Ipv4Addr::new(10, 0, 1, 1)),
+            dst: Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0).into(),
+            gateway: Some(Ipv4Addr::new(10, 0, 1, 1).into()),
             oif: "nope0".into(),
             prefsrc: None,
             scope_link: false,
@@ -411,7 +424,7 @@ fn errors_name_what_failed() {
 
         // A gateway the kernel cannot reach is refused, with the kernel's reason.
         let unreachable = RouteSpec {
-            gateway: Some(Ipv4Addr::new(192, 0, 2, 1)),
+            gateway: Some(Ipv4Addr::new(192, 0, 2, 1).into()),
             oif: "eth0".into(),
             ..missing
         };
@@ -422,4 +435,226 @@ fn errors_name_what_failed() {
         );
         assert!(e.contains("os error"), "{e}");
     });
+}
+
+/// `ip -6 rule` lines without their whitespace differences.
+fn ip6_rules() -> Vec<String> {
+    ip("-6 rule show")
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+fn ip6_routes(table: u32) -> Vec<String> {
+    ip(&format!("-6 route show table {table}"))
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect()
+}
+
+/// eth0 and wlan0 dual-stack: eth0's IPv6 router is link-local (as router advertisements
+/// give it), wlan0's a global address in its prefix (as a static configuration has it).
+fn two_dual_stack_uplinks(config: &Config) -> Plan {
+    dummy("eth0", "10.0.1.2/24");
+    dummy("wlan0", "10.0.2.2/24");
+    ip("addr add 2001:db8:1::2/64 dev eth0 nodad");
+    ip("addr add 2001:db8:2::2/64 dev wlan0 nodad");
+    let facts = Facts {
+        uplinks: vec![
+            Uplink {
+                ipv6: v6("2001:db8:1::2", 64, Some("fe80::1")),
+                ..uplink(
+                    "eth0",
+                    Ipv4Addr::new(10, 0, 1, 2),
+                    24,
+                    Some(Ipv4Addr::new(10, 0, 1, 1)),
+                )
+            },
+            Uplink {
+                ipv6: v6("2001:db8:2::2", 64, Some("2001:db8:2::1")),
+                ..uplink(
+                    "wlan0",
+                    Ipv4Addr::new(10, 0, 2, 2),
+                    24,
+                    Some(Ipv4Addr::new(10, 0, 2, 1)),
+                )
+            },
+        ],
+        ..Default::default()
+    };
+    let p = plan::plan(config, &facts);
+    assert!(p.ipv6, "two IPv6 uplinks: IPv6 balancing on by default");
+    // Per family: 2 routes and 3 rules per uplink.
+    assert_eq!((p.routes.len(), p.rules.len()), (8, 12));
+    p
+}
+
+#[test]
+fn ipv6_planned_state_reads_back_equal() {
+    in_netns("ipv6_planned_state_reads_back_equal", || async {
+        let fresh = ip6_rules();
+        let config = Config::default();
+        let ns = Namespace::from_config(&config);
+        let p = two_dual_stack_uplinks(&config);
+        let nl = Netlink::connect().await.unwrap();
+        assert_eq!(read(&nl, &ns).await, Default::default());
+
+        apply(&nl, &p).await;
+        assert_eq!(read(&nl, &ns).await, planned(&p));
+        let rules = ip6_rules();
+        for line in [
+            "30100: from all fwmark 0x21000000/0x3f000000 iif lo lookup 6101",
+            "30101: from all fwmark 0x1000000/0x1f000000 lookup main suppress_prefixlength 0",
+            "30102: from all fwmark 0x2000000/0x1f000000 lookup 6102",
+        ] {
+            assert!(
+                rules.iter().any(|l| l == line),
+                "{line:?} not in {rules:#?}"
+            );
+        }
+        assert_eq!(rules.len(), fresh.len() + 6, "{rules:#?}");
+        // The kernel adds a metric and a preference; no source address (see the planner).
+        assert_eq!(
+            ip6_routes(6101),
+            [
+                "2001:db8:1::/64 dev eth0 proto static metric 1024 pref medium",
+                "default via fe80::1 dev eth0 proto static metric 1024 pref medium",
+            ]
+        );
+        assert_eq!(
+            ip6_routes(6102),
+            [
+                "2001:db8:2::/64 dev wlan0 proto static metric 1024 pref medium",
+                "default via 2001:db8:2::1 dev wlan0 proto static metric 1024 pref medium",
+            ]
+        );
+        // IPv4 exactly as without IPv6.
+        assert_eq!(ip_rules().len(), 3 + 6);
+        assert_eq!(ip_routes(6101).len(), 2);
+
+        // Idempotent, and removal is exact.
+        apply(&nl, &p).await;
+        assert_eq!(read(&nl, &ns).await, planned(&p));
+        assert_eq!(ip6_rules(), rules);
+        remove(&nl, &p).await;
+        remove(&nl, &p).await;
+        assert_eq!(read(&nl, &ns).await, Default::default());
+        assert_eq!(ip6_rules(), fresh);
+        assert!(ip6_routes(6101).is_empty() && ip6_routes(6102).is_empty());
+    });
+}
+
+#[test]
+fn ipv6_off_leaves_only_ipv4_and_ipv6_objects_are_told_apart() {
+    in_netns("ipv6_off_leaves_only_ipv4", || async {
+        let on = Config::default();
+        let off = Config {
+            ipv6: Some(false),
+            ..Config::default()
+        };
+        let ns = Namespace::from_config(&on);
+        let p_on = two_dual_stack_uplinks(&on);
+        let nl = Netlink::connect().await.unwrap();
+        apply(&nl, &p_on).await;
+
+        // What the reconcile does when IPv6 balancing goes off: delete what is no
+        // longer planned, which is exactly the IPv6 half.
+        let facts = Facts {
+            uplinks: p_on
+                .uplinks
+                .iter()
+                .map(|u| Uplink {
+                    iface: u.iface.clone(),
+                    connection_id: u.connection_id.clone(),
+                    connection_uuid: u.connection_uuid.clone(),
+                    ipv4: u.ipv4.clone(),
+                    ipv6: u.ipv6.clone(),
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let p_off = plan::plan(&off, &facts);
+        assert!(!p_off.ipv6 && p_off.firewall6.is_none());
+        let (routes, rules) = read(&nl, &ns).await;
+        let (want_routes, want_rules) = planned(&p_off);
+        for r in rules.difference(&want_rules) {
+            assert_eq!(r.family, Family::V6);
+            nl.del_rule(r).await.unwrap();
+        }
+        for r in routes.difference(&want_routes) {
+            assert_eq!(r.family(), Family::V6);
+            nl.del_route(r).await.unwrap();
+        }
+        assert_eq!(read(&nl, &ns).await, planned(&p_off));
+        assert!(ip6_routes(6101).is_empty());
+        assert_eq!(ip_routes(6101).len(), 2);
+    });
+}
+
+#[test]
+fn ipv6_point_to_point_offlink_gateway_and_ipv6_only() {
+    in_netns(
+        "ipv6_point_to_point_offlink_gateway_and_ipv6_only",
+        || async {
+            let config = Config {
+                ipv6: Some(true),
+                ..Config::default()
+            };
+            let ns = Namespace::from_config(&config);
+            // ppp0: IPv6 only, a /128 (DHCPv6 style) and no gateway; eth1: a /128 with a
+            // global gateway outside it, so declared on-link.
+            dummy("ppp0", "2001:db8:9::2/128");
+            dummy("eth1", "2001:db8:7::2/128");
+            let only6 = |iface: &str, v6: Option<Ip6Uplink>| Uplink {
+                iface: iface.into(),
+                connection_id: iface.into(),
+                connection_uuid: iface.into(),
+                ipv4: None,
+                ipv6: v6,
+            };
+            let facts = Facts {
+                uplinks: vec![
+                    only6("ppp0", v6("2001:db8:9::2", 128, None)),
+                    only6("eth1", v6("2001:db8:7::2", 128, Some("2001:db8:7::1"))),
+                ],
+                ..Default::default()
+            };
+            let p = plan::plan(&config, &facts);
+            assert_eq!(p.uplinks.len(), 2, "IPv6-only uplinks get ids too");
+            assert!(p.rules.iter().all(|r| r.family == Family::V6));
+            assert!(p.routes.iter().any(|r| r.onlink));
+            let nl = Netlink::connect().await.unwrap();
+            apply(&nl, &p).await;
+            assert_eq!(read(&nl, &ns).await, planned(&p));
+            // eth1 sorts first: table 6101.
+            assert_eq!(
+                ip6_routes(6101),
+                ["default via 2001:db8:7::1 dev eth1 proto static metric 1024 onlink pref medium"]
+            );
+            assert_eq!(
+                ip6_routes(6102),
+                ["default dev ppp0 proto static metric 1024 pref medium"]
+            );
+            // Nothing in IPv4: the tables do not even exist there.
+            assert!(!ip("-4 route show table all").contains("table 610"));
+            remove(&nl, &p).await;
+            assert_eq!(read(&nl, &ns).await, Default::default());
+
+            // A route the kernel refuses says which, in IPv6 terms.
+            let bad = RouteSpec {
+                table: 6101,
+                dst: IpNet::default_route(Family::V6),
+                gateway: Some("2001:db8:5::1".parse().unwrap()),
+                oif: "eth1".into(),
+                prefsrc: None,
+                scope_link: false,
+                onlink: false,
+            };
+            let e = nl.add_route(&bad).await.unwrap_err().to_string();
+            assert!(
+                e.starts_with("netlink: adding route ::/0 via 2001:db8:5::1 dev eth1 table 6101: "),
+                "{e}"
+            );
+        },
+    );
 }

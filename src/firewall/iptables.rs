@@ -1,5 +1,6 @@
 //! iptables backend: renders the plan into our own chains and installs them with one
 //! `iptables-restore --noflush` batch per run, which the kernel commits atomically.
+//! The same chain names serve IPv6 through `ip6tables-restore`, in IPv6's own tables.
 //!
 //! We run `iptables-save`/`iptables-restore` ourselves rather than through the
 //! `iptables` crate: the crate spawns one process per rule and has no batch, so it
@@ -14,6 +15,7 @@ use tracing::debug;
 
 use super::{Counters, Firewall};
 use crate::error::{Error, Result};
+use crate::model::Family;
 use crate::plan::FirewallPlan;
 
 pub const OUT_CHAIN: &str = "nm-multiwan-out";
@@ -30,6 +32,7 @@ const JUMPS: [(&str, &str, &str); 3] = [
 /// One value per run (reconcile, flush, status): it reads the ruleset once, keeps that
 /// reading until it writes, and reads again after.
 pub struct Iptables {
+    family: Family,
     save: String,
     restore: String,
     snapshot: Mutex<Snapshot>,
@@ -45,11 +48,24 @@ enum Snapshot {
     Ready(Installed),
 }
 
+/// The IPv4 backend.
 impl Default for Iptables {
     fn default() -> Self {
+        Iptables::new(Family::V4)
+    }
+}
+
+impl Iptables {
+    /// The backend of one family: `iptables-*` or `ip6tables-*`.
+    pub fn new(family: Family) -> Self {
+        let prefix = match family {
+            Family::V4 => "iptables",
+            Family::V6 => "ip6tables",
+        };
         Iptables {
-            save: find_program("iptables-save"),
-            restore: find_program("iptables-restore"),
+            family,
+            save: find_program(&format!("{prefix}-save")),
+            restore: find_program(&format!("{prefix}-restore")),
             snapshot: Mutex::new(Snapshot::None),
         }
     }
@@ -90,6 +106,13 @@ fn render_rules(p: &FirewallPlan) -> Rendered {
     let out = OUT_CHAIN;
     let pre = PRE_CHAIN;
     let mut mangle = vec![
+        // A socket that marks its packets with our bits (the daemon's health probes,
+        // SO_MARK = an uplink's mark) chose its uplink: remember it on the connection,
+        // so that the replies get the mark back in PREROUTING and pass a strict
+        // rp_filter (src_valid_mark) on an uplink that is not the main table's default.
+        format!(
+            "-A {out} -m mark ! --mark 0x0/{m:#x} -j CONNMARK --save-mark --nfmask {m:#x} --ctmask {m:#x}"
+        ),
         // A packet that already carries a mark was routed on purpose by whoever set
         // it (a socket's SO_MARK: VPN clients, our own health probes): leave it alone.
         format!("-A {out} -m mark ! --mark 0x0 -j RETURN"),
@@ -97,10 +120,24 @@ fn render_rules(p: &FirewallPlan) -> Rendered {
         format!("-A {out} -m mark ! --mark 0x0/{m:#x} -j RETURN"),
         // Connections older than our chains keep the route they started with.
         format!("-A {out} -m conntrack ! --ctstate NEW -j RETURN"),
-        format!("-A {out} -m addrtype --dst-type LOCAL -j RETURN"),
-        format!("-A {out} -m addrtype --dst-type BROADCAST -j RETURN"),
-        format!("-A {out} -m addrtype --dst-type MULTICAST -j RETURN"),
     ];
+    if p.family == Family::V6 {
+        // New ICMPv6 is never balanced. Neighbour discovery, router advertisements and
+        // MLD belong to their link (conntrack does not even track them, so the rule
+        // above already returns them); echo requests take the main table's route.
+        // Errors and echo replies of a connection we marked are RELATED/ESTABLISHED and
+        // carry its mark from the restore above, so they follow it.
+        mangle.push(format!("-A {out} -p ipv6-icmp -j RETURN"));
+    }
+    mangle.push(format!("-A {out} -m addrtype --dst-type LOCAL -j RETURN"));
+    if p.family == Family::V4 {
+        mangle.push(format!(
+            "-A {out} -m addrtype --dst-type BROADCAST -j RETURN"
+        ));
+    }
+    mangle.push(format!(
+        "-A {out} -m addrtype --dst-type MULTICAST -j RETURN"
+    ));
     for net in &p.exclude {
         mangle.push(format!("-A {out} -d {net} -j RETURN"));
     }
@@ -126,6 +163,14 @@ fn render_rules(p: &FirewallPlan) -> Rendered {
         "-A {pre} -j CONNMARK --restore-mark --nfmask {m:#x} --ctmask {m:#x}"
     ));
     mangle.push(format!("-A {pre} -m mark ! --mark 0x0/{m:#x} -j RETURN"));
+    if p.family == Family::V6 {
+        // Link-local peers are on the link whatever the mark, and of ICMPv6 only echo
+        // requests open anything worth answering through the uplink they came in on.
+        mangle.push(format!("-A {pre} -s fe80::/10 -j RETURN"));
+        mangle.push(format!(
+            "-A {pre} -p ipv6-icmp -m icmp6 ! --icmpv6-type echo-request -j RETURN"
+        ));
+    }
     for (iface, mark) in &p.inbound {
         mangle.push(format!(
             "-A {pre} -i {iface} -m conntrack --ctstate NEW -m addrtype --dst-type LOCAL -j MARK --set-xmark {mark:#x}/{m:#x}"
@@ -278,7 +323,7 @@ impl Iptables {
     }
 
     fn restore(&self, batch: &str) -> Result<()> {
-        debug!(batch, "iptables-restore --noflush");
+        debug!(batch, program = %self.restore, "restore --noflush");
         // Whatever happens next, the snapshot no longer describes the kernel.
         *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = Snapshot::None;
         let mut child = Command::new(&self.restore)
@@ -431,6 +476,10 @@ impl Firewall for Iptables {
         }
         let inst = self.dump()?;
         let nft = find_program("nft");
+        let nft_family = match self.family {
+            Family::V4 => "ip",
+            Family::V6 => "ip6",
+        };
         for table in created {
             let empty = inst
                 .tables
@@ -440,7 +489,7 @@ impl Firewall for Iptables {
                 continue;
             }
             let out = Command::new(&nft)
-                .args(["delete", "table", "ip", table])
+                .args(["delete", "table", nft_family, table])
                 .output();
             match out {
                 Ok(o) if o.status.success() => debug!(table, "removed the empty table we created"),
@@ -451,6 +500,11 @@ impl Firewall for Iptables {
             }
         }
         Ok(())
+    }
+
+    fn installed(&self) -> Result<bool> {
+        let inst = self.dump()?;
+        Ok(!inst.chains.is_empty() || !inst.jumps.is_empty())
     }
 
     fn installed_marks(&self) -> Result<BTreeMap<String, u32>> {
@@ -522,20 +576,36 @@ impl Iptables {
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::model::{Ipv4Net, Uplink};
-    use crate::plan::{Facts, plan};
-    use std::net::Ipv4Addr;
+    use crate::model::{Ip4Uplink, Ip6Uplink, Ipv4Net, Ipv6Net, Uplink};
+    use crate::plan::{Facts, Plan, plan};
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
-    fn two_uplinks() -> FirewallPlan {
+    /// The fingerprint of `two_uplinks()`'s IPv4 rules: adding IPv6 must not change it
+    /// (a changed fingerprint rebuilds every machine's chains on upgrade).
+    const FINGERPRINT_V4: &str = "b675ff6c590db000";
+
+    /// eth0 and wlan0, dual-stack.
+    fn two_uplinks_plan() -> Plan {
         let up = |iface: &str, n: u8| Uplink {
-            iface: iface.into(),
-            connection_id: iface.into(),
-            connection_uuid: iface.into(),
-            address: Ipv4Addr::new(10, 0, n, 2),
-            subnet: Ipv4Net::new(Ipv4Addr::new(10, 0, n, 0), 24),
-            gateway: Some(Ipv4Addr::new(10, 0, n, 1)),
-            metric: 100,
-            local_routes: vec![],
+            ipv6: Some(Ip6Uplink {
+                address: Ipv6Addr::new(0x2001, 0xdb8, n.into(), 0, 0, 0, 0, 2),
+                subnet: Ipv6Net::new(Ipv6Addr::new(0x2001, 0xdb8, n.into(), 0, 0, 0, 0, 0), 64),
+                gateway: Some(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1)),
+                metric: 100,
+                local_routes: vec![],
+            }),
+            ..Uplink::v4(
+                iface,
+                iface,
+                iface,
+                Ip4Uplink {
+                    address: Ipv4Addr::new(10, 0, n, 2),
+                    subnet: Ipv4Net::new(Ipv4Addr::new(10, 0, n, 0), 24),
+                    gateway: Some(Ipv4Addr::new(10, 0, n, 1)),
+                    metric: 100,
+                    local_routes: vec![],
+                },
+            )
         };
         plan(
             &Config::default(),
@@ -544,7 +614,10 @@ mod tests {
                 ..Default::default()
             },
         )
-        .firewall
+    }
+
+    fn two_uplinks() -> FirewallPlan {
+        two_uplinks_plan().firewall
     }
 
     #[test]
@@ -558,6 +631,86 @@ mod tests {
         ));
         assert!(text.contains("-A nm-multiwan-out -d 10.0.1.0/24 -j RETURN"));
         assert!(text.contains("-i eth0 -m conntrack --ctstate NEW"));
+    }
+
+    /// The IPv4 chains read exactly as they did before IPv6 balancing existed, so an
+    /// upgrade finds them current and rebuilds nothing.
+    #[test]
+    fn ipv4_rendering_is_unchanged() {
+        let want = "\
+*mangle
+-I OUTPUT 1 -j nm-multiwan-out
+-I PREROUTING 1 -j nm-multiwan-pre
+-A nm-multiwan-out -m mark ! --mark 0x0/0x3f000000 -j CONNMARK --save-mark --nfmask 0x3f000000 --ctmask 0x3f000000
+-A nm-multiwan-out -m mark ! --mark 0x0 -j RETURN
+-A nm-multiwan-out -j CONNMARK --restore-mark --nfmask 0x3f000000 --ctmask 0x3f000000
+-A nm-multiwan-out -m mark ! --mark 0x0/0x3f000000 -j RETURN
+-A nm-multiwan-out -m conntrack ! --ctstate NEW -j RETURN
+-A nm-multiwan-out -m addrtype --dst-type LOCAL -j RETURN
+-A nm-multiwan-out -m addrtype --dst-type BROADCAST -j RETURN
+-A nm-multiwan-out -m addrtype --dst-type MULTICAST -j RETURN
+-A nm-multiwan-out -d 10.0.1.0/24 -j RETURN
+-A nm-multiwan-out -d 10.0.2.0/24 -j RETURN
+-A nm-multiwan-out -m statistic --mode nth --every 2 --packet 0 -j MARK --set-xmark 0x1000000/0x3f000000
+-A nm-multiwan-out -m statistic --mode nth --every 2 --packet 1 -j MARK --set-xmark 0x2000000/0x3f000000
+-A nm-multiwan-out -m mark ! --mark 0x0/0x3f000000 -j CONNMARK --save-mark --nfmask 0x3f000000 --ctmask 0x3f000000
+-A nm-multiwan-pre -j CONNMARK --restore-mark --nfmask 0x3f000000 --ctmask 0x3f000000
+-A nm-multiwan-pre -m mark ! --mark 0x0/0x3f000000 -j RETURN
+-A nm-multiwan-pre -i eth0 -m conntrack --ctstate NEW -m addrtype --dst-type LOCAL -j MARK --set-xmark 0x21000000/0x3f000000
+-A nm-multiwan-pre -i wlan0 -m conntrack --ctstate NEW -m addrtype --dst-type LOCAL -j MARK --set-xmark 0x22000000/0x3f000000
+-A nm-multiwan-pre -m mark ! --mark 0x0/0x3f000000 -j CONNMARK --save-mark --nfmask 0x3f000000 --ctmask 0x3f000000
+*nat
+-I POSTROUTING 1 -j nm-multiwan-nat
+-A nm-multiwan-nat -o eth0 -m mark --mark 0x1000000/0x3f000000 -j MASQUERADE
+-A nm-multiwan-nat -o wlan0 -m mark --mark 0x2000000/0x3f000000 -j MASQUERADE
+";
+        assert_eq!(Iptables::default().render(&two_uplinks()), want);
+        assert_eq!(fingerprint(&render_rules(&two_uplinks())), FINGERPRINT_V4);
+    }
+
+    /// IPv6: ICMPv6 never starts a balanced connection, link-local and multicast are
+    /// never balanced, link-local peers never get an inbound mark, NAT66 per uplink.
+    #[test]
+    fn ipv6_chains() {
+        let p6 = two_uplinks_plan()
+            .firewall6
+            .expect("two IPv6 uplinks: IPv6 on");
+        assert_eq!(p6.family, Family::V6);
+        let text = Iptables::new(Family::V6).render(&p6);
+        let lines: Vec<&str> = text.lines().collect();
+        let pos = |l: &str| {
+            lines
+                .iter()
+                .position(|x| *x == l)
+                .unwrap_or_else(|| panic!("{l:?} not in\n{text}"))
+        };
+        let icmp = pos("-A nm-multiwan-out -p ipv6-icmp -j RETURN");
+        let first_slot = pos(
+            "-A nm-multiwan-out -m statistic --mode nth --every 2 --packet 0 -j MARK --set-xmark 0x1000000/0x3f000000",
+        );
+        assert!(icmp < first_slot);
+        for l in [
+            "-A nm-multiwan-out -d fe80::/10 -j RETURN",
+            "-A nm-multiwan-out -d ff00::/8 -j RETURN",
+            "-A nm-multiwan-out -d 2001:db8:1::/64 -j RETURN",
+            "-A nm-multiwan-out -d 2001:db8:2::/64 -j RETURN",
+            "-A nm-multiwan-out -m addrtype --dst-type MULTICAST -j RETURN",
+        ] {
+            assert!(pos(l) < first_slot, "{l}");
+        }
+        let ll = pos("-A nm-multiwan-pre -s fe80::/10 -j RETURN");
+        let echo =
+            pos("-A nm-multiwan-pre -p ipv6-icmp -m icmp6 ! --icmpv6-type echo-request -j RETURN");
+        let inbound = pos(
+            "-A nm-multiwan-pre -i eth0 -m conntrack --ctstate NEW -m addrtype --dst-type LOCAL -j MARK --set-xmark 0x21000000/0x3f000000",
+        );
+        assert!(ll < inbound && echo < inbound);
+        assert!(!text.contains("BROADCAST"));
+        pos("-A nm-multiwan-nat -o wlan0 -m mark --mark 0x2000000/0x3f000000 -j MASQUERADE");
+        assert_ne!(
+            fingerprint(&render_rules(&p6)),
+            fingerprint(&render_rules(&two_uplinks()))
+        );
     }
 
     #[test]
@@ -597,6 +750,7 @@ mod tests {
         std::fs::write(&restore, "#!/bin/sh\ncat >/dev/null\n").unwrap();
         std::fs::set_permissions(&restore, std::fs::Permissions::from_mode(0o755)).unwrap();
         let fw = Iptables {
+            family: Family::V4,
             save: save.to_string_lossy().into_owned(),
             restore: restore.to_string_lossy().into_owned(),
             snapshot: Mutex::new(Snapshot::None),
@@ -618,6 +772,7 @@ mod tests {
         drop(fw);
         // A prefetch that is never collected is reaped on drop.
         let fw = Iptables {
+            family: Family::V4,
             save: save.to_string_lossy().into_owned(),
             restore: restore.to_string_lossy().into_owned(),
             snapshot: Mutex::new(Snapshot::None),

@@ -29,6 +29,8 @@ pub trait Firewall {
     /// Removes our chains and the jumps to them, and the `created` tables if they are
     /// empty; nothing else. Idempotent.
     fn flush(&self, created: &[String]) -> Result<()>;
+    /// Whether any chain of ours, or a jump to one, exists.
+    fn installed(&self) -> Result<bool>;
     /// Interface -> mark of the uplinks our chains currently masquerade, so that
     /// identity can be recovered from the kernel.
     fn installed_marks(&self) -> Result<BTreeMap<String, u32>>;

@@ -9,6 +9,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 pub const SERVER: &str = "198.51.100.10";
+/// The internet server's IPv6 address (sandboxes created with `ipv6: true`).
+pub const SERVER6: &str = "2001:db8:100::10";
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -58,6 +60,10 @@ pub struct Options<'a> {
     pub dispatcher: bool,
     pub config: Option<&'a str>,
     pub rate: Option<&'a str>,
+    /// Load dbus/net.nmmultiwan.Daemon1.conf into the sandbox's private bus.
+    pub dbus_policy: bool,
+    /// Dual-stack sandbox (`SB_IPV6=1`); IPv4 only otherwise.
+    pub ipv6: bool,
 }
 
 impl Default for Options<'_> {
@@ -66,6 +72,8 @@ impl Default for Options<'_> {
             dispatcher: true,
             config: None,
             rate: None,
+            dbus_policy: false,
+            ipv6: false,
         }
     }
 }
@@ -95,6 +103,15 @@ impl Sandbox {
         }
         if let Some(r) = opts.rate {
             cmd.env("SB_RATE", r);
+        }
+        if opts.dbus_policy {
+            cmd.env(
+                "SB_DBUS_POLICY",
+                repo().join("dbus/net.nmmultiwan.Daemon1.conf"),
+            );
+        }
+        if opts.ipv6 {
+            cmd.env("SB_IPV6", "1");
         }
         let sb = Sandbox { name, work };
         let o = cmd.output().expect("run sandbox.sh");
@@ -170,7 +187,7 @@ impl Sandbox {
     }
 
     /// Makes `count` new connections from the host to `host:port`; returns the address
-    /// each one was seen from, or "FAIL ...".
+    /// each one was seen from (IPv6 ones in their short form), or "FAIL ...".
     pub fn connections(&self, count: usize, host: &str, port: u16) -> Vec<String> {
         let out = self.host_ok(&[
             "python3",
@@ -180,7 +197,12 @@ impl Sandbox {
             host,
             &port.to_string(),
         ]);
-        out.lines().map(str::to_string).collect()
+        out.lines().map(normalise_addr).collect()
+    }
+
+    /// New connections to the internet server over IPv6: how many each ISP carried.
+    pub fn spread6(&self, count: usize) -> BTreeMap<String, usize> {
+        tally(&self.connections(count, SERVER6, 7000))
     }
 
     /// New connections to the internet server: how many each ISP address carried.
@@ -239,6 +261,87 @@ impl Sandbox {
         s
     }
 
+    /// IPv6 state relevant to us, normalised: every IPv6 rule, the routes in our tables,
+    /// `ip6tables-save` and the IPv6 netfilter tables that exist (we may have created
+    /// some).
+    /// NetworkManager's own IPv6 routes carry expiry timers: not ours, not compared.
+    pub fn snapshot6(&self) -> String {
+        let mut s = String::new();
+        let mut rules: Vec<String> = self
+            .host_ok(&["ip", "-6", "rule", "show"])
+            .lines()
+            .map(str::to_string)
+            .collect();
+        rules.sort();
+        s += &rules.join("\n");
+        s.push('\n');
+        for route in self
+            .host_ok(&["ip", "-6", "route", "show", "table", "all"])
+            .lines()
+            .filter(|r| r.contains(" table 61"))
+        {
+            s += route;
+            s.push('\n');
+        }
+        for line in self.host_ok(&["ip6tables-save"]).lines() {
+            if line.starts_with('#') {
+                continue;
+            }
+            let line = match line.find(" [") {
+                Some(i) if line.starts_with(':') => &line[..i],
+                _ => line,
+            };
+            s += line;
+            s.push('\n');
+        }
+        for table in self
+            .host_ok(&["nft", "list", "tables"])
+            .lines()
+            .filter(|t| t.starts_with("table ip6 "))
+        {
+            s += table;
+            s.push('\n');
+        }
+        s
+    }
+
+    /// Number of IPv6 `ip rule`s pointing at one of our tables (6101..).
+    pub fn our_table_rules6(&self) -> usize {
+        self.host_ok(&["ip", "-6", "rule", "show"])
+            .lines()
+            .filter(|l| l.contains("lookup 61"))
+            .count()
+    }
+
+    /// The global IPv6 address the host has on `iface` (the first one listed).
+    pub fn addr6(&self, iface: &str) -> String {
+        let out = self.host_ok(&[
+            "ip", "-6", "-o", "addr", "show", "dev", iface, "scope", "global",
+        ]);
+        out.split_whitespace()
+            .skip_while(|w| *w != "inet6")
+            .nth(1)
+            .and_then(|a| a.split('/').next())
+            .unwrap_or_else(|| panic!("no global IPv6 address on {iface}: {out}"))
+            .to_string()
+    }
+
+    /// The link-local address of `iface` in namespace SB-`ns`.
+    pub fn link_local(&self, ns: &str, iface: &str) -> String {
+        let out = self.ns_ok(
+            ns,
+            &[
+                "ip", "-6", "-o", "addr", "show", "dev", iface, "scope", "link",
+            ],
+        );
+        out.split_whitespace()
+            .skip_while(|w| *w != "inet6")
+            .nth(1)
+            .and_then(|a| a.split('/').next())
+            .unwrap_or_else(|| panic!("no link-local address on {iface} in {ns}: {out}"))
+            .to_string()
+    }
+
     /// Number of `ip rule`s pointing at one of our tables (6101..).
     pub fn our_table_rules(&self) -> usize {
         self.host_ok(&["ip", "-4", "rule", "show"])
@@ -287,6 +390,16 @@ impl Drop for Sandbox {
     }
 }
 
+/// An address as a server reported it, in the short form: socat writes IPv6 peers as
+/// `[2001:0db8:...]`. Anything else ("FAIL ...", IPv4) is returned as it is.
+pub fn normalise_addr(s: &str) -> String {
+    let t = s.trim();
+    t.strip_prefix('[')
+        .and_then(|t| t.strip_suffix(']'))
+        .and_then(|t| t.parse::<std::net::Ipv6Addr>().ok())
+        .map_or_else(|| t.to_string(), |a| a.to_string())
+}
+
 pub fn tally(lines: &[String]) -> BTreeMap<String, usize> {
     let mut m = BTreeMap::new();
     for l in lines {
@@ -298,6 +411,12 @@ pub fn tally(lines: &[String]) -> BTreeMap<String, usize> {
 /// The address the internet server sees for ISP k (the ISP masquerades).
 pub fn isp_addr(k: u32) -> String {
     format!("203.0.113.{}", 4 * k + 2)
+}
+
+/// The IPv6 address the internet server sees for ISP k (NAT66 at the ISP); 9 is the
+/// campus network.
+pub fn isp_addr6(k: u32) -> String {
+    format!("2001:db8:ff:{k}::2")
 }
 
 pub fn exists(p: &Path) -> bool {

@@ -26,6 +26,9 @@
 #                           is activated and the dispatcher has run every script for its `up`.
 #   wait-down SB CONN [T]   `nmcli con down CONN`, then wait for the dispatcher's `down`.
 #   wait-for SB T CMD...    Run CMD (as with exec) every 0.1 s until it succeeds; fail after T s.
+#   restart-nm SB [T]       Stop NetworkManager (SIGTERM, SIGKILL after 10 s) and start it again in
+#                           the same namespaces on the same private bus; wait (T s, default 20)
+#                           until it answers. Its devices stay configured and are re-assumed.
 #   info SB                 key=value lines: work dir, NetworkManager PID, keyfile dir, logs.
 #   list                    Sandboxes that have a work dir or a namespace.
 #   check                   Tell which required commands are missing (installs nothing).
@@ -39,6 +42,8 @@
 #                      appends "ACTION IFACE CONNECTION_ID" to WORK/dispatcher.log.
 #   SB_BINARY=PATH     appears as /usr/bin/nm-multiwan inside the private mount namespace only
 #                      (overlayfs on /usr/bin there, holding a symlink to PATH, so rebuilds show).
+#   SB_DBUS_POLICY=PATH  a D-Bus policy file the private dbus-daemon loads at start: copied to
+#                      /etc/dbus-1/system.d/ in the private /etc overlay (WORK/ovl/etc/upper).
 #   SB_CONFIG=PATH     copied to /etc/nm-multiwan/config.toml (private; WORK/etc-nm-multiwan on
 #                      the real filesystem, editable from outside). /run is private and empty
 #                      (WORK/run), with an empty /run/nm-multiwan.
@@ -52,6 +57,8 @@
 #                      it strict by giving NetworkManager dummy copies of those sysctl files.
 #   SB_NM_LOOSENS_RP_FILTER=1  let NetworkManager loosen it as on a real machine.
 #   SB_NM_LOG_LEVEL    NetworkManager log level (default INFO; DEBUG/TRACE for more).
+#   SB_IPV6=1          dual-stack: IPv6 on every link too (default: IPv4 only, IPv6 disabled in
+#                      every namespace). See ADDRESSES (IPv6).
 #   SB_KEEP=1          keep a sandbox whose create failed, for debugging.
 #   SB_ROOT            where work dirs go (default /tmp/nm-multiwan-sandbox); WORK = SB_ROOT/SB.
 #
@@ -61,7 +68,7 @@
 #   inet side 203.0.113.(4K+1), ISP side 203.0.113.(4K+2), which is what the internet sees
 #   (MASQUERADE): isp1 .6, isp2 .10, isp3 .14, isp4 .18, isp5 .22, isp6 .26, isp7 .30, isp8 .34.
 #   Campus: LAN 10.250.0.0/24 gw 10.250.0.1 (port 7000 too), link 203.0.113.36/30, seen as .38.
-#   SB-inet: server 198.51.100.10 (on lo): TCP 7000 echoes the peer address and closes, TCP 7001
+#   SB-inet: server 198.51.100.10 (on lo): TCP 7000 echoes the peer address and closes (peer_server.py), TCP 7001
 #   streams zeros until the client closes, TCP 7002 sends the peer address then echoes what it
 #   gets (long-lived connections), iperf3 -s on 5201..5208. It routes each LAN
 #   (10.200.K.0/24, 10.250.0.0/24) back via its ISP, so it can connect INTO the host.
@@ -74,6 +81,20 @@
 #   /etc/nm-multiwan (WORK/etc-nm-multiwan) through an overlay on /etc, /usr/bin overlay with
 #   SB_BINARY, read-only /sys (NetworkManager without udev), the bus's nm-dispatcher service
 #   file (--debug), and for NetworkManager alone the devices' rp_filter files (SB_RP_FILTER).
+#
+# ADDRESSES (IPv6, with SB_IPV6=1)
+#   ISP K: LAN 2001:db8:K::/64, router 2001:db8:K::1 (port 7000 answers on any of br0's
+#   addresses, link-local too). Link to SB-inet 2001:db8:ff:K::/64: inet side ::1, ISP side ::2,
+#   which is what the internet sees (NAT66, MASQUERADE). Campus: LAN 2001:db8:250::/64, link
+#   2001:db8:ff:9::/64. SB-inet: server 2001:db8:100::10 (on lo), TCP 7000 and 7001 as for IPv4;
+#   it routes each LAN back via its ISP. Each ISP drops packets from its LAN whose source is
+#   not in that LAN (BCP 38), as the IPv4 side's strict rp_filter does.
+#   How the host gets IPv6, by SPEC: static  2001:db8:K::2/64 gateway 2001:db8:K::1 (manual);
+#   dhcp  DHCPv6 from dnsmasq (2001:db8:K::100-1ff, a /128) plus router advertisements with
+#   the on-link prefix and the router's link-local address as gateway; campus  SLAAC from
+#   router advertisements only. Connections require both families (may-fail=false), so an
+#   `up` event means both are configured. The servers report IPv6 peers in the short form,
+#   e.g. 2001:db8:ff:1::2.
 #
 # FILES: WORK/nm.log (NetworkManager), WORK/dispatcher.log (marker lines), WORK/nm-dispatcher.log
 #   (nm-dispatcher --debug, with the output of the scripts it runs), WORK/log/*.log (dnsmasq, servers),
@@ -97,6 +118,7 @@ esac
 SELF_DIR=$(cd "$(dirname "$0")" && pwd -P)
 SELF="$SELF_DIR/$(basename "$0")"
 SERVER=198.51.100.10
+SERVER6=2001:db8:100::10
 REQUIRED_CMDS="ip:iproute2 tc:iproute2 nsenter:util-linux unshare:util-linux setsid:util-linux
 mount:mount NetworkManager:network-manager nmcli:network-manager dbus-daemon:dbus
 dnsmasq:dnsmasq-base iptables:iptables socat:socat iperf3:iperf3 conntrack:conntrack"
@@ -298,8 +320,8 @@ wait_until() { # wait_until TIMEOUT_S CMD...: poll CMD (which keeps its own outp
     done
 }
 
-listening() { # listening NS tcp|udp PORT
-    [ -n "$(ip netns exec "$1" ss -Hln --"$2" "sport = :$3" 2>/dev/null)" ]
+listening() { # listening NS tcp|udp PORT [4|6]
+    [ -n "$(ip netns exec "$1" ss -Hln --"$2" -"${4:-4}" "sport = :$3" 2>/dev/null)" ]
 }
 
 setup_upstream() { # setup_upstream NAME: namespace, link to inet, bridge, NAT, DHCP, LAN server
@@ -323,6 +345,9 @@ setup_upstream() { # setup_upstream NAME: namespace, link to inet, bridge, NAT, 
     ip -n "$ns" addr add "$lan.1/24" dev br0
     ip -n "$ns" link set br0 up
     ip netns exec "$ns" iptables -t nat -A POSTROUTING -o wan -j MASQUERADE
+    if [ "${SB_IPV6:-0}" = 1 ]; then
+        setup_upstream6 "$up"
+    fi
     for i in "${!U_IFACE[@]}"; do
         [ "${U_UP[$i]}" = "$up" ] || continue
         [ "${U_KIND[$i]}" = static ] || dhcp=1
@@ -334,14 +359,52 @@ setup_upstream() { # setup_upstream NAME: namespace, link to inet, bridge, NAT, 
         fi
     done
     if [ "$dhcp" = 1 ]; then
+        local v6=()
+        if [ "${SB_IPV6:-0}" = 1 ]; then
+            # Campus: SLAAC only. ISPs: stateful DHCPv6 (the RA says "managed").
+            # shellcheck disable=SC2054 # the commas belong to dnsmasq's option
+            if [ "$up" = campus ]; then
+                v6=(--enable-ra --dhcp-range=::,constructor:br0,ra-only,64,1h)
+            else
+                v6=(--enable-ra --dhcp-range=::100,::1ff,constructor:br0,64,1h)
+            fi
+        fi
         spawn "$ns" "dnsmasq-$up" dnsmasq --keep-in-foreground --conf-file=/dev/null --port=0 \
             --no-resolv --no-hosts --user=root --group=root --interface=br0 --bind-interfaces \
             --dhcp-authoritative --no-ping --dhcp-range="$lan.100,$lan.150,255.255.255.0,1h" \
             --dhcp-option=3,"$lan.1" --dhcp-leasefile="$W/dnsmasq-$up.leases" --pid-file= \
-            --log-facility=- --log-dhcp
+            --log-facility=- --log-dhcp "${v6[@]}"
     fi
-    # shellcheck disable=SC2016 # $SOCAT_PEERADDR is for socat's shell
-    spawn "$ns" "echo-$up" socat TCP-LISTEN:7000,bind="$lan.1",fork,reuseaddr SYSTEM:'echo $SOCAT_PEERADDR'
+    spawn "$ns" "echo-$up" python3 "$SELF_DIR/peer_server.py" "$lan.1" 7000
+    if [ "${SB_IPV6:-0}" = 1 ]; then
+        # On br0 only, any address: the LAN's and the link-local one.
+        spawn "$ns" "echo6-$up" python3 "$SELF_DIR/peer_server.py" :: 7000 --device br0
+    fi
+}
+
+# Per upstream (IPv6): LAN prefix without the trailing "::".
+up_lan6() { case "$1" in campus) printf '2001:db8:250' ;; isp*) printf '2001:db8:%s' "${1#isp}" ;; esac; }
+
+setup_upstream6() { # setup_upstream6 NAME: IPv6 on the upstream's links, NAT66, anti-spoofing
+    local up=$1 ns="$SB-$1" lan6 k
+    lan6=$(up_lan6 "$up")
+    k=$(up_idx "$up")
+    ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0 \
+        net.ipv6.conf.wan.disable_ipv6=0 net.ipv6.conf.br0.disable_ipv6=0 net.ipv6.conf.lo.disable_ipv6=0 \
+        net.ipv6.conf.all.forwarding=1
+    ip netns exec "$SB-inet" sysctl -qw "net.ipv6.conf.$up.disable_ipv6=0"
+    # No duplicate address detection on the simulated network: addresses usable at once.
+    ip -n "$SB-inet" addr add "2001:db8:ff:$k::1/64" dev "$up" nodad
+    ip -n "$ns" addr add "2001:db8:ff:$k::2/64" dev wan nodad
+    ip -n "$ns" -6 route add default via "2001:db8:ff:$k::1"
+    ip -n "$SB-inet" -6 route add "$lan6::/64" via "2001:db8:ff:$k::2"
+    # Unknown multicast (neighbour solicitations) is flooded, querier or not.
+    ip -n "$ns" link set br0 type bridge mcast_snooping 0
+    ip -n "$ns" addr add "$lan6::1/64" dev br0 nodad
+    ip netns exec "$ns" ip6tables -t nat -A POSTROUTING -o wan -j MASQUERADE
+    ip netns exec "$ns" ip6tables -A FORWARD -i br0 ! -s "$lan6::/64" -j DROP
+    ip netns exec "$ns" ip6tables -A INPUT -i br0 -s "$lan6::/64" -j ACCEPT
+    ip netns exec "$ns" ip6tables -A INPUT -i br0 -s 2000::/3 -j DROP
 }
 
 shape() { # shape NS PORT IFB: tbf towards the host, and host->ISP via ingress redirect to an ifb
@@ -373,7 +436,18 @@ write_keyfile() { # write_keyfile INDEX
         # Fixed, distinct metrics (100, 101, ... in SPEC order): NetworkManager would otherwise
         # bump equal ones depending on activation history, and snapshots would not compare.
         [ "${SB_ROUTE_METRIC:-fixed}" != fixed ] || printf 'route-metric=%s\n' $((100 + i))
-        printf '\n[ipv6]\nmethod=disabled\n'
+        if [ "${SB_IPV6:-0}" != 1 ]; then
+            printf '\n[ipv6]\nmethod=disabled\n'
+        else
+            # Both families required: activation (and the dispatcher's "up") waits for both.
+            printf 'may-fail=false\n\n[ipv6]\nmay-fail=false\n'
+            [ "${SB_ROUTE_METRIC:-fixed}" != fixed ] || printf 'route-metric=%s\n' $((100 + i))
+            if [ "${U_KIND[$i]}" = static ]; then
+                printf 'method=manual\naddress1=%s::2/64,%s::1\n' "$(up_lan6 "$up")" "$(up_lan6 "$up")"
+            else
+                printf 'method=auto\n'
+            fi
+        fi
     } >"$f"
     chmod 0600 "$f"
 }
@@ -401,6 +475,11 @@ nm_inner() {
     mkdir -p /etc/nm-multiwan /etc/NetworkManager/dispatcher.d
     mount --bind "$w/etc-nm-multiwan" /etc/nm-multiwan
     mount --bind "$w/dispatcher.d" /etc/NetworkManager/dispatcher.d
+    # nm-dispatcher also runs the scripts packages install under /usr/lib (an installed
+    # nm-multiwan package among them): hide them, so only the sandbox's scripts run.
+    if [ -d /usr/lib/NetworkManager/dispatcher.d ]; then
+        mount --bind "$w/dispatcher-empty" /usr/lib/NetworkManager/dispatcher.d
+    fi
     if [ -d "$w/ovl/usrbin/upper" ]; then
         mount -t overlay sandbox-usrbin \
             -o "lowerdir=/usr/bin,upperdir=$w/ovl/usrbin/upper,workdir=$w/ovl/usrbin/work" /usr/bin
@@ -491,6 +570,9 @@ cmd_create() {
         [ -f "$SB_CONFIG" ] || die "SB_CONFIG=$SB_CONFIG: no such file"
         config=$SB_CONFIG
     fi
+    if [ -n "${SB_DBUS_POLICY:-}" ]; then
+        [ -f "$SB_DBUS_POLICY" ] || die "SB_DBUS_POLICY=$SB_DBUS_POLICY: no such file"
+    fi
     t0=$(now_ms)
 
     mkdir -p "$SB_ROOT"
@@ -501,7 +583,7 @@ cmd_create() {
     mkdir -p "$W/log" "$W/conns" "$W/run/dbus" "$W/run/NetworkManager" "$W/run/nm-multiwan" \
         "$W/run/lock" "$W/var-lib-NetworkManager" "$W/etc-nm-multiwan" "$W/ovl/etc/upper" \
         "$W/ovl/etc/work" "$W/dispatcher.d/no-wait.d" "$W/dispatcher.d/pre-up.d" \
-        "$W/dispatcher.d/pre-down.d"
+        "$W/dispatcher.d/pre-down.d" "$W/dispatcher-empty"
     chmod 0700 "$W/conns"
     printf '%s\n' "$@" >"$W/specs"
     : >"$W/dispatcher.log"
@@ -510,14 +592,20 @@ cmd_create() {
     # Namespaces. The host's sysctls first: new interfaces copy conf.default.
     ip netns add "$SB-host"
     ip -n "$SB-host" link set lo up
+    local no6=1
+    [ "${SB_IPV6:-0}" != 1 ] || no6=0
     ip netns exec "$SB-host" sysctl -qw net.ipv4.conf.all.rp_filter="${SB_RP_FILTER:-1}" \
-        net.ipv4.conf.default.rp_filter="${SB_RP_FILTER:-1}" net.ipv6.conf.all.disable_ipv6=1 \
-        net.ipv6.conf.default.disable_ipv6=1
+        net.ipv4.conf.default.rp_filter="${SB_RP_FILTER:-1}" net.ipv6.conf.all.disable_ipv6=$no6 \
+        net.ipv6.conf.default.disable_ipv6=$no6
     ip netns add "$SB-inet"
     ip -n "$SB-inet" link set lo up
     ip -n "$SB-inet" addr add "$SERVER/32" dev lo
     ip netns exec "$SB-inet" sysctl -qw net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.default.rp_filter=0 \
-        net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1
+        net.ipv6.conf.all.disable_ipv6=$no6 net.ipv6.conf.default.disable_ipv6=$no6
+    if [ "$no6" = 0 ]; then
+        ip netns exec "$SB-inet" sysctl -qw net.ipv6.conf.all.forwarding=1 net.ipv6.conf.lo.disable_ipv6=0
+        ip -n "$SB-inet" addr add "$SERVER6/128" dev lo nodad
+    fi
     for up in "${U_UP[@]}"; do
         case " $ups " in *" $up "*) ;; *) ups="$ups $up" ;; esac
     done
@@ -533,11 +621,13 @@ cmd_create() {
     done
 
     # Internet servers.
-    # shellcheck disable=SC2016 # $SOCAT_PEERADDR is for socat's shell
-    spawn "$SB-inet" echo-inet socat TCP-LISTEN:7000,bind="$SERVER",fork,reuseaddr SYSTEM:'echo $SOCAT_PEERADDR'
-    # shellcheck disable=SC2016
-    spawn "$SB-inet" hold-inet socat TCP-LISTEN:7002,bind="$SERVER",fork,reuseaddr SYSTEM:'echo $SOCAT_PEERADDR; exec cat'
+    spawn "$SB-inet" echo-inet python3 "$SELF_DIR/peer_server.py" "$SERVER" 7000
+    spawn "$SB-inet" hold-inet python3 "$SELF_DIR/peer_server.py" "$SERVER" 7002 --echo
     spawn "$SB-inet" zero-inet socat -U TCP-LISTEN:7001,bind="$SERVER",fork,reuseaddr OPEN:/dev/zero
+    if [ "${SB_IPV6:-0}" = 1 ]; then
+        spawn "$SB-inet" echo6-inet python3 "$SELF_DIR/peer_server.py" "$SERVER6" 7000
+        spawn "$SB-inet" zero6-inet socat -U TCP6-LISTEN:7001,bind="[$SERVER6]",fork,reuseaddr OPEN:/dev/zero
+    fi
     for k in 1 2 3 4 5 6 7 8; do
         spawn "$SB-inet" "iperf3-520$k" iperf3 -s -B "$SERVER" -p "520$k"
     done
@@ -580,6 +670,12 @@ EOF
     if [ -n "$config" ]; then
         install -m 0644 "$config" "$W/etc-nm-multiwan/config.toml"
     fi
+    if [ -n "${SB_DBUS_POLICY:-}" ]; then
+        # The private /etc is an overlay with this upper dir: the file shows up in
+        # /etc/dbus-1/system.d there only, before the private dbus-daemon reads its config.
+        install -D -m 0644 "$SB_DBUS_POLICY" \
+            "$W/ovl/etc/upper/dbus-1/system.d/$(basename "$SB_DBUS_POLICY")"
+    fi
     if [ -n "$binary" ]; then
         mkdir -p "$W/ovl/usrbin/upper" "$W/ovl/usrbin/work"
         ln -s "$binary" "$W/ovl/usrbin/upper/nm-multiwan"
@@ -603,8 +699,16 @@ EOF
     for k in 7000 7001 7002 5201 5202 5203 5204 5205 5206 5207 5208; do
         wait_until 5 listening "$SB-inet" tcp "$k" || die "no server on $SERVER:$k in $SB-inet; see $W/log/"
     done
+    if [ "${SB_IPV6:-0}" = 1 ]; then
+        for k in 7000 7001; do
+            wait_until 5 listening "$SB-inet" tcp "$k" 6 || die "no server on [$SERVER6]:$k in $SB-inet; see $W/log/"
+        done
+    fi
     for up in $ups; do
         wait_until 5 listening "$SB-$up" tcp 7000 || die "no server on port 7000 in $SB-$up; see $W/log/"
+        if [ "${SB_IPV6:-0}" = 1 ]; then
+            wait_until 5 listening "$SB-$up" tcp 7000 6 || die "no IPv6 server on port 7000 in $SB-$up; see $W/log/"
+        fi
         case " ${U_KIND[*]} " in *" dhcp "* | *" campus "*) ;; *) continue ;; esac
         if [ -f "$W/log/dnsmasq-$up.log" ]; then
             wait_until 5 listening "$SB-$up" udp 67 || die "dnsmasq not listening in $SB-$up; see $W/log/dnsmasq-$up.log"
@@ -686,6 +790,42 @@ cmd_wait_for() { # cmd_wait_for SB TIMEOUT CMD...
     done
 }
 
+pid_gone() { # pid_gone PID: exited (or a zombie nobody reaps yet)
+    [ ! -d "/proc/$1" ] || [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = Z ]
+}
+
+cmd_restart_nm() { # cmd_restart_nm SB [TIMEOUT]
+    local sb=$1 timeout=${2:-20} old
+    check_name "$sb"
+    need_root
+    case "$timeout" in '' | *[!0-9]*) die "restart-nm: TIMEOUT must be whole seconds, got '$timeout'" ;; esac
+    SB=$sb
+    W="$SB_ROOT/$sb"
+    nm_pid "$sb"
+    old=$NM_PID
+    kill -TERM "$old"
+    if ! wait_until 10 pid_gone "$old"; then
+        kill -KILL "$old" 2>/dev/null || true
+        wait_until 5 pid_gone "$old" || die "NetworkManager (pid $old) does not stop"
+    fi
+    rm -f "$W/nm.pid"
+    # As nm_inner starts it: in the private mount namespace (entered through the private
+    # dbus-daemon), with a mount namespace of its own when rp_filter is kept strict.
+    if [ -d "$W/rp_filter" ]; then
+        nsenter -t "$HOST_PID" -m -n -- setsid unshare -m --propagation private "$SELF" __nm-exec "$W" \
+            </dev/null >>"$W/nm.log" 2>&1 &
+    else
+        nsenter -t "$HOST_PID" -m -n -- setsid "$SELF" __nm-exec "$W" </dev/null >>"$W/nm.log" 2>&1 &
+    fi
+    NM_BG=$!
+    printf '%s %s %s\n' "$NM_BG" "$SB-host" NetworkManager >>"$W/pids"
+    wait_until 10 nm_started ||
+        die "NetworkManager's start script did not get to NetworkManager within 10 s; see $W/nm.log"
+    nm_pid "$sb"
+    wait_until "$timeout" nm_answers || die "NetworkManager did not answer within ${timeout} s; see $W/nm.log"
+    say "NetworkManager of '$sb' restarted (pid $old -> $NM_PID)"
+}
+
 cmd_info() {
     local sb=$1 w="$SB_ROOT/$1"
     check_name "$sb"
@@ -743,6 +883,10 @@ main() {
         wait-for)
             [ "$#" -ge 3 ] || die "usage: $0 wait-for SB TIMEOUT CMD..."
             cmd_wait_for "$@"
+            ;;
+        restart-nm)
+            { [ "$#" -ge 1 ] && [ "$#" -le 2 ]; } || die "usage: $0 restart-nm SB [TIMEOUT]"
+            cmd_restart_nm "$@"
             ;;
         info)
             [ "$#" = 1 ] || die "usage: $0 info SB"
