@@ -265,8 +265,13 @@ def alternates(results, remaining):
 def react_metrics(samples, avoid, remaining, need, mode):
     """First time from which every later sample avoids (mode avoid) / the first use of
     `avoid` (mode use), and the first time from which the round strictly alternates."""
-    done = [s for s in samples if s[1] is not None]
-    done.sort(key=lambda s: s[0])
+    # Up to the oldest connection still in flight: it may yet fail (a dead uplink
+    # only shows as a timeout), so nothing after it is settled.
+    done = []
+    for s in sorted(samples, key=lambda s: s[0]):
+        if s[1] is None:
+            break
+        done.append(s)
     res = [s[1] for s in done]
     first_ok = None
     if mode == "avoid":

@@ -24,6 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 SANDBOX = REPO / "tests/sandbox/sandbox.sh"
 AGENT = REPO / "bench/agent.py"
 DISPATCHER = REPO / "dispatcher.d/90-nm-multiwan"
+DBUS_POLICY = REPO / "dbus/net.nmmultiwan.Daemon1.conf"
 PY = sys.executable
 SERVER = "198.51.100.10"
 SB_ROOT = Path(os.environ.get("SB_ROOT", "/tmp/nm-multiwan-sandbox"))
@@ -81,7 +82,8 @@ class Sandbox:
 
     registry = None
 
-    def __init__(self, tag, specs, binary, rate=None, dispatcher=False, config=None, loose_rp=False):
+    def __init__(self, tag, specs, binary, rate=None, dispatcher=False, config=None, loose_rp=False,
+                 daemon=False):
         self.name = f"bn{os.getpid()}{tag}"
         assert len(self.name) <= 16 and re.fullmatch(r"[A-Za-z0-9_]+", self.name), self.name
         self.specs = specs
@@ -96,6 +98,9 @@ class Sandbox:
             env["SB_RATE"] = rate
         if dispatcher:
             env["SB_DISPATCHER"] = str(DISPATCHER)
+        if daemon and DBUS_POLICY.exists():
+            # As installed by the packages: the daemon may own its bus name.
+            env["SB_DBUS_POLICY"] = str(DBUS_POLICY)
         if loose_rp:
             # As on a real machine: NetworkManager loosens rp_filter to 2 on its uplinks
             # (without it the recipe loses every connection not on the main uplink).
@@ -552,7 +557,7 @@ def scenario_react(binary, cfg, results):
         return
     for interval in cfg["daemon_intervals"]:
         with Sandbox(f"dmn{interval}", specs, binary, config=HEALTH_CONFIG.format(interval=interval),
-                     loose_rp=True) as sb:
+                     loose_rp=True, daemon=True) as sb:
             sb.up_all()
             d = Daemon(sb)
             try:
@@ -627,7 +632,7 @@ def scenario_footprint(binary, cfg, results):
         return
     specs = ["eth0:static:1", "eth1:static:2", "eth2:static:3"]
     interval = 1000
-    with Sandbox("foot", specs, binary, config=HEALTH_CONFIG.format(interval=interval)) as sb:
+    with Sandbox("foot", specs, binary, config=HEALTH_CONFIG.format(interval=interval), daemon=True) as sb:
         sb.up_all()
         d = Daemon(sb)
         try:
