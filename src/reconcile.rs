@@ -61,6 +61,9 @@ pub async fn observe(
     health: &BTreeMap<String, bool>,
 ) -> Result<Observed> {
     let ns = Namespace::from_config(config);
+    // iptables-save and ip6tables-save run while we read NetworkManager and netlink.
+    fw.prefetch();
+    fw6.prefetch();
     let uplinks = nm.uplinks().await?;
     let routes = nl.routes(&ns).await?;
     let rules = nl.rules(&ns).await?;

@@ -8,7 +8,8 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 
 use tracing::debug;
 
@@ -28,10 +29,23 @@ const JUMPS: [(&str, &str, &str); 3] = [
     ("nat", "POSTROUTING", NAT_CHAIN),
 ];
 
+/// One value per run (reconcile, flush, status): it reads the ruleset once, keeps that
+/// reading until it writes, and reads again after.
 pub struct Iptables {
     family: Family,
     save: String,
     restore: String,
+    snapshot: Mutex<Snapshot>,
+}
+
+/// What `iptables-save` (without counters) told us in this run.
+#[derive(Default)]
+enum Snapshot {
+    #[default]
+    None,
+    /// Started by [`Firewall::prefetch`], still running alongside our other reads.
+    Running(Child),
+    Ready(Installed),
 }
 
 /// The IPv4 backend.
@@ -52,6 +66,18 @@ impl Iptables {
             family,
             save: find_program(&format!("{prefix}-save")),
             restore: find_program(&format!("{prefix}-restore")),
+            snapshot: Mutex::new(Snapshot::None),
+        }
+    }
+}
+
+impl Drop for Iptables {
+    fn drop(&mut self) {
+        // A prefetch nobody collected (the run failed early): reap it, no zombie.
+        let snap = self.snapshot.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Snapshot::Running(mut child) = std::mem::take(snap) {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }
@@ -187,7 +213,7 @@ fn fingerprint_rule(fp: &str) -> String {
 }
 
 /// What `iptables-save` shows of ours.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Installed {
     /// table -> chains of ours that exist
     chains: Vec<(String, String)>,
@@ -256,15 +282,36 @@ fn parse_save(text: &str) -> Installed {
 }
 
 impl Iptables {
-    fn dump(&self, counters: bool) -> Result<Installed> {
+    fn save_command(&self, counters: bool) -> Command {
         let mut cmd = Command::new(&self.save);
         if counters {
             cmd.arg("-c");
         }
-        let out = cmd
-            .stderr(Stdio::piped())
-            .output()
-            .map_err(|e| Error::Firewall(format!("cannot run {}: {e}", self.save)))?;
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    /// The ruleset without counters: this run's snapshot, read now if not yet read.
+    fn dump(&self) -> Result<Installed> {
+        let mut snap = self.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+        let installed = match std::mem::take(&mut *snap) {
+            Snapshot::Ready(inst) => inst,
+            Snapshot::Running(child) => self.collect(child.wait_with_output())?,
+            Snapshot::None => self.collect(self.save_command(false).output())?,
+        };
+        *snap = Snapshot::Ready(installed.clone());
+        Ok(installed)
+    }
+
+    /// The ruleset with packet counters (for `status`); always read afresh.
+    fn dump_counters(&self) -> Result<Installed> {
+        self.collect(self.save_command(true).output())
+    }
+
+    fn collect(&self, out: std::io::Result<std::process::Output>) -> Result<Installed> {
+        let out = out.map_err(|e| Error::Firewall(format!("cannot run {}: {e}", self.save)))?;
         if !out.status.success() {
             return Err(Error::Firewall(format!(
                 "{} failed: {}",
@@ -277,6 +324,8 @@ impl Iptables {
 
     fn restore(&self, batch: &str) -> Result<()> {
         debug!(batch, program = %self.restore, "restore --noflush");
+        // Whatever happens next, the snapshot no longer describes the kernel.
+        *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = Snapshot::None;
         let mut child = Command::new(&self.restore)
             .args(["--noflush", "-w", "10"])
             .stdin(Stdio::piped())
@@ -347,6 +396,16 @@ fn jump_lines(b: &mut String, table: &str, inst: &Installed) {
 }
 
 impl Firewall for Iptables {
+    fn prefetch(&self) {
+        let mut snap = self.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+        if matches!(*snap, Snapshot::None) {
+            // On failure to start, `dump` runs it again and reports the error.
+            if let Ok(child) = self.save_command(false).spawn() {
+                *snap = Snapshot::Running(child);
+            }
+        }
+    }
+
     fn render(&self, p: &FirewallPlan) -> String {
         let r = render_rules(p);
         let mut s = String::from("*mangle\n");
@@ -367,7 +426,7 @@ impl Firewall for Iptables {
     }
 
     fn is_current(&self, p: &FirewallPlan) -> Result<bool> {
-        let inst = self.dump(false)?;
+        let inst = self.dump()?;
         let r = render_rules(p);
         // iptables-save may quote the comment; compare on the token itself.
         let fp = format!("nm-multiwan:plan={}", fingerprint(&r));
@@ -398,7 +457,7 @@ impl Firewall for Iptables {
     }
 
     fn apply(&self, p: &FirewallPlan) -> Result<Vec<String>> {
-        let inst = self.dump(false)?;
+        let inst = self.dump()?;
         self.restore(&self.full_batch(p, &inst))?;
         Ok(["mangle", "nat"]
             .into_iter()
@@ -415,7 +474,7 @@ impl Firewall for Iptables {
         if created.is_empty() {
             return Ok(());
         }
-        let inst = self.dump(false)?;
+        let inst = self.dump()?;
         let nft = find_program("nft");
         let nft_family = match self.family {
             Family::V4 => "ip",
@@ -444,12 +503,12 @@ impl Firewall for Iptables {
     }
 
     fn installed(&self) -> Result<bool> {
-        let inst = self.dump(false)?;
+        let inst = self.dump()?;
         Ok(!inst.chains.is_empty() || !inst.jumps.is_empty())
     }
 
     fn installed_marks(&self) -> Result<BTreeMap<String, u32>> {
-        let inst = self.dump(false)?;
+        let inst = self.dump()?;
         let mut out = BTreeMap::new();
         for rule in inst.rules.get(NAT_CHAIN).into_iter().flatten() {
             let words: Vec<&str> = rule.split_whitespace().collect();
@@ -470,7 +529,7 @@ impl Firewall for Iptables {
     }
 
     fn counters(&self) -> Result<BTreeMap<u32, Counters>> {
-        let inst = self.dump(true)?;
+        let inst = self.dump_counters()?;
         let mut out: BTreeMap<u32, Counters> = BTreeMap::new();
         for (packets, rule) in inst.counters.get(OUT_CHAIN).into_iter().flatten() {
             if let Some(rest) = rule.split("--set-xmark ").nth(1) {
@@ -486,7 +545,7 @@ impl Firewall for Iptables {
 
 impl Iptables {
     fn flush_chains(&self) -> Result<()> {
-        let inst = self.dump(false)?;
+        let inst = self.dump()?;
         let mut b = String::new();
         for table in ["mangle", "nat"] {
             let mut body = String::new();
@@ -667,6 +726,60 @@ mod tests {
             fingerprint(&render_rules(&a)),
             fingerprint(&render_rules(&a.clone()))
         );
+    }
+
+    /// One `iptables-save` per run, however many questions the run asks, and a fresh
+    /// one after every write.
+    #[test]
+    fn one_save_per_run_until_we_write() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("nmmw-ipt-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let calls = dir.join("calls");
+        let save = dir.join("fake-save");
+        std::fs::write(
+            &save,
+            format!(
+                "#!/bin/sh\necho save >> '{}'\nprintf '*nat\\n:nm-multiwan-nat - [0:0]\\n-A nm-multiwan-nat -o eth0 -m mark --mark 0x1000000/0x3f000000 -j MASQUERADE\\nCOMMIT\\n'\n",
+                calls.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&save, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let restore = dir.join("fake-restore");
+        std::fs::write(&restore, "#!/bin/sh\ncat >/dev/null\n").unwrap();
+        std::fs::set_permissions(&restore, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let fw = Iptables {
+            family: Family::V4,
+            save: save.to_string_lossy().into_owned(),
+            restore: restore.to_string_lossy().into_owned(),
+            snapshot: Mutex::new(Snapshot::None),
+        };
+        let count = || {
+            std::fs::read_to_string(&calls)
+                .unwrap_or_default()
+                .lines()
+                .count()
+        };
+        fw.prefetch();
+        assert_eq!(fw.installed_marks().unwrap()["eth0"], 0x1000000);
+        assert!(!fw.is_current(&two_uplinks()).unwrap());
+        assert_eq!(count(), 1);
+        fw.apply(&two_uplinks()).unwrap();
+        assert_eq!(count(), 1, "apply used the run's snapshot");
+        fw.installed_marks().unwrap();
+        assert_eq!(count(), 2, "read again after writing");
+        drop(fw);
+        // A prefetch that is never collected is reaped on drop.
+        let fw = Iptables {
+            family: Family::V4,
+            save: save.to_string_lossy().into_owned(),
+            restore: restore.to_string_lossy().into_owned(),
+            snapshot: Mutex::new(Snapshot::None),
+        };
+        fw.prefetch();
+        drop(fw);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

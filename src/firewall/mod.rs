@@ -16,6 +16,9 @@ pub struct Counters {
 }
 
 pub trait Firewall {
+    /// Starts reading the kernel's ruleset in the background, so that it overlaps with
+    /// the other reads of a run; the calls below then use that reading. Optional.
+    fn prefetch(&self) {}
     /// The plan in this backend's own syntax, for `nm-multiwan plan`.
     fn render(&self, plan: &FirewallPlan) -> String;
     /// Whether the kernel already holds exactly this plan (chains and jumps).
