@@ -915,7 +915,7 @@ def svg_chart(title, xlabel, ylabel, series, xs, xlog=False, hlines=(), path=Non
     for name, val, color in hlines:
         o.append(f'<line x1="{L}" y1="{ypos(val):.1f}" x2="{L + pw}" y2="{ypos(val):.1f}" stroke="{color}" '
                  f'stroke-dasharray="2,3"/>')
-        o.append(f'<text x="{L + pw - 4}" y="{ypos(val) - 4:.1f}" text-anchor="end" fill="{color}">{name}</text>')
+        o.append(f'<text x="{L + 6}" y="{ypos(val) - 4:.1f}" fill="{color}">{name}</text>')
     for name, color, dash, pts in series:
         xs_s = [x for x in xs if pts.get(x)]
         if not xs_s:
