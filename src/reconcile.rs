@@ -104,10 +104,13 @@ pub async fn reconcile(
     health: &BTreeMap<String, bool>,
 ) -> Result<(Plan, Changes)> {
     let _lock = RunLock::acquire(run_dir, Duration::from_secs(60))?;
-    let nm = NetworkManager::connect().await?;
-    let nl = Netlink::connect().await?;
     let fw = Iptables::default();
     let fw6 = Iptables::new(Family::V6);
+    // The rulesets are read while we connect to the bus and read NetworkManager.
+    fw.prefetch();
+    fw6.prefetch();
+    let nm = NetworkManager::connect().await?;
+    let nl = Netlink::connect().await?;
     let mut state = State::load(run_dir);
     let ns = Namespace::from_config(config);
     let mut changes = Changes::default();
