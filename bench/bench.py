@@ -420,28 +420,26 @@ def count_firewall_execs(sb):
     return {"apply": progs, "noop": noop}
 
 
+def apply_specs(n):
+    """n uplinks: ISPs 1..8 (static, one subnet each), then campus uplinks (DHCP, all in
+    one subnet) beyond 8."""
+    return [f"eth{i}:static:{i + 1}" for i in range(min(n, 8))] + [f"cmp{i}:campus" for i in range(max(0, n - 8))]
+
+
 def scenario_apply(binary, cfg, results):
+    """For each count, a machine with exactly that many uplinks (and no other devices)."""
     out = results.setdefault("apply", {})
-    counts = cfg["apply_counts"]
-    nmax = max(counts)
-    specs = [f"eth{i}:static:{i + 1}" for i in range(min(nmax, 8))]
-    specs += [f"cmp{i}:campus" for i in range(max(0, nmax - 8))]
-    ifaces = [s.split(":")[0] for s in specs]
     reps = cfg["apply_reps"]
     nmmw = ["/usr/bin/nm-multiwan", "-q"]
-    with Sandbox("apply", specs, binary) as sb:
-        upn = 0
-        for n in counts:
-            for i in ifaces[upn:n]:
-                sb.up(f"up-{i}")
-            upn = n
-            active = ifaces[:n]
-            recipe, clean = install_recipe(sb, active, f"recipe{n}")
+    for n in cfg["apply_counts"]:
+        with Sandbox(f"apply{n}", apply_specs(n), binary) as sb:
+            sb.up_all()
+            recipe, clean = install_recipe(sb, sb.ifaces, f"recipe{n}")
             log(f"apply time: {n} uplinks")
             c = {"cold": [], "recipe": [], "noop": [], "cold_cpu": [], "recipe_cpu": [], "noop_cpu": []}
 
-            def timed(key, setup, cmd, n=5):
-                r = sb.agent("time", n, json.dumps(setup), json.dumps(cmd))
+            def timed(key, setup, cmd, k=5):
+                r = sb.agent("time", k, json.dumps(setup), json.dumps(cmd))
                 if r["errors"]:
                     raise RuntimeError(f"{key}: {r['errors'][:3]}")
                 c[key] += r["ms"]
@@ -461,8 +459,8 @@ def scenario_apply(binary, cfg, results):
             sb.nmmw("flush")
             out[str(n)] = {"cold_ms": c["cold"], "noop_ms": c["noop"], "recipe_ms": c["recipe"],
                            "cold_cpu_ms": c["cold_cpu"], "noop_cpu_ms": c["noop_cpu"],
-                           "recipe_cpu_ms": c["recipe_cpu"], "in_sync": in_sync, "execs": execs}
-        out["spawn_overhead_ms"] = sb.agent("time", 20, "null", json.dumps(["/bin/true"]))["ms"]
+                           "recipe_cpu_ms": c["recipe_cpu"], "in_sync": in_sync, "execs": execs,
+                           "spawn_overhead_ms": sb.agent("time", 10, "null", json.dumps(["/bin/true"]))["ms"]}
 
 
 # --- scenario 3: reaction time ----------------------------------------------------------
