@@ -233,37 +233,7 @@ impl Sandbox {
     }
 
     fn snapshot_filtered(&self, keep_route: impl Fn(&str) -> bool) -> String {
-        let mut s = String::new();
-        // Rules of one priority are listed in insertion order, which carries no meaning
-        // for ours (their marks are disjoint).
-        let mut rules: Vec<String> = self
-            .host_ok(&["ip", "-4", "rule", "show"])
-            .lines()
-            .map(str::to_string)
-            .collect();
-        rules.sort();
-        s += &rules.join("\n");
-        s.push('\n');
-        for route in self
-            .host_ok(&["ip", "-4", "route", "show", "table", "all"])
-            .lines()
-            .filter(|r| keep_route(r))
-        {
-            s += route;
-            s.push('\n');
-        }
-        for line in self.host_ok(&["iptables-save"]).lines() {
-            if line.starts_with('#') {
-                continue;
-            }
-            // Chain policy lines carry counters.
-            let line = match line.find(" [") {
-                Some(i) if line.starts_with(':') => &line[..i],
-                _ => line,
-            };
-            s += line;
-            s.push('\n');
-        }
+        let mut s = self.family_state("-4", "iptables-save", keep_route);
         s += &self.host_ok(&[
             "sh",
             "-c",
@@ -277,9 +247,26 @@ impl Sandbox {
     /// some).
     /// NetworkManager's own IPv6 routes carry expiry timers: not ours, not compared.
     pub fn snapshot6(&self) -> String {
+        let mut s = self.family_state("-6", "ip6tables-save", |r| r.contains(" table 61"));
+        for table in self
+            .host_ok(&["nft", "list", "tables"])
+            .lines()
+            .filter(|t| t.starts_with("table ip6 "))
+        {
+            s += table;
+            s.push('\n');
+        }
+        s
+    }
+
+    /// One family's rules (sorted), the routes `keep_route` keeps, and its ruleset
+    /// without counters.
+    fn family_state(&self, family: &str, save: &str, keep_route: impl Fn(&str) -> bool) -> String {
         let mut s = String::new();
+        // Rules of one priority are listed in insertion order, which carries no meaning
+        // for ours (their marks are disjoint).
         let mut rules: Vec<String> = self
-            .host_ok(&["ip", "-6", "rule", "show"])
+            .host_ok(&["ip", family, "rule", "show"])
             .lines()
             .map(str::to_string)
             .collect();
@@ -287,30 +274,23 @@ impl Sandbox {
         s += &rules.join("\n");
         s.push('\n');
         for route in self
-            .host_ok(&["ip", "-6", "route", "show", "table", "all"])
+            .host_ok(&["ip", family, "route", "show", "table", "all"])
             .lines()
-            .filter(|r| r.contains(" table 61"))
+            .filter(|r| keep_route(r))
         {
             s += route;
             s.push('\n');
         }
-        for line in self.host_ok(&["ip6tables-save"]).lines() {
+        for line in self.host_ok(&[save]).lines() {
             if line.starts_with('#') {
                 continue;
             }
+            // Chain policy lines carry counters.
             let line = match line.find(" [") {
                 Some(i) if line.starts_with(':') => &line[..i],
                 _ => line,
             };
             s += line;
-            s.push('\n');
-        }
-        for table in self
-            .host_ok(&["nft", "list", "tables"])
-            .lines()
-            .filter(|t| t.starts_with("table ip6 "))
-        {
-            s += table;
             s.push('\n');
         }
         s
