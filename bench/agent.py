@@ -322,7 +322,9 @@ def react(trigger, avoid, remaining, period, timeout, dispatcher_log, mode):
                 # finished; the file's mtime says when (negative: before nmcli returned).
                 dispatcher_at = st.st_mtime_ns / 1e9 - wall0
         first_ok, balanced = react_metrics(poller.samples, avoid, remaining, need, mode)
-        if first_ok is not None and balanced is not None:
+        # Done only with nothing in flight: a connection still waiting may yet time out
+        # and move both moments later.
+        if first_ok is not None and balanced is not None and not poller.pending:
             break
     poller.drain()
     first_ok, balanced = react_metrics(poller.samples, avoid, remaining, need, mode)
