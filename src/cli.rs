@@ -8,10 +8,7 @@ use tracing::{debug, info};
 use crate::config::{self, Config};
 use crate::daemon;
 use crate::error::{Error, Result};
-use crate::firewall::Firewall;
-use crate::firewall::iptables::Iptables;
 use crate::health;
-use crate::model::Family;
 use crate::reconcile;
 use crate::state;
 use crate::status;
@@ -163,13 +160,9 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Flush => {
             let config = Config::load(&cli.config)?;
-            let c = reconcile::flush(&config, &run_dir).await?;
-            info!(
-                rules = c.rules_deleted,
-                routes = c.routes_deleted,
-                sysctls = c.sysctls_restored,
-                "flushed"
-            );
+            let done = reconcile::flush(&config, &run_dir).await?;
+            let done: Vec<String> = done.iter().map(|c| c.to_string()).collect();
+            info!(changes = ?done, "flushed");
             Ok(())
         }
         Command::Status { json } => {
@@ -190,19 +183,12 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Plan { json } => {
             let config = Config::load(&cli.config)?;
-            let plan = status::current_plan(&config, &health::published_verdicts(&run_dir)).await?;
+            let health = health::published_verdicts(&run_dir);
+            let (plan, fw, _) = status::current_plan(&config, &health).await?;
             let text = if json {
                 serde_json::to_string_pretty(&plan).expect("serialises")
             } else {
-                let firewall6 = plan
-                    .firewall6
-                    .as_ref()
-                    .map(|p6| Iptables::new(Family::V6).render(p6));
-                status::render_plan(
-                    &plan,
-                    &Iptables::default().render(&plan.firewall),
-                    firewall6.as_deref(),
-                )
+                status::render_plan(&plan, fw.backend(), &fw.render(&plan.firewall))
             };
             print_stdout(&text)
         }
@@ -223,8 +209,8 @@ async fn apply(config_path: &Path, run_dir: &Path, why: &str) -> Result<()> {
     let config = Config::load(config_path)?;
     // A running daemon's verdicts, so that we reach the result it reaches.
     let health = health::published_verdicts(run_dir);
-    let (plan, changes) = reconcile::reconcile(&config, run_dir, &health).await?;
-    reconcile::log_outcome(&why, &plan, &changes, tracing::Level::INFO);
+    let outcome = reconcile::reconcile(&config, run_dir, &health).await?;
+    reconcile::log_outcome(&why, &outcome, tracing::Level::INFO);
     Ok(())
 }
 

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Deserializer};
 
 use crate::error::Error;
+use crate::namespace::Namespace;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/nm-multiwan/config.toml";
 
@@ -38,6 +39,9 @@ pub struct Config {
     /// Balance IPv6 connections too. `None` (the key absent): on when at least two
     /// uplinks have an IPv6 default route.
     pub ipv6: Option<bool>,
+    /// Firewall backend: `auto` (nftables where the kernel has nf_tables, iptables
+    /// otherwise), `nftables` or `iptables`.
+    pub firewall: crate::kernel::firewall::Choice,
     /// Per-uplink settings, keyed by NetworkManager connection id or interface name.
     pub uplinks: BTreeMap<String, UplinkConfig>,
     /// Health probing (daemon only).
@@ -76,6 +80,7 @@ impl Default for Config {
             table_base: DEFAULT_TABLE_BASE,
             rule_priority: DEFAULT_RULE_PRIORITY,
             ipv6: None,
+            firewall: Default::default(),
             uplinks: BTreeMap::new(),
             health: HealthConfig::default(),
         }
@@ -228,9 +233,18 @@ impl Config {
         Ok(())
     }
 
+    /// The part of the kernel that is ours, as configured.
+    pub fn namespace(&self) -> Namespace {
+        Namespace {
+            mark_mask: self.mark_mask,
+            table_base: self.table_base,
+            rule_priority: self.rule_priority,
+        }
+    }
+
     /// Uplink ids run 1..=max_uplinks (0 means "no mark").
     pub fn max_uplinks(&self) -> u32 {
-        crate::plan::Namespace::from_config(self).max_uplinks()
+        self.namespace().max_uplinks()
     }
 
     /// The settings that apply to an uplink: by connection id first, then by interface.
@@ -330,7 +344,7 @@ up_after = 4
         )
         .unwrap();
         assert_eq!(c.mark_mask, 0x0f00_0000);
-        let ns = crate::plan::Namespace::from_config(&c);
+        let ns = c.namespace();
         assert_eq!(ns.shift(), 24);
         assert_eq!(ns.inbound_flag(), 0x0800_0000);
         assert_eq!(c.max_uplinks(), 7);

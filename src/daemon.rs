@@ -241,12 +241,8 @@ pub async fn run(opts: Options) -> Result<()> {
         })
         .await
         .map_err(|e| Error::Other(format!("flush task: {e}")))?;
-        let c = r?;
-        info!(
-            rules = c.rules_deleted,
-            routes = c.routes_deleted,
-            "flushed on exit (--flush-on-exit)"
-        );
+        let done: Vec<String> = r?.iter().map(|c| c.to_string()).collect();
+        info!(changes = ?done, "flushed on exit (--flush-on-exit)");
     } else {
         info!(
             "stopped; the balanced state stays in place (--flush-on-exit removes it; \
@@ -364,9 +360,18 @@ impl Daemon {
         .await
         .unwrap_or_else(|e| Err(Error::Other(format!("reconcile task: {e}"))));
         match result {
-            Ok((plan, changes)) => {
-                self.failures = 0;
-                reconcile::log_outcome(&reasons, &plan, &changes, tracing::Level::DEBUG);
+            Ok(outcome) => {
+                reconcile::log_outcome(&reasons, &outcome, tracing::Level::DEBUG);
+                let plan = outcome.plan;
+                // Uplinks left out of this run (NetworkManager's view in flux, or the
+                // kernel refused them) are tried again like a failed run.
+                if outcome.failed.is_empty() {
+                    self.failures = 0;
+                } else {
+                    self.failures += 1;
+                    let delay = retry_delay(self.failures);
+                    self.schedule(Instant::now() + delay, "retry left-out uplinks".into());
+                }
                 for w in &plan.warnings {
                     debug!("plan: {w}");
                 }
@@ -452,7 +457,7 @@ impl Daemon {
         for u in &plan.uplinks {
             // Probes are IPv4 (ICMP echo or TCP): an uplink with IPv6 only is not probed
             // and counts as healthy.
-            let Some(address) = u.ipv4.as_ref().map(|v4| v4.address) else {
+            let Some(std::net::IpAddr::V4(address)) = u.ipv4.as_ref().map(|v4| v4.address) else {
                 debug!(iface = u.iface, "no IPv4 address: not probed");
                 continue;
             };

@@ -1,152 +1,14 @@
 //! Facts about the machine's uplinks, as read from NetworkManager. Plain data: the
-//! planner turns them into the desired kernel state.
+//! planner turns them into the desired kernel state. Both address families share one
+//! shape ([`IpSide`]); only the address type differs.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use serde::Serialize;
-
-/// An IPv4 prefix such as 192.0.2.0/24 (host bits cleared).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub struct Ipv4Net {
-    pub addr: Ipv4Addr,
-    pub prefix: u8,
-}
-
-impl Ipv4Net {
-    /// Builds the network containing `addr`, clearing host bits.
-    pub fn new(addr: Ipv4Addr, prefix: u8) -> Self {
-        let prefix = prefix.min(32);
-        let mask = if prefix == 0 {
-            0
-        } else {
-            u32::MAX << (32 - prefix)
-        };
-        Ipv4Net {
-            addr: Ipv4Addr::from(u32::from(addr) & mask),
-            prefix,
-        }
-    }
-
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        Ipv4Net::new(ip, self.prefix).addr == self.addr
-    }
-}
-
-impl std::fmt::Display for Ipv4Net {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
-/// An IPv6 prefix such as 2001:db8::/64 (host bits cleared).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub struct Ipv6Net {
-    pub addr: Ipv6Addr,
-    pub prefix: u8,
-}
-
-impl Ipv6Net {
-    /// Builds the network containing `addr`, clearing host bits.
-    pub fn new(addr: Ipv6Addr, prefix: u8) -> Self {
-        let prefix = prefix.min(128);
-        let mask = if prefix == 0 {
-            0
-        } else {
-            u128::MAX << (128 - prefix)
-        };
-        Ipv6Net {
-            addr: Ipv6Addr::from(u128::from(addr) & mask),
-            prefix,
-        }
-    }
-
-    pub fn contains(&self, ip: Ipv6Addr) -> bool {
-        Ipv6Net::new(ip, self.prefix).addr == self.addr
-    }
-
-    /// fe80::/10: link-local unicast, only meaningful together with an interface.
-    pub const LINK_LOCAL: Ipv6Net = Ipv6Net {
-        addr: Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0),
-        prefix: 10,
-    };
-    /// ff00::/8: multicast (neighbour discovery, router advertisements, MLD, mDNS ...).
-    pub const MULTICAST: Ipv6Net = Ipv6Net {
-        addr: Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0),
-        prefix: 8,
-    };
-}
-
-impl std::fmt::Display for Ipv6Net {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
-/// A prefix of either family, for what is shared between them (routes, exclusions).
-/// Serialises like the prefix it holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(untagged)]
-pub enum IpNet {
-    V4(Ipv4Net),
-    V6(Ipv6Net),
-}
-
-impl IpNet {
-    pub fn family(&self) -> Family {
-        match self {
-            IpNet::V4(_) => Family::V4,
-            IpNet::V6(_) => Family::V6,
-        }
-    }
-
-    pub fn addr(&self) -> IpAddr {
-        match self {
-            IpNet::V4(n) => n.addr.into(),
-            IpNet::V6(n) => n.addr.into(),
-        }
-    }
-
-    pub fn prefix(&self) -> u8 {
-        match self {
-            IpNet::V4(n) => n.prefix,
-            IpNet::V6(n) => n.prefix,
-        }
-    }
-
-    /// The default route's destination of a family (0.0.0.0/0 or ::/0).
-    pub fn default_route(family: Family) -> IpNet {
-        match family {
-            Family::V4 => Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0).into(),
-            Family::V6 => Ipv6Net::new(Ipv6Addr::UNSPECIFIED, 0).into(),
-        }
-    }
-}
-
-impl From<Ipv4Net> for IpNet {
-    fn from(n: Ipv4Net) -> Self {
-        IpNet::V4(n)
-    }
-}
-
-impl From<Ipv6Net> for IpNet {
-    fn from(n: Ipv6Net) -> Self {
-        IpNet::V6(n)
-    }
-}
-
-impl std::fmt::Display for IpNet {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            IpNet::V4(n) => n.fmt(f),
-            IpNet::V6(n) => n.fmt(f),
-        }
-    }
-}
+use serde::{Deserialize, Serialize};
 
 /// An address family. The kernel keeps a separate routing policy, routing tables and
-/// netfilter tables per family, so most of what we install exists once per family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
+/// conntrack/NAT per family, so much of what we install exists once per family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Family {
     #[serde(rename = "ipv4")]
     V4,
@@ -155,10 +17,27 @@ pub enum Family {
 }
 
 impl Family {
+    pub const ALL: [Family; 2] = [Family::V4, Family::V6];
+
     pub fn of(addr: IpAddr) -> Family {
         match addr {
             IpAddr::V4(_) => Family::V4,
             IpAddr::V6(_) => Family::V6,
+        }
+    }
+
+    /// Address length in bits.
+    pub fn bits(self) -> u8 {
+        match self {
+            Family::V4 => 32,
+            Family::V6 => 128,
+        }
+    }
+
+    pub fn unspecified(self) -> IpAddr {
+        match self {
+            Family::V4 => Ipv4Addr::UNSPECIFIED.into(),
+            Family::V6 => Ipv6Addr::UNSPECIFIED.into(),
         }
     }
 }
@@ -172,68 +51,207 @@ impl std::fmt::Display for Family {
     }
 }
 
+/// A prefix of either family such as 192.0.2.0/24 or 2001:db8::/64, host bits cleared.
+/// Serialises as its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    /// The network of `addr` with `prefix` bits (clamped to the family's length).
+    pub fn new(addr: IpAddr, prefix: u8) -> IpNet {
+        let family = Family::of(addr);
+        let prefix = prefix.min(family.bits());
+        let addr = match addr {
+            IpAddr::V4(a) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+                IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
+            }
+            IpAddr::V6(a) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+                IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
+            }
+        };
+        IpNet { addr, prefix }
+    }
+
+    /// The single address `addr` (/32 or /128).
+    pub fn host(addr: IpAddr) -> IpNet {
+        IpNet::new(addr, Family::of(addr).bits())
+    }
+
+    /// 0.0.0.0/0 or ::/0.
+    pub fn default_route(family: Family) -> IpNet {
+        IpNet::new(family.unspecified(), 0)
+    }
+
+    pub fn addr(&self) -> IpAddr {
+        self.addr
+    }
+
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
+    pub fn family(&self) -> Family {
+        Family::of(self.addr)
+    }
+
+    pub fn is_host(&self) -> bool {
+        self.prefix == self.family().bits()
+    }
+
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        Family::of(ip) == self.family() && IpNet::new(ip, self.prefix).addr == self.addr
+    }
+
+    /// The last address of the prefix (for ranges, e.g. nftables intervals).
+    pub fn last(&self) -> IpAddr {
+        match self.addr {
+            IpAddr::V4(a) => {
+                let host = u32::MAX.checked_shr(u32::from(self.prefix)).unwrap_or(0);
+                IpAddr::V4(Ipv4Addr::from(u32::from(a) | host))
+            }
+            IpAddr::V6(a) => {
+                let host = u128::MAX.checked_shr(u32::from(self.prefix)).unwrap_or(0);
+                IpAddr::V6(Ipv6Addr::from(u128::from(a) | host))
+            }
+        }
+    }
+
+    /// fe80::/10: link-local unicast, only meaningful together with an interface.
+    pub fn link_local6() -> IpNet {
+        IpNet::new(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0).into(), 10)
+    }
+
+    /// ff00::/8: multicast (neighbour discovery, router advertisements, MLD, mDNS ...).
+    pub fn multicast6() -> IpNet {
+        IpNet::new(Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0).into(), 8)
+    }
+}
+
+impl std::fmt::Display for IpNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl std::str::FromStr for IpNet {
+    type Err = String;
+
+    /// `ADDRESS/PREFIX`, or an address alone (a host prefix). Host bits must be clear.
+    fn from_str(s: &str) -> Result<IpNet, String> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let addr: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not an address or prefix"))?;
+        let bits = Family::of(addr).bits();
+        let prefix = match prefix {
+            None => bits,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= bits)
+                .ok_or_else(|| format!("{s:?}: prefix length must be 0..={bits}"))?,
+        };
+        let net = IpNet::new(addr, prefix);
+        if net.addr != addr {
+            return Err(format!("{s:?} has host bits set (did you mean {net}?)"));
+        }
+        Ok(net)
+    }
+}
+
+impl Serialize for IpNet {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for IpNet {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A route NetworkManager installed for a device in the main table, other than its
+/// default route: a destination reached through this device (on-link when `via` is
+/// `None`, as a prefix from a router advertisement or a DHCPv6 link's /64).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct DeviceRoute {
+    pub dst: IpNet,
+    pub via: Option<IpAddr>,
+}
+
+/// What an uplink has of one address family: an address and a default route.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpSide {
+    /// The address used as source on this uplink (IPv6: the first global one
+    /// NetworkManager lists).
+    pub address: IpAddr,
+    /// The network of `address` (a /128 when an IPv6 address came alone, as from
+    /// DHCPv6; the on-link prefix is then among `routes`).
+    pub subnet: IpNet,
+    /// Next hop of the default route; `None` on point-to-point links. An IPv6 router
+    /// is usually a link-local address, which is why every route through it names the
+    /// interface.
+    pub gateway: Option<IpAddr>,
+    /// Metric of the default route in the main table (lower is preferred there).
+    pub metric: u32,
+    /// The device's other main-table routes, link-local and multicast ones left out:
+    /// destinations reached through it directly, never balanced, and copied into the
+    /// uplink's own table so that replies to them leave the right way.
+    pub routes: Vec<DeviceRoute>,
+}
+
+impl IpSide {
+    pub fn family(&self) -> Family {
+        Family::of(self.address)
+    }
+
+    /// Destinations this side reaches directly: its subnet (unless a host prefix, which
+    /// the machine's own address covers) and its other routes.
+    pub fn networks(&self) -> impl Iterator<Item = IpNet> + '_ {
+        (!self.subnet.is_host())
+            .then_some(self.subnet)
+            .into_iter()
+            .chain(self.routes.iter().map(|r| r.dst))
+    }
+}
+
 /// One NetworkManager device that is activated and has a default route in at least one
 /// family. Its identity (id, mark, table number) is shared by both families.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Uplink {
     /// The IP interface (`IpInterface`), e.g. `eth0`, `wlan0`, `ppp0`.
     pub iface: String,
     /// NetworkManager connection id (its name, e.g. "Wired connection 1").
     pub connection_id: String,
+    /// NetworkManager connection UUID: stable across NetworkManager restarts and
+    /// interface renames, so our identity of an uplink is keyed by it.
     pub connection_uuid: String,
-    /// The IPv4 side, when the device has an IPv4 default route. Serialised inline, so
-    /// an IPv4 uplink reads as it always did.
-    #[serde(flatten)]
-    pub ipv4: Option<Ip4Uplink>,
-    /// The IPv6 side, when the device has an IPv6 default route.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ipv6: Option<Ip6Uplink>,
-}
-
-/// What an uplink has of IPv4: an address and a default route.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Ip4Uplink {
-    /// Address used as source on this uplink.
-    pub address: Ipv4Addr,
-    /// The on-link network of `address`.
-    pub subnet: Ipv4Net,
-    /// Next hop of the default route; `None` on point-to-point links.
-    pub gateway: Option<Ipv4Addr>,
-    /// Metric of the default route in the main table (lower is preferred there).
-    pub metric: u32,
-    /// Other routes NetworkManager installed for this device (not the default route):
-    /// destinations reached directly, never balanced.
-    pub local_routes: Vec<Ipv4Net>,
-}
-
-/// What an uplink has of IPv6: a global address and a default route.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Ip6Uplink {
-    /// A global address of the device (the first one NetworkManager lists).
-    pub address: Ipv6Addr,
-    /// The on-link network of `address` (a /128 when the address came alone, as from
-    /// DHCPv6; the on-link prefix is then among `local_routes`).
-    pub subnet: Ipv6Net,
-    /// Next hop of the default route, usually the router's link-local address (which is
-    /// why every route through it names the interface); `None` on point-to-point links.
-    pub gateway: Option<Ipv6Addr>,
-    /// Metric of the default route in the main table.
-    pub metric: u32,
-    /// Other routes NetworkManager installed for this device, link-local and multicast
-    /// ones left out (those are never balanced anyway).
-    pub local_routes: Vec<Ipv6Net>,
+    pub ipv4: Option<IpSide>,
+    pub ipv6: Option<IpSide>,
 }
 
 impl Uplink {
-    /// An uplink with an IPv4 side only (what every uplink was before IPv6 balancing).
-    pub fn v4(iface: &str, connection_id: &str, connection_uuid: &str, ipv4: Ip4Uplink) -> Uplink {
-        Uplink {
-            iface: iface.into(),
-            connection_id: connection_id.into(),
-            connection_uuid: connection_uuid.into(),
-            ipv4: Some(ipv4),
-            ipv6: None,
+    pub fn side(&self, family: Family) -> Option<&IpSide> {
+        match family {
+            Family::V4 => self.ipv4.as_ref(),
+            Family::V6 => self.ipv6.as_ref(),
         }
+    }
+
+    pub fn addresses(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.ipv4.iter().chain(&self.ipv6).map(|s| s.address)
     }
 }
 
@@ -241,37 +259,51 @@ impl Uplink {
 mod tests {
     use super::*;
 
-    #[test]
-    fn v6_prefixes_clear_host_bits() {
-        let a: Ipv6Addr = "2001:db8:1:0:a:b:c:d".parse().unwrap();
-        assert_eq!(Ipv6Net::new(a, 64).to_string(), "2001:db8:1::/64");
-        assert_eq!(Ipv6Net::new(a, 0).to_string(), "::/0");
-        assert_eq!(Ipv6Net::new(a, 200).prefix, 128);
-        assert!(Ipv6Net::LINK_LOCAL.contains("fe80::1".parse().unwrap()));
-        assert!(Ipv6Net::LINK_LOCAL.contains("febf::1".parse().unwrap()));
-        assert!(!Ipv6Net::LINK_LOCAL.contains("fec0::1".parse().unwrap()));
-        assert!(Ipv6Net::MULTICAST.contains("ff02::1".parse().unwrap()));
-        assert_eq!(IpNet::default_route(Family::V6).to_string(), "::/0");
-        assert_eq!(IpNet::default_route(Family::V4).to_string(), "0.0.0.0/0");
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
     }
 
     #[test]
-    fn v4_uplink_serialises_as_before() {
-        let u = Uplink::v4(
-            "eth0",
-            "c",
-            "u",
-            Ip4Uplink {
-                address: Ipv4Addr::new(10, 0, 0, 2),
-                subnet: Ipv4Net::new(Ipv4Addr::new(10, 0, 0, 0), 24),
-                gateway: None,
-                metric: 1,
-                local_routes: vec![],
-            },
+    fn prefixes_clear_host_bits_in_both_families() {
+        assert_eq!(IpNet::new(ip("10.1.2.3"), 24).to_string(), "10.1.2.0/24");
+        assert_eq!(IpNet::new(ip("10.1.2.3"), 0).to_string(), "0.0.0.0/0");
+        assert_eq!(IpNet::new(ip("10.1.2.3"), 99).prefix(), 32);
+        let a = ip("2001:db8:1:0:a:b:c:d");
+        assert_eq!(IpNet::new(a, 64).to_string(), "2001:db8:1::/64");
+        assert_eq!(IpNet::new(a, 0).to_string(), "::/0");
+        assert_eq!(IpNet::new(a, 200).prefix(), 128);
+        assert!(IpNet::link_local6().contains(ip("fe80::1")));
+        assert!(IpNet::link_local6().contains(ip("febf::1")));
+        assert!(!IpNet::link_local6().contains(ip("fec0::1")));
+        assert!(!IpNet::link_local6().contains(ip("10.0.0.1")));
+        assert!(IpNet::multicast6().contains(ip("ff02::1")));
+        assert_eq!(IpNet::default_route(Family::V6).to_string(), "::/0");
+        assert_eq!(IpNet::default_route(Family::V4).to_string(), "0.0.0.0/0");
+        assert_eq!(IpNet::new(ip("10.1.2.3"), 24).last(), ip("10.1.2.255"));
+        assert_eq!(IpNet::new(ip("2001:db8::"), 127).last(), ip("2001:db8::1"));
+        assert!(IpNet::host(ip("2001:db8::5")).is_host());
+    }
+
+    #[test]
+    fn prefixes_parse_strictly() {
+        assert_eq!("10.0.0.0/8".parse::<IpNet>().unwrap().prefix(), 8);
+        assert_eq!("192.0.2.7".parse::<IpNet>().unwrap().prefix(), 32);
+        assert_eq!("2001:db8::/32".parse::<IpNet>().unwrap().prefix(), 32);
+        for bad in [
+            "10.0.0.1/8",
+            "10.0.0.0/33",
+            "banana",
+            "",
+            "::/129",
+            "10.0.0.0/",
+        ] {
+            assert!(bad.parse::<IpNet>().is_err(), "{bad}");
+        }
+        let j = serde_json::to_string(&IpNet::new(ip("10.0.0.0"), 8)).unwrap();
+        assert_eq!(j, "\"10.0.0.0/8\"");
+        assert_eq!(
+            serde_json::from_str::<IpNet>(&j).unwrap(),
+            IpNet::new(ip("10.0.0.0"), 8)
         );
-        let v = serde_json::to_value(&u).unwrap();
-        assert_eq!(v["address"], "10.0.0.2");
-        assert_eq!(v["subnet"]["prefix"], 24);
-        assert!(v.get("ipv6").is_none());
     }
 }

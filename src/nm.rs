@@ -10,7 +10,7 @@
 //! three concurrently), all devices concurrently after one `GetDevices`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -18,7 +18,7 @@ use tracing::{debug, warn};
 use zbus::zvariant::{ObjectPath, OwnedObjectPath, OwnedValue};
 
 use crate::error::{Error, Result};
-use crate::model::{Family, Ip4Uplink, Ip6Uplink, Ipv4Net, Ipv6Net, Uplink};
+use crate::model::{DeviceRoute, Family, IpNet, IpSide, Uplink};
 
 const NM_BUS_NAME: &str = "org.freedesktop.NetworkManager";
 const NM_PATH: &str = "/org/freedesktop/NetworkManager";
@@ -32,8 +32,12 @@ const OBJECT_MANAGER_IFACE: &str = "org.freedesktop.DBus.ObjectManager";
 /// Where NetworkManager exports its object manager.
 const OBJECT_MANAGER_PATH: &str = "/org/freedesktop";
 
+/// `NM_DEVICE_STATE_PREPARE`: the first state of an activation.
+pub const DEVICE_STATE_PREPARE: u32 = 40;
 /// `NM_DEVICE_STATE_ACTIVATED`.
 pub const DEVICE_STATE_ACTIVATED: u32 = 100;
+/// `NM_DEVICE_STATE_DEACTIVATING`.
+pub const DEVICE_STATE_DEACTIVATING: u32 = 110;
 /// `NM_DEVICE_TYPE_LOOPBACK`.
 pub const DEVICE_TYPE_LOOPBACK: u32 = 32;
 /// The main routing table; NetworkManager leaves `table` out of `RouteData` for it.
@@ -120,20 +124,53 @@ impl NetworkManager {
     /// Every device in the activated state whose Ip4Config or Ip6Config holds a default
     /// route, skipping loopback. Errors name the object that could not be read.
     pub async fn uplinks(&self) -> Result<Vec<Uplink>> {
-        let mut uplinks = Vec::new();
-        if let Some(objects) = self.managed_objects().await? {
-            uplinks.extend(uplinks_in(&objects));
-        } else {
-            let devices = self.devices().await?;
-            let reads = devices.iter().map(|d| self.uplink_of(d));
-            for read in join_all(reads).await {
-                if let Some(uplink) = read? {
-                    uplinks.push(uplink);
+        Ok(self.view().await?.uplinks)
+    }
+
+    /// The uplinks, whether NetworkManager is still starting up, and every device's
+    /// state, from one consistent reading where NetworkManager allows it.
+    pub async fn view(&self) -> Result<NmView> {
+        let mut view = match self.managed_objects().await? {
+            Some(objects) => view_of(&objects),
+            None => {
+                let devices = self.devices().await?;
+                let reads = devices.iter().map(|d| self.uplink_of(d));
+                let mut uplinks = Vec::new();
+                for read in join_all(reads).await {
+                    uplinks.extend(read?);
+                }
+                NmView {
+                    uplinks,
+                    starting: self.starting().await,
+                    devices: devices
+                        .iter()
+                        .filter(|d| !d.is_loopback())
+                        .map(|d| (d.iface(), d.u32("State").unwrap_or(0)))
+                        .collect(),
                 }
             }
-        }
-        uplinks.sort_by(|a, b| a.iface.cmp(&b.iface));
-        Ok(uplinks)
+        };
+        view.uplinks.sort_by(|a, b| a.iface.cmp(&b.iface));
+        Ok(view)
+    }
+
+    /// NetworkManager's `Startup` property (false when it cannot be read).
+    async fn starting(&self) -> bool {
+        let reply = self
+            .conn
+            .call_method(
+                Some(NM_BUS_NAME),
+                NM_PATH,
+                Some(PROPERTIES_IFACE),
+                "Get",
+                &(NM_IFACE, "Startup"),
+            )
+            .await;
+        reply
+            .ok()
+            .and_then(|r| r.body().deserialize::<OwnedValue>().ok())
+            .and_then(|v| bool::try_from(v).ok())
+            .unwrap_or(false)
     }
 
     /// Every object NetworkManager exports, in one call; `None` when it has no object
@@ -282,9 +319,33 @@ impl NetworkManager {
     }
 }
 
-/// The uplinks among the devices NetworkManager lists (its `Devices` property, as
-/// `GetDevices` returns them), read from one `GetManagedObjects` snapshot.
-fn uplinks_in(objects: &Objects) -> Vec<Uplink> {
+/// What one reading of NetworkManager shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NmView {
+    pub uplinks: Vec<Uplink>,
+    /// NetworkManager is still activating its initial connections (its `Startup`
+    /// property): devices it re-assumes after a restart are not activated yet.
+    pub starting: bool,
+    /// Every device's state (`NMDeviceState`) by interface, loopback left out.
+    pub devices: BTreeMap<String, u32>,
+}
+
+impl NmView {
+    /// Whether NetworkManager is in the middle of (re)activating or deactivating the
+    /// device on `iface` (prepare .. secondaries, or deactivating), or starting up:
+    /// then its view of the device says nothing about the kernel's.
+    pub fn in_transition(&self, iface: &str) -> bool {
+        self.starting
+            || self.devices.get(iface).is_some_and(|s| {
+                (DEVICE_STATE_PREPARE..DEVICE_STATE_ACTIVATED).contains(s)
+                    || *s == DEVICE_STATE_DEACTIVATING
+            })
+    }
+}
+
+/// The view of NetworkManager in one `GetManagedObjects` snapshot: the uplinks among
+/// the devices it lists (its `Devices` property, as `GetDevices` returns them).
+fn view_of(objects: &Objects) -> NmView {
     let props = |path: &ObjectPath<'_>, iface: &str| {
         objects
             .get(&OwnedObjectPath::from(path.to_owned()))
@@ -295,13 +356,19 @@ fn uplinks_in(objects: &Objects) -> Vec<Uplink> {
         .and_then(|p| props(&p, NM_IFACE))
     else {
         warn!("NetworkManager exports no {NM_IFACE} object; no uplinks");
-        return Vec::new();
+        return NmView::default();
+    };
+    let mut view = NmView {
+        starting: root
+            .get("Startup")
+            .and_then(|v| v.downcast_ref::<bool>().ok())
+            .unwrap_or(false),
+        ..NmView::default()
     };
     let paths: Vec<OwnedObjectPath> = root
         .get("Devices")
         .and_then(|v| Vec::<OwnedObjectPath>::try_from(v.try_clone().ok()?).ok())
         .unwrap_or_default();
-    let mut uplinks = Vec::new();
     for path in paths {
         let Some(device_props) = props(&path, DEVICE_IFACE) else {
             debug!(device = %path, "device listed but not exported");
@@ -316,15 +383,20 @@ fn uplinks_in(objects: &Objects) -> Vec<Uplink> {
                 .filter_map(|(k, v)| Some((k.clone(), v.try_clone().ok()?)))
                 .collect(),
         };
+        if !device.is_loopback() {
+            view.devices
+                .insert(device.iface(), device.u32("State").unwrap_or(0));
+        }
         let Some(paths) = config_paths(&device) else {
             continue;
         };
         let ip4 = paths.ip4.as_ref().and_then(|p| props(p, IP4CONFIG_IFACE));
         let ip6 = paths.ip6.as_ref().and_then(|p| props(p, IP6CONFIG_IFACE));
         let active = props(&paths.active, ACTIVE_IFACE);
-        uplinks.extend(uplink_from_configs(&device, ip4, ip6, active));
+        view.uplinks
+            .extend(uplink_from_configs(&device, ip4, ip6, active));
     }
-    uplinks
+    view
 }
 
 /// The objects holding an activated device's configuration.
@@ -388,8 +460,16 @@ fn uplink_from_configs(
             warn!(device = %device.path, iface, "ignoring its {family} side: malformed {what}")
         }
     };
-    let ipv4 = ip4.and_then(|p| ip4_from(p).map_err(|e| side(Family::V4, e)).ok());
-    let ipv6 = ip6.and_then(|p| ip6_from(p).map_err(|e| side(Family::V6, e)).ok());
+    let ipv4 = ip4.and_then(|p| {
+        side_from(p, Family::V4)
+            .map_err(|e| side(Family::V4, e))
+            .ok()
+    });
+    let ipv6 = ip6.and_then(|p| {
+        side_from(p, Family::V6)
+            .map_err(|e| side(Family::V6, e))
+            .ok()
+    });
     match uplink_from(&iface, active, ipv4, ipv6) {
         Some(uplink) => {
             debug!(device = %device.path, device_type, ?uplink, "uplink");
@@ -445,8 +525,8 @@ impl Route {
 fn uplink_from(
     iface: &str,
     active: &Props,
-    ipv4: Option<Ip4Uplink>,
-    ipv6: Option<Ip6Uplink>,
+    ipv4: Option<IpSide>,
+    ipv6: Option<IpSide>,
 ) -> Option<Uplink> {
     if ipv4.is_none() && ipv6.is_none() {
         return None;
@@ -508,68 +588,36 @@ fn other_routes<'a>(
         .filter(move |r| !(r.prefix == full(r) && addresses.iter().any(|(a, _)| *a == r.dest)))
 }
 
-/// The IPv4 side of a device, from its `IP4Config` properties. Pure.
-fn ip4_from(ip4: &Props) -> Result<Ip4Uplink, NotUplink> {
-    let (routes, addresses) = routes_and_addresses(ip4, Family::V4)?;
+/// One family's side of a device, from its `IP4Config` or `IP6Config` properties.
+/// Pure.
+///
+/// Only global addresses count (a link-local one cannot be the source of a connection
+/// beyond the link); link-local and multicast routes are left out of `routes`, being
+/// never balanced anyway.
+fn side_from(config: &Props, family: Family) -> Result<IpSide, NotUplink> {
+    let (routes, addresses) = routes_and_addresses(config, family)?;
     let default = default_route(&routes)?;
-    let &(IpAddr::V4(address), prefix) = addresses.first().ok_or(NotUplink::NoAddress)? else {
-        unreachable!("parse_address keeps IPv4 addresses only");
-    };
-    let mut local_routes: Vec<Ipv4Net> = other_routes(&routes, &addresses)
-        .filter_map(|r| match r.dest {
-            IpAddr::V4(a) => Some(Ipv4Net::new(a, r.prefix)),
-            IpAddr::V6(_) => None,
+    let special = |a: IpAddr| IpNet::link_local6().contains(a) || IpNet::multicast6().contains(a);
+    let is_global = |a: IpAddr| !a.is_unspecified() && !a.is_loopback() && !special(a);
+    let &(address, prefix) = addresses
+        .iter()
+        .find(|(a, _)| is_global(*a))
+        .ok_or(NotUplink::NoAddress)?;
+    let mut device_routes: Vec<DeviceRoute> = other_routes(&routes, &addresses)
+        .filter(|r| !special(r.dest))
+        .map(|r| DeviceRoute {
+            dst: IpNet::new(r.dest, r.prefix),
+            via: r.next_hop,
         })
         .collect();
-    local_routes.sort();
-    local_routes.dedup();
-    Ok(Ip4Uplink {
+    device_routes.sort();
+    device_routes.dedup_by(|a, b| a.dst == b.dst);
+    Ok(IpSide {
         address,
-        subnet: Ipv4Net::new(address, prefix),
-        gateway: default.next_hop.and_then(|a| match a {
-            IpAddr::V4(a) => Some(a),
-            IpAddr::V6(_) => None,
-        }),
+        subnet: IpNet::new(address, prefix),
+        gateway: default.next_hop,
         metric: default.metric,
-        local_routes,
-    })
-}
-
-/// The IPv6 side of a device, from its `IP6Config` properties. Pure.
-///
-/// Only global addresses count (link-local ones cannot be the source of a connection
-/// beyond the link); link-local and multicast routes are left out of `local_routes`,
-/// being never balanced anyway.
-fn ip6_from(ip6: &Props) -> Result<Ip6Uplink, NotUplink> {
-    let (routes, addresses) = routes_and_addresses(ip6, Family::V6)?;
-    let default = default_route(&routes)?;
-    let v6 = |a: IpAddr| match a {
-        IpAddr::V6(a) => Some(a),
-        IpAddr::V4(_) => None,
-    };
-    let is_global = |a: &Ipv6Addr| {
-        !a.is_unspecified()
-            && !a.is_loopback()
-            && !Ipv6Net::LINK_LOCAL.contains(*a)
-            && !Ipv6Net::MULTICAST.contains(*a)
-    };
-    let (address, prefix) = addresses
-        .iter()
-        .filter_map(|&(a, p)| Some((v6(a)?, p)))
-        .find(|(a, _)| is_global(a))
-        .ok_or(NotUplink::NoAddress)?;
-    let mut local_routes: Vec<Ipv6Net> = other_routes(&routes, &addresses)
-        .filter_map(|r| Some(Ipv6Net::new(v6(r.dest)?, r.prefix)))
-        .filter(|n| !Ipv6Net::LINK_LOCAL.contains(n.addr) && !Ipv6Net::MULTICAST.contains(n.addr))
-        .collect();
-    local_routes.sort();
-    local_routes.dedup();
-    Ok(Ip6Uplink {
-        address,
-        subnet: Ipv6Net::new(address, prefix),
-        gateway: default.next_hop.and_then(v6),
-        metric: default.metric,
-        local_routes,
+        routes: device_routes,
     })
 }
 
@@ -665,8 +713,23 @@ fn is_service_unknown(e: &zbus::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
     use zbus::zvariant::Value;
+
+    fn side4(p: &Props) -> Result<IpSide, NotUplink> {
+        side_from(p, Family::V4)
+    }
+
+    fn side6(p: &Props) -> Result<IpSide, NotUplink> {
+        side_from(p, Family::V6)
+    }
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
 
     fn props(entries: Vec<(&str, Value<'static>)>) -> Props {
         entries
@@ -783,18 +846,15 @@ mod tests {
                 obj(ACTIVE_IFACE, active(&format!("conn{n}"))),
             );
         }
-        let ups = uplinks_in(&objects);
+        let ups = view_of(&objects).uplinks;
         assert_eq!(ups.len(), 1, "{ups:?}");
         assert_eq!(ups[0].iface, "eth0");
         assert_eq!(ups[0].connection_id, "conn2");
-        assert_eq!(
-            ups[0].ipv4.as_ref().unwrap().gateway,
-            Some(std::net::Ipv4Addr::new(10, 0, 2, 1))
-        );
+        assert_eq!(ups[0].ipv4.as_ref().unwrap().gateway, Some(ip("10.0.2.1")));
         assert!(ups[0].ipv6.is_none());
         // No root object: no uplinks, no panic.
         objects.remove(&path(NM_PATH));
-        assert!(uplinks_in(&objects).is_empty());
+        assert!(view_of(&objects).uplinks.is_empty());
     }
 
     /// What NetworkManager 1.42 reports for a static connection with a gateway.
@@ -809,7 +869,7 @@ mod tests {
                 route("10.71.1.2", 32, None, 100),
             ],
         );
-        let v4 = ip4_from(&ip4).unwrap();
+        let v4 = side4(&ip4).unwrap();
         let u = uplink_from("eth0", &active("wired \"$(reboot)\""), Some(v4), None).unwrap();
         assert_eq!(
             u,
@@ -817,14 +877,20 @@ mod tests {
                 iface: "eth0".into(),
                 connection_id: "wired \"$(reboot)\"".into(),
                 connection_uuid: "5f1c0a52-0000-4000-8000-000000000001".into(),
-                ipv4: Some(Ip4Uplink {
-                    address: Ipv4Addr::new(10, 71, 1, 2),
-                    subnet: Ipv4Net::new(Ipv4Addr::new(10, 71, 1, 0), 24),
-                    gateway: Some(Ipv4Addr::new(10, 71, 1, 1)),
+                ipv4: Some(IpSide {
+                    address: ip("10.71.1.2"),
+                    subnet: net("10.71.1.0/24"),
+                    gateway: Some(ip("10.71.1.1")),
                     metric: 100,
-                    local_routes: vec![
-                        Ipv4Net::new(Ipv4Addr::new(10, 71, 1, 0), 24),
-                        Ipv4Net::new(Ipv4Addr::new(192, 0, 2, 0), 24),
+                    routes: vec![
+                        DeviceRoute {
+                            dst: net("10.71.1.0/24"),
+                            via: None
+                        },
+                        DeviceRoute {
+                            dst: net("192.0.2.0/24"),
+                            via: Some(ip("10.71.1.1"))
+                        },
                     ],
                 }),
                 ipv6: None,
@@ -839,11 +905,11 @@ mod tests {
                 vec![address("100.64.0.7", 32)],
                 vec![route("0.0.0.0", 0, next_hop, 50)],
             );
-            let u = ip4_from(&ip4).unwrap();
+            let u = side4(&ip4).unwrap();
             assert_eq!(u.gateway, None);
             assert_eq!(u.metric, 50);
-            assert_eq!(u.subnet, Ipv4Net::new(Ipv4Addr::new(100, 64, 0, 7), 32));
-            assert!(u.local_routes.is_empty());
+            assert_eq!(u.subnet, net("100.64.0.7/32"));
+            assert!(u.routes.is_empty());
         }
     }
 
@@ -854,7 +920,7 @@ mod tests {
             vec![address("10.71.3.2", 24)],
             vec![route("10.71.3.0", 24, None, 101)],
         );
-        assert_eq!(ip4_from(&ip4), Err(NotUplink::NoDefaultRoute));
+        assert_eq!(side4(&ip4), Err(NotUplink::NoDefaultRoute));
         // and with no other family, no uplink at all
         assert_eq!(uplink_from("eth2", &active("lan"), None, None), None);
     }
@@ -877,16 +943,16 @@ mod tests {
                 route("0.0.0.0", 0, Some("10.0.0.254"), 200),
             ],
         );
-        let u = ip4_from(&ip4).unwrap();
-        assert_eq!(u.gateway, Some(Ipv4Addr::new(10, 0, 0, 254)));
+        let u = side4(&ip4).unwrap();
+        assert_eq!(u.gateway, Some(ip("10.0.0.254")));
         assert_eq!(u.metric, 200);
-        assert_eq!(u.address, Ipv4Addr::new(10, 0, 0, 2));
+        assert_eq!(u.address, ip("10.0.0.2"));
     }
 
     #[test]
     fn default_route_without_address_is_not_an_uplink() {
         let ip4 = ip4(vec![], vec![route("0.0.0.0", 0, Some("10.0.0.1"), 100)]);
-        assert_eq!(ip4_from(&ip4), Err(NotUplink::NoAddress));
+        assert_eq!(side4(&ip4), Err(NotUplink::NoAddress));
     }
 
     #[test]
@@ -895,12 +961,9 @@ mod tests {
             vec![address("10.0.0.2", 24)],
             vec![route("not-an-address", 0, None, 1)],
         );
-        assert_eq!(ip4_from(&ip4), Err(NotUplink::Malformed("RouteData entry")));
+        assert_eq!(side4(&ip4), Err(NotUplink::Malformed("RouteData entry")));
         let wrong_type = props(vec![("RouteData", Value::from("x"))]);
-        assert_eq!(
-            ip4_from(&wrong_type),
-            Err(NotUplink::Malformed("RouteData"))
-        );
+        assert_eq!(side4(&wrong_type), Err(NotUplink::Malformed("RouteData")));
     }
 
     /// What NetworkManager reports for router advertisements: a link-local router, the
@@ -922,22 +985,28 @@ mod tests {
                 route("2001:db8:99::", 48, Some("fe80::1"), 100),
             ],
         );
-        let u = ip6_from(&ip6).unwrap();
+        let u = side6(&ip6).unwrap();
         assert_eq!(
             u,
-            Ip6Uplink {
-                address: "2001:db8:2:0:5054:ff:fe12:3456".parse().unwrap(),
-                subnet: Ipv6Net::new("2001:db8:2::".parse().unwrap(), 64),
-                gateway: Some("fe80::1".parse().unwrap()),
+            IpSide {
+                address: ip("2001:db8:2:0:5054:ff:fe12:3456"),
+                subnet: net("2001:db8:2::/64"),
+                gateway: Some(ip("fe80::1")),
                 metric: 100,
-                local_routes: vec![
-                    Ipv6Net::new("2001:db8:2::".parse().unwrap(), 64),
-                    Ipv6Net::new("2001:db8:99::".parse().unwrap(), 48),
+                routes: vec![
+                    DeviceRoute {
+                        dst: net("2001:db8:2::/64"),
+                        via: None
+                    },
+                    DeviceRoute {
+                        dst: net("2001:db8:99::/48"),
+                        via: Some(ip("fe80::1"))
+                    },
                 ],
             }
         );
         // A dual-stack device is one uplink with both sides.
-        let v4 = ip4_from(&ip4(
+        let v4 = side4(&ip4(
             vec![address("10.0.0.2", 24)],
             vec![route("0.0.0.0", 0, Some("10.0.0.1"), 100)],
         ))
@@ -955,32 +1024,26 @@ mod tests {
             vec![address("fe80::1:2", 64)],
             vec![route("::", 0, Some("fe80::1"), 100)],
         );
-        assert_eq!(ip6_from(&link_local_only), Err(NotUplink::NoAddress));
+        assert_eq!(side6(&link_local_only), Err(NotUplink::NoAddress));
         // A static address and prefix route, but no router: a LAN, not an uplink.
         let no_default = ip4(
             vec![address("2001:db8:3::2", 64)],
             vec![route("2001:db8:3::", 64, None, 100)],
         );
-        assert_eq!(ip6_from(&no_default), Err(NotUplink::NoDefaultRoute));
+        assert_eq!(side6(&no_default), Err(NotUplink::NoDefaultRoute));
         // Static, with a global gateway; a DHCPv6 /128 keeps its prefix length.
         let static6 = ip4(
             vec![address("2001:db8:4::2", 128)],
             vec![route("::", 0, Some("2001:db8:4::1"), 50)],
         );
-        let u = ip6_from(&static6).unwrap();
+        let u = side6(&static6).unwrap();
         assert_eq!(u.gateway, Some("2001:db8:4::1".parse().unwrap()));
-        assert_eq!(u.subnet.prefix, 128);
-        assert!(u.local_routes.is_empty());
+        assert_eq!(u.subnet.prefix(), 128);
+        assert!(u.routes.is_empty());
         // An address of the other family is malformed, either way round.
         let bad = ip4(vec![address("10.0.0.2", 24)], vec![]);
-        assert_eq!(
-            ip6_from(&bad),
-            Err(NotUplink::Malformed("AddressData entry"))
-        );
+        assert_eq!(side6(&bad), Err(NotUplink::Malformed("AddressData entry")));
         let bad = ip4(vec![address("2001:db8::2", 64)], vec![]);
-        assert_eq!(
-            ip4_from(&bad),
-            Err(NotUplink::Malformed("AddressData entry"))
-        );
+        assert_eq!(side4(&bad), Err(NotUplink::Malformed("AddressData entry")));
     }
 }

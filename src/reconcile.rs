@@ -2,333 +2,476 @@
 //! Every trigger (dispatcher event, `apply`, the daemon) runs exactly this.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
-use crate::error::Result;
-use crate::firewall::Firewall;
-use crate::firewall::iptables::Iptables;
-use crate::model::Family;
-use crate::netlink::Netlink;
-use crate::nm::NetworkManager;
-use crate::plan::{self, Facts, Namespace, Plan, RouteSpec, SysctlSpec};
+use crate::diff::{self, Change, Observed};
+use crate::error::{Error, Result};
+use crate::kernel::firewall::{self, Backend, Firewall};
+use crate::kernel::routing::{Routing, RoutingState};
+use crate::kernel::{conntrack, keeper, sysctl};
+use crate::model::Uplink;
+use crate::namespace::Namespace;
+use crate::nm::{NetworkManager, NmView};
+use crate::plan::{self, Facts, Plan};
 use crate::state::{RunLock, State};
 
-/// What one reconcile changed.
-#[derive(Debug, Default, Clone, serde::Serialize)]
-pub struct Changes {
-    pub routes_added: usize,
-    pub routes_deleted: usize,
-    pub rules_added: usize,
-    pub rules_deleted: usize,
-    pub sysctls_set: usize,
-    pub sysctls_restored: usize,
-    pub firewall_rebuilt: bool,
+/// Longest a run waits for NetworkManager's view of a device to agree with the kernel
+/// (an address or gateway in flux, as right after `nmcli device reapply`).
+pub const SETTLE_WAIT: Duration = Duration::from_secs(2);
+const SETTLE_POLL: Duration = Duration::from_millis(100);
+
+/// What one reconcile did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Outcome {
+    pub plan: Plan,
+    pub changes: Vec<Change>,
+    /// Uplinks left out of this run because they could not be applied (or
+    /// NetworkManager's view of them never settled), with the reason; everything else
+    /// was applied. Worth a retry.
+    pub failed: BTreeMap<String, String>,
 }
 
-impl Changes {
-    pub fn is_empty(&self) -> bool {
-        self.routes_added
-            + self.routes_deleted
-            + self.rules_added
-            + self.rules_deleted
-            + self.sysctls_set
-            + self.sysctls_restored
-            == 0
-            && !self.firewall_rebuilt
-    }
-}
-
-/// Facts read from NetworkManager and the kernel, before planning.
-pub struct Observed {
+/// Everything a run reads before planning.
+pub struct View {
     pub facts: Facts,
-    pub routes: Vec<RouteSpec>,
-    pub rules: Vec<plan::RuleSpec>,
+    pub observed: Observed,
+    pub routing: RoutingState,
+    /// Uplinks whose NetworkManager view never agreed with the kernel.
+    pub unsettled: BTreeMap<String, String>,
 }
 
-/// Reads everything the planner needs. Writes nothing. `fw` is the IPv4 firewall,
-/// `fw6` the IPv6 one.
+/// Reads NetworkManager and the kernel. Writes nothing.
+///
+/// NetworkManager's view is taken as it is, except:
+/// - an uplink whose address or gateway NetworkManager reports differently from the
+///   kernel is read again (for at most [`SETTLE_WAIT`]) before it counts;
+/// - while NetworkManager starts up or re-assumes a device, an uplink of the last run
+///   whose device still holds its address and default route stays as it was.
 pub async fn observe(
     config: &Config,
     nm: &NetworkManager,
-    nl: &Netlink,
-    fw: &dyn Firewall,
-    fw6: &dyn Firewall,
+    routing: &Routing,
     state: &State,
     health: &BTreeMap<String, bool>,
-) -> Result<Observed> {
-    let ns = Namespace::from_config(config);
-    // iptables-save and ip6tables-save run while we read NetworkManager and netlink.
-    fw.prefetch();
-    fw6.prefetch();
-    let uplinks = nm.uplinks().await?;
-    let routes = nl.routes(&ns).await?;
-    let rules = nl.rules(&ns).await?;
-    let mut existing_ids = state.ids.clone();
-    // The firewall and then the routes are the freshest evidence of who has which id.
-    // A machine without ip6tables (or without IPv6) has no IPv6 evidence, which is fine:
-    // its IPv4 side, or the routes, tell the same ids.
-    let marks6 = fw6.installed_marks().unwrap_or_else(|e| {
-        debug!(error = %e, "cannot read the IPv6 firewall");
-        BTreeMap::new()
-    });
-    for (iface, mark) in marks6.into_iter().chain(fw.installed_marks()?) {
-        let id = (mark & ns.mark_mask) >> ns.shift();
-        if (1..=ns.max_uplinks()).contains(&id) {
-            existing_ids.insert(iface, id);
+) -> Result<View> {
+    let ns = config.namespace();
+    let started = Instant::now();
+    let (nm_view, kernel) = loop {
+        let (nm_view, kernel) = futures::try_join!(nm.view(), routing.read(&ns))?;
+        let flux = disagreements(&nm_view, &kernel);
+        if flux.is_empty() || started.elapsed() >= SETTLE_WAIT {
+            break (nm_view, kernel);
         }
+        debug!(
+            ?flux,
+            "NetworkManager and the kernel disagree; reading again"
+        );
+        tokio::time::sleep(SETTLE_POLL).await;
+    };
+    let unsettled = disagreements(&nm_view, &kernel);
+    let mut uplinks: Vec<Uplink> = nm_view
+        .uplinks
+        .iter()
+        .filter(|u| !unsettled.contains_key(&u.iface))
+        .cloned()
+        .collect();
+    for held in held_uplinks(&nm_view, &kernel, &state.uplinks) {
+        info!(
+            iface = held.iface,
+            "NetworkManager is (re)activating this device while it keeps its addresses \
+             and default route: keeping it as it was"
+        );
+        uplinks.push(held);
     }
-    for r in &routes {
+
+    let mut ids = state.ids.clone();
+    for r in &kernel.routes {
         if let Some(id) = ns.id_of_table(r.table) {
-            existing_ids.insert(r.oif.clone(), id);
+            ids.kernel.insert(r.oif.clone(), id);
         }
     }
-    Ok(Observed {
-        facts: Facts {
-            uplinks,
-            health: health.clone(),
-            existing_ids,
-        },
-        routes,
-        rules,
+
+    let local: BTreeSet<IpAddr> = kernel
+        .addresses
+        .iter()
+        .filter(|(iface, _)| iface.as_str() != keeper::DUMMY)
+        .flat_map(|(_, addrs)| addrs.iter().copied())
+        .collect();
+    let kept: BTreeSet<IpAddr> = kernel
+        .addresses
+        .get(keeper::DUMMY)
+        .into_iter()
+        .flatten()
+        .copied()
+        .collect();
+    // Connections still using a departed uplink's address: looked for only when an
+    // address departed or is kept, so that a quiet run never reads conntrack.
+    let departed = state
+        .uplinks
+        .iter()
+        .flat_map(Uplink::addresses)
+        .any(|a| !local.contains(&a));
+    let translated = if departed || !kept.is_empty() {
+        translated_sources(&ns)
+    } else {
+        Vec::new()
+    };
+
+    let facts = Facts {
+        uplinks,
+        health: health.clone(),
+        ids,
+        translated,
+        local,
+    };
+    let observed = Observed {
+        routes: kernel.routes.clone(),
+        rules: kernel.rules.clone(),
+        sysctls: BTreeMap::new(),
+        sysctl_originals: state.sysctls.clone(),
+        firewall_current: false,
+        stale_backends: Vec::new(),
+        kept,
+    };
+    Ok(View {
+        facts,
+        observed,
+        routing: kernel,
+        unsettled,
     })
 }
 
-/// Runs one reconcile under the run lock and returns the plan it applied.
+/// Completes `observed` for `plan`: the sysctls it wants, whether the firewall holds
+/// it, and which other backend still holds something of ours.
+pub fn observe_for(
+    plan: &Plan,
+    observed: &mut Observed,
+    fw: &dyn Firewall,
+    state: &State,
+) -> Result<()> {
+    observed.sysctls = sysctl::read(
+        plan.sysctls
+            .iter()
+            .map(|s| s.path())
+            .chain(state.sysctls.keys().cloned()),
+    );
+    observed.firewall_current = fw.is_current(&plan.firewall)?;
+    observed.stale_backends = stale_backends(fw.backend(), state);
+    Ok(())
+}
+
+/// Other backends that may hold objects of ours: those the state records, or all of
+/// them when the state predates the choice of backend; each asked once.
+fn stale_backends(chosen: Backend, state: &State) -> Vec<Backend> {
+    let candidates: Vec<Backend> = match &state.firewall {
+        Some(set) => set.iter().copied().filter(|b| *b != chosen).collect(),
+        None => Backend::ALL.into_iter().filter(|b| *b != chosen).collect(),
+    };
+    candidates
+        .into_iter()
+        .filter(|b| {
+            firewall::backend(*b).installed().unwrap_or_else(|e| {
+                debug!(backend = %b, error = %e, "cannot read that backend: nothing of ours there");
+                false
+            })
+        })
+        .collect()
+}
+
+/// Uplinks whose address or gateway NetworkManager reports otherwise than the kernel
+/// holds: interface -> what disagrees.
+fn disagreements(nm: &NmView, kernel: &RoutingState) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for u in &nm.uplinks {
+        for a in u.addresses() {
+            if !kernel.holds(&u.iface, a) {
+                out.insert(
+                    u.iface.clone(),
+                    format!(
+                        "NetworkManager reports address {a} and a default route on {}; \
+                         the kernel does not hold both",
+                        u.iface
+                    ),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Uplinks of the last run that NetworkManager does not list as activated now, but
+/// whose device it is (re)activating while the kernel still holds their addresses and
+/// default routes: they stay as they were.
+fn held_uplinks(nm: &NmView, kernel: &RoutingState, last: &[Uplink]) -> Vec<Uplink> {
+    last.iter()
+        .filter(|u| !nm.uplinks.iter().any(|n| n.iface == u.iface))
+        .filter(|u| nm.in_transition(&u.iface))
+        .filter(|u| u.addresses().all(|a| kernel.holds(&u.iface, a)))
+        .cloned()
+        .collect()
+}
+
+/// Original sources of translated connections carrying one of our outbound marks:
+/// (source, mark). A failure to read conntrack keeps nothing, which is logged.
+fn translated_sources(ns: &Namespace) -> Vec<(IpAddr, u32)> {
+    match conntrack::dump(&conntrack::Filter {
+        mark: Some((0, ns.inbound_flag())),
+        ..conntrack::Filter::default()
+    }) {
+        Ok(entries) => entries
+            .into_iter()
+            .filter(|e| ns.decode(e.mark).is_some_and(|m| !m.inbound))
+            .filter(|e| e.orig.src != e.reply.dst)
+            .map(|e| (e.orig.src, e.mark & ns.id_mask()))
+            .collect(),
+        Err(e) => {
+            warn!("cannot read conntrack: {e}; departed addresses are not kept");
+            Vec::new()
+        }
+    }
+}
+
+/// Runs one reconcile under the run lock.
 pub async fn reconcile(
     config: &Config,
     run_dir: &Path,
     health: &BTreeMap<String, bool>,
-) -> Result<(Plan, Changes)> {
+) -> Result<Outcome> {
     let _lock = RunLock::acquire(run_dir, Duration::from_secs(60))?;
-    let fw = Iptables::default();
-    let fw6 = Iptables::new(Family::V6);
-    // The rulesets are read while we connect to the bus and read NetworkManager.
+    let backend = firewall::resolve(config.firewall);
+    let fw = firewall::backend(backend);
+    // The firewall is read while we connect to the bus and read NetworkManager.
     fw.prefetch();
-    fw6.prefetch();
     let nm = NetworkManager::connect().await?;
-    let nl = Netlink::connect().await?;
+    let routing = Routing::connect().await?;
     let mut state = State::load(run_dir);
-    let ns = Namespace::from_config(config);
-    let mut changes = Changes::default();
+    let ns = config.namespace();
+    let mut done = Vec::new();
 
     // The namespace changed since the last run: our old objects live elsewhere.
     if let Some(old) = state.namespace
         && old != ns
     {
         info!(?old, new = ?ns, "namespace changed; removing objects of the old one");
-        remove_kernel_objects(&nl, &old, &mut changes).await?;
-        state.ids.clear();
+        remove_routing(&routing, &old, &mut done).await?;
+        state.ids = Default::default();
     }
 
-    let observed = observe(config, &nm, &nl, &fw, &fw6, &state, health).await?;
-    let plan = plan::plan(config, &observed.facts);
-    for w in &plan.warnings {
-        warn!("{w}");
-    }
-
-    // Record the namespace before creating anything in it, so that a crash right
+    let view = observe(config, &nm, &routing, &state, health).await?;
+    let mut failed = view.unsettled.clone();
+    let mut facts = view.facts;
+    let mut observed = view.observed;
+    // Record what we are about to create before creating it, so that a crash right
     // after is still cleaned up by flush.
     state.namespace = Some(ns);
+    state
+        .firewall
+        .get_or_insert_with(|| Backend::ALL.into_iter().collect())
+        .insert(backend);
     state.save(run_dir)?;
 
-    // Add before remove: new routes and rules exist before the firewall marks for
-    // them, and stale ones go only after nothing marks for them any more.
-    let desired_routes: BTreeSet<&RouteSpec> = plan.routes.iter().collect();
-    let current_routes: BTreeSet<&RouteSpec> = observed.routes.iter().collect();
-    for r in desired_routes.difference(&current_routes) {
-        debug!(?r, "adding route");
-        nl.add_route(r).await?;
-        changes.routes_added += 1;
-    }
-    let desired_rules: BTreeSet<_> = plan.rules.iter().collect();
-    let current_rules: BTreeSet<_> = observed.rules.iter().collect();
-    for r in desired_rules.difference(&current_rules) {
-        debug!(?r, "adding rule");
-        nl.add_rule(r).await?;
-        changes.rules_added += 1;
-    }
-
-    apply_sysctls(&plan.sysctls, &mut state, run_dir, &mut changes)?;
-
-    if !fw.is_current(&plan.firewall)? {
-        let created = fw.apply(&plan.firewall)?;
-        changes.firewall_rebuilt = true;
-        if !created.is_empty() {
-            state.created_tables.extend(created);
-            state.save(run_dir)?;
+    // An uplink whose routes or rules the kernel refuses is left out and the rest
+    // planned again, so that nothing ever marks for a half-built table.
+    let plan = loop {
+        facts.uplinks.retain(|u| !failed.contains_key(&u.iface));
+        let plan = plan::plan(config, &facts);
+        for w in &plan.warnings {
+            warn!("{w}");
         }
+        observe_for(&plan, &mut observed, fw.as_ref(), &state)?;
+        let changes = diff::diff(&plan, &observed);
+        match apply(&changes, &plan, fw.as_ref(), &routing, &mut state, run_dir).await {
+            Ok(applied) => {
+                done.extend(applied);
+                break plan;
+            }
+            Err(Failure::Uplink {
+                iface,
+                error,
+                applied,
+            }) => {
+                warn!(
+                    iface,
+                    "{error}; leaving this uplink out and applying the others"
+                );
+                done.extend(applied);
+                failed.insert(iface, error.to_string());
+                let (routes, rules) = futures::try_join!(routing.routes(&ns), routing.rules(&ns))?;
+                observed.routes = routes;
+                observed.rules = rules;
+            }
+            Err(Failure::Run(e)) => return Err(e),
+        }
+    };
+
+    state.ids.remember(
+        plan.uplinks
+            .iter()
+            .map(|u| (u.iface.as_str(), u.connection_uuid.as_str(), u.id)),
+    );
+    state.uplinks = facts.uplinks.clone();
+    state.firewall = Some([backend].into_iter().collect());
+    state.save(run_dir)?;
+    Ok(Outcome {
+        plan,
+        changes: done,
+        failed,
+    })
+}
+
+enum Failure {
+    /// Applying something of one uplink failed; what was applied before stays.
+    Uplink {
+        iface: String,
+        error: Error,
+        applied: Vec<Change>,
+    },
+    Run(Error),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Run(e)
     }
-    match &plan.firewall6 {
-        Some(p6) => {
-            if !fw6.is_current(p6)? {
-                let created = fw6.apply(p6)?;
-                changes.firewall_rebuilt = true;
-                if !created.is_empty() {
-                    state.created_tables6.extend(created);
+}
+
+/// Applies the changes in order; returns those applied.
+async fn apply(
+    changes: &[Change],
+    plan: &Plan,
+    fw: &dyn Firewall,
+    routing: &Routing,
+    state: &mut State,
+    run_dir: &Path,
+) -> std::result::Result<Vec<Change>, Failure> {
+    let mut applied = Vec::new();
+    for change in changes {
+        debug!(%change, "applying");
+        let uplink_of = |e: Error, iface: &str, applied: &Vec<Change>| Failure::Uplink {
+            iface: iface.to_string(),
+            error: e,
+            applied: applied.clone(),
+        };
+        match change {
+            Change::AddRoute(r) => {
+                if let Err(e) = routing.add_route(r).await {
+                    return Err(uplink_of(e, &r.oif, &applied));
+                }
+            }
+            Change::AddRule(r) => {
+                if let Err(e) = routing.add_rule(r).await {
+                    let iface = plan
+                        .uplinks
+                        .iter()
+                        .find(|u| u.table == r.table || u.mark == r.fwmark)
+                        .map_or("?", |u| u.iface.as_str());
+                    return Err(uplink_of(e, iface, &applied));
+                }
+            }
+            Change::SetSysctl {
+                path,
+                value,
+                original,
+            } => {
+                if let Some(original) = original {
+                    state.sysctls.insert(path.clone(), original.clone());
+                    state.save(run_dir)?;
+                }
+                if !sysctl::write(path, value) {
+                    continue;
+                }
+            }
+            Change::InstallFirewall => {
+                let created = fw.apply(&plan.firewall, &state.created)?;
+                if created != state.created {
+                    state.created = created;
                     state.save(run_dir)?;
                 }
             }
-        }
-        // IPv6 balancing is off: nothing of ours may stay in IPv6's tables, and tables
-        // that exist only because we created them go too.
-        None => {
-            if remove_firewall6(&fw6, &state)? {
-                changes.firewall_rebuilt = true;
+            Change::RemoveFirewall(b) => {
+                firewall::backend(*b).flush(&state.created)?;
+                if *b == Backend::Iptables {
+                    state.created.clear();
+                    state.save(run_dir)?;
+                }
             }
-            if !state.created_tables6.is_empty() {
-                state.created_tables6.clear();
-                state.save(run_dir)?;
+            Change::Keep(a) => keeper::keep(*a).await?,
+            Change::DelRule(r) => routing.del_rule(r).await?,
+            Change::DelRoute(r) => routing.del_route(r).await?,
+            Change::RestoreSysctl { path, value } => {
+                state.sysctls.remove(path);
+                if sysctl::exists(path) {
+                    sysctl::write(path, value);
+                }
             }
+            Change::Release(a) => keeper::release(*a).await?,
         }
+        applied.push(change.clone());
     }
-
-    for r in current_rules.difference(&desired_rules) {
-        debug!(?r, "deleting rule");
-        nl.del_rule(r).await?;
-        changes.rules_deleted += 1;
-    }
-    // Routes are replaced in place (same table and destination), so only delete
-    // those whose key is no longer wanted at all.
-    let desired_keys: BTreeSet<_> = plan.routes.iter().map(route_key).collect();
-    for r in current_routes.difference(&desired_routes) {
-        if !desired_keys.contains(&route_key(r)) {
-            debug!(?r, "deleting route");
-            nl.del_route(r).await?;
-            changes.routes_deleted += 1;
-        }
-    }
-
-    state.ids = plan
-        .uplinks
-        .iter()
-        .map(|u| (u.iface.clone(), u.id))
-        .collect();
-    state.save(run_dir)?;
-    Ok((plan, changes))
+    Ok(applied)
 }
 
 /// Logs a reconcile's outcome. "Nothing changed" is worth telling a person who ran
 /// `apply`, not repeating in a daemon's log every minute.
-pub fn log_outcome(
-    trigger: &dyn std::fmt::Debug,
-    plan: &Plan,
-    changes: &Changes,
-    unchanged_level: tracing::Level,
-) {
-    let uplinks: Vec<&str> = plan
+pub fn log_outcome(trigger: &dyn std::fmt::Debug, outcome: &Outcome, unchanged: tracing::Level) {
+    let uplinks: Vec<&str> = outcome
+        .plan
         .uplinks
         .iter()
         .filter(|u| u.in_balance)
         .map(|u| u.iface.as_str())
         .collect();
+    let changes: Vec<String> = outcome.changes.iter().map(|c| c.to_string()).collect();
     if !changes.is_empty() {
         info!(?trigger, ?uplinks, ?changes, "reconciled");
-    } else if unchanged_level == tracing::Level::INFO {
+    } else if unchanged == tracing::Level::INFO {
         info!(?trigger, ?uplinks, "in sync; nothing to change");
     } else {
         debug!(?trigger, ?uplinks, "in sync; nothing to change");
     }
-}
-
-fn route_key(r: &RouteSpec) -> (u32, crate::model::IpNet) {
-    (r.table, r.dst)
-}
-
-/// Sets the sysctls the plan needs, remembering each original value first, and puts
-/// back those no longer needed.
-fn apply_sysctls(
-    wanted: &[SysctlSpec],
-    state: &mut State,
-    run_dir: &Path,
-    changes: &mut Changes,
-) -> Result<()> {
-    let wanted_paths: BTreeMap<String, &SysctlSpec> =
-        wanted.iter().map(|s| (s.path(), s)).collect();
-    for (path, spec) in &wanted_paths {
-        let Ok(current) = std::fs::read_to_string(path) else {
-            warn!(path, "sysctl not readable; interface gone?");
-            continue;
-        };
-        let current = current.trim().to_string();
-        if current == spec.value {
-            continue;
-        }
-        if !state.sysctls.contains_key(path) {
-            state.sysctls.insert(path.clone(), current);
-            state.save(run_dir)?;
-        }
-        write_sysctl(path, &spec.value);
-        changes.sysctls_set += 1;
+    for (iface, why) in &outcome.failed {
+        warn!(iface, "not applied: {why}");
     }
-    let stale: Vec<String> = state
-        .sysctls
-        .keys()
-        .filter(|p| !wanted_paths.contains_key(*p))
-        .cloned()
-        .collect();
-    for path in stale {
-        let original = state.sysctls.remove(&path).unwrap_or_default();
-        if std::path::Path::new(&path).exists() {
-            write_sysctl(&path, &original);
-            changes.sysctls_restored += 1;
-        }
+}
+
+async fn remove_routing(routing: &Routing, ns: &Namespace, done: &mut Vec<Change>) -> Result<()> {
+    for r in routing.rules(ns).await? {
+        routing.del_rule(&r).await?;
+        done.push(Change::DelRule(r));
+    }
+    for r in routing.routes(ns).await? {
+        routing.del_route(&r).await?;
+        done.push(Change::DelRoute(r));
     }
     Ok(())
 }
 
-fn write_sysctl(path: &str, value: &str) {
-    if let Err(e) = std::fs::write(path, value) {
-        warn!(path, value, error = %e, "cannot write sysctl");
-    }
-}
-
-/// Removes our IPv6 chains (and the empty tables we created) if there are any; whether
-/// anything was there. A machine whose IPv6 firewall cannot even be read (no ip6tables,
-/// IPv6 disabled in the kernel) cannot hold any of ours.
-fn remove_firewall6(fw6: &dyn Firewall, state: &State) -> Result<bool> {
-    let installed = match fw6.installed() {
-        Ok(installed) => installed,
-        Err(e) => {
-            debug!(error = %e, "cannot read the IPv6 firewall: nothing of ours there");
-            return Ok(false);
-        }
-    };
-    if installed || !state.created_tables6.is_empty() {
-        let created: Vec<String> = state.created_tables6.iter().cloned().collect();
-        fw6.flush(&created)?;
-    }
-    Ok(installed)
-}
-
-async fn remove_kernel_objects(nl: &Netlink, ns: &Namespace, changes: &mut Changes) -> Result<()> {
-    for r in nl.rules(ns).await? {
-        nl.del_rule(&r).await?;
-        changes.rules_deleted += 1;
-    }
-    for r in nl.routes(ns).await? {
-        nl.del_route(&r).await?;
-        changes.routes_deleted += 1;
-    }
-    Ok(())
-}
-
-/// Removes everything nm-multiwan installed: chains and jumps, rules, routes, and
-/// puts back the sysctls. Works without NetworkManager.
-pub async fn flush(config: &Config, run_dir: &Path) -> Result<Changes> {
+/// Removes everything nm-multiwan installed: firewall (every backend), rules, routes,
+/// kept addresses, and puts back the sysctls. Works without NetworkManager.
+pub async fn flush(config: &Config, run_dir: &Path) -> Result<Vec<Change>> {
     let _lock = RunLock::acquire(run_dir, Duration::from_secs(60))?;
-    let nl = Netlink::connect().await?;
-    let mut state = State::load(run_dir);
-    let mut changes = Changes::default();
+    let routing = Routing::connect().await?;
+    let state = State::load(run_dir);
+    let mut done = Vec::new();
     // Firewall first: stop marking before the rules and tables go.
-    let created: Vec<String> = state.created_tables.iter().cloned().collect();
-    Iptables::default().flush(&created)?;
-    remove_firewall6(&Iptables::new(Family::V6), &state)?;
-    changes.firewall_rebuilt = true;
-    let ns = Namespace::from_config(config);
+    let created = &state.created;
+    for b in Backend::ALL {
+        let fw = firewall::backend(b);
+        let present = fw.installed().unwrap_or_else(|e| {
+            debug!(backend = %b, error = %e, "cannot read that backend: nothing of ours there");
+            false
+        });
+        if present || (b == Backend::Iptables && !created.is_empty()) {
+            fw.flush(created)?;
+            done.push(Change::RemoveFirewall(b));
+        }
+    }
+    let ns = config.namespace();
     let mut spaces = vec![ns];
     if let Some(old) = state.namespace
         && old != ns
@@ -336,9 +479,21 @@ pub async fn flush(config: &Config, run_dir: &Path) -> Result<Changes> {
         spaces.push(old);
     }
     for space in &spaces {
-        remove_kernel_objects(&nl, space, &mut changes).await?;
+        remove_routing(&routing, space, &mut done).await?;
     }
-    apply_sysctls(&[], &mut state, run_dir, &mut changes)?;
+    for a in keeper::kept().await? {
+        keeper::release(a).await?;
+        done.push(Change::Release(a));
+    }
+    keeper::remove_dummy().await?;
+    for (path, value) in &state.sysctls {
+        if sysctl::exists(path) && sysctl::write(path, value) {
+            done.push(Change::RestoreSysctl {
+                path: path.clone(),
+                value: value.clone(),
+            });
+        }
+    }
     State::remove(run_dir)?;
-    Ok(changes)
+    Ok(done)
 }

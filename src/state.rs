@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use crate::error::{Error, Result};
-use crate::plan::Namespace;
+use crate::kernel::firewall::Backend;
+use crate::model::Uplink;
+use crate::namespace::Namespace;
+use crate::plan::KnownIds;
 
 pub const DEFAULT_RUN_DIR: &str = "/run/nm-multiwan";
 
@@ -24,18 +27,30 @@ pub fn run_dir() -> PathBuf {
 pub struct State {
     /// The namespace our kernel objects were created in (to clean up after a change).
     pub namespace: Option<Namespace>,
-    /// Last ids given to interfaces, to keep them when the kernel shows no trace.
+    /// Ids given to uplinks, by connection UUID and interface, departed ones included.
     #[serde(default)]
-    pub ids: BTreeMap<String, u32>,
+    pub ids: KnownIds,
+    /// The uplinks of the last plan applied, as NetworkManager described them: while
+    /// NetworkManager starts up or re-assumes a device, an uplink whose device still
+    /// holds its address and default route keeps these facts.
+    #[serde(default)]
+    pub uplinks: Vec<Uplink>,
     /// `/proc/sys/...` path -> value it had before we changed it.
     #[serde(default)]
     pub sysctls: BTreeMap<String, String>,
-    /// Firewall tables that only exist because we created them.
+    /// Firewall backends that may hold objects of ours (recorded before installing),
+    /// so that a switch removes the other one's objects without probing it every run.
+    /// `None` (a state from before backends could be chosen): every backend is checked.
     #[serde(default)]
-    pub created_tables: std::collections::BTreeSet<String>,
-    /// The same for IPv6's firewall tables.
+    pub firewall: Option<std::collections::BTreeSet<Backend>>,
+    /// Containers a backend created that flush removes once empty (iptables-nft's
+    /// tables, e.g. "ip mangle").
     #[serde(default)]
-    pub created_tables6: std::collections::BTreeSet<String>,
+    pub created: std::collections::BTreeSet<String>,
+    /// Departed uplink addresses we keep on our dummy interface for the connections
+    /// still using them.
+    #[serde(default)]
+    pub kept: std::collections::BTreeSet<std::net::IpAddr>,
 }
 
 impl State {
@@ -47,10 +62,13 @@ impl State {
     pub fn load(dir: &Path) -> State {
         let path = Self::path(dir);
         match std::fs::read_to_string(&path) {
-            Ok(s) => serde_json::from_str(&s).unwrap_or_else(|e| {
-                warn!(path = %path.display(), error = %e, "ignoring corrupt state file");
-                State::default()
-            }),
+            Ok(s) => serde_json::from_str(&s)
+                .map(migrate)
+                .and_then(serde_json::from_value)
+                .unwrap_or_else(|e| {
+                    warn!(path = %path.display(), error = %e, "ignoring corrupt state file");
+                    State::default()
+                }),
             Err(_) => State::default(),
         }
     }
@@ -76,6 +94,37 @@ impl State {
             _ => Ok(()),
         }
     }
+}
+
+/// A state file written by an earlier version, in today's shape: ids were a map from
+/// interface to id, and the iptables tables we created were kept per family.
+fn migrate(mut v: serde_json::Value) -> serde_json::Value {
+    let Some(obj) = v.as_object_mut() else {
+        return v;
+    };
+    if let Some(ids) = obj.get("ids")
+        && ids
+            .as_object()
+            .is_some_and(|m| m.values().all(|x| x.is_u64()))
+    {
+        let by_iface = ids.clone();
+        obj.insert("ids".into(), serde_json::json!({ "by_iface": by_iface }));
+    }
+    let mut created: Vec<serde_json::Value> = Vec::new();
+    for (key, family) in [("created_tables", "ip"), ("created_tables6", "ip6")] {
+        if let Some(serde_json::Value::Array(tables)) = obj.remove(key) {
+            created.extend(
+                tables
+                    .iter()
+                    .filter_map(|t| t.as_str())
+                    .map(|t| format!("{family} {t}").into()),
+            );
+        }
+    }
+    if !created.is_empty() {
+        obj.insert("created".into(), created.into());
+    }
+    v
 }
 
 /// Opens (creating it and `dir` if needed) a file used only for `flock`.
@@ -131,7 +180,7 @@ mod tests {
     fn state_round_trips_and_lock_excludes() {
         let dir = std::env::temp_dir().join(format!("nmmw-state-{}", std::process::id()));
         let mut s = State::default();
-        s.ids.insert("eth0".into(), 3);
+        s.ids.by_uuid.insert("uuid-eth0".into(), 3);
         s.sysctls.insert("/proc/sys/x".into(), "0".into());
         s.save(&dir).unwrap();
         assert_eq!(State::load(&dir), s);
@@ -139,6 +188,19 @@ mod tests {
         assert!(RunLock::acquire(&dir, std::time::Duration::from_millis(50)).is_err());
         drop(held);
         assert!(RunLock::acquire(&dir, std::time::Duration::from_millis(50)).is_ok());
+        // A state file of the previous version still loads, ids and tables kept.
+        std::fs::write(
+            dir.join("state.json"),
+            r#"{"namespace":null,"ids":{"eth0":3},"sysctls":{"/x":"0"},"created_tables":["mangle"],"created_tables6":["nat"]}"#,
+        )
+        .unwrap();
+        let old = State::load(&dir);
+        assert_eq!(old.ids.by_iface["eth0"], 3);
+        assert_eq!(old.sysctls["/x"], "0");
+        assert_eq!(
+            old.created.iter().cloned().collect::<Vec<_>>(),
+            ["ip mangle", "ip6 nat"]
+        );
         State::remove(&dir).unwrap();
         assert_eq!(State::load(&dir), State::default());
         std::fs::remove_dir_all(&dir).unwrap();

@@ -1,22 +1,23 @@
 //! `status` and `plan`: what is in use and what would be, for people and for scripts.
 //! Read-only.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
+use crate::diff;
 use crate::error::Result;
-use crate::firewall::Firewall;
-use crate::firewall::iptables::Iptables;
 use crate::health::HealthReport;
+use crate::kernel::firewall::{self, Firewall};
+use crate::kernel::routing::Routing;
 use crate::model::Family;
-use crate::netlink::Netlink;
+use crate::namespace::MAIN_TABLE;
 use crate::nm::NetworkManager;
 use crate::plan::{self, Plan};
-use crate::reconcile::observe;
+use crate::reconcile::{observe, observe_for};
 use crate::state::{self, State};
 
 /// Version of the `status --json` format; bumped only on incompatible changes.
@@ -28,6 +29,9 @@ pub struct StatusReport {
     /// Whether the kernel holds exactly the plan (routes, rules, chains).
     pub in_sync: bool,
     pub mark_mask: String,
+    /// The firewall backend in use: "nftables" or "iptables".
+    #[serde(default)]
+    pub firewall: String,
     /// Whether IPv6 connections are balanced (config `ipv6`, or automatic).
     pub ipv6: bool,
     pub uplinks: Vec<UplinkStatus>,
@@ -75,44 +79,30 @@ pub struct UplinkStatus {
     pub tx_bytes: u64,
 }
 
-/// The plan as it would be applied now, computed from live facts. Writes nothing.
-pub async fn current_plan(config: &Config, health: &BTreeMap<String, bool>) -> Result<Plan> {
+/// The plan as it would be applied now, computed from live facts, with the backend
+/// that would apply it and whether the kernel holds it. Writes nothing.
+pub async fn current_plan(
+    config: &Config,
+    health: &BTreeMap<String, bool>,
+) -> Result<(Plan, Box<dyn Firewall>, bool)> {
+    let fw = firewall::backend(firewall::resolve(config.firewall));
+    fw.prefetch();
     let nm = NetworkManager::connect().await?;
-    let nl = Netlink::connect().await?;
-    let fw = Iptables::default();
-    let fw6 = Iptables::new(Family::V6);
+    let routing = Routing::connect().await?;
     let state = State::load(&state::run_dir());
-    let observed = observe(config, &nm, &nl, &fw, &fw6, &state, health).await?;
-    Ok(plan::plan(config, &observed.facts))
+    let view = observe(config, &nm, &routing, &state, health).await?;
+    let plan = plan::plan(config, &view.facts);
+    let mut observed = view.observed;
+    observe_for(&plan, &mut observed, fw.as_ref(), &state)?;
+    let in_sync = diff::diff(&plan, &observed).is_empty();
+    Ok((plan, fw, in_sync))
 }
 
 /// Reads the live state. `health` holds the verdicts of a running daemon (empty
 /// without one: every uplink then counts as healthy and `healthy` is `null`).
 pub async fn gather(config: &Config, health: &BTreeMap<String, bool>) -> Result<StatusReport> {
-    let nm = NetworkManager::connect().await?;
-    let nl = Netlink::connect().await?;
-    let fw = Iptables::default();
-    let fw6 = Iptables::new(Family::V6);
-    let state = State::load(&state::run_dir());
-    let observed = observe(config, &nm, &nl, &fw, &fw6, &state, health).await?;
-    let plan = plan::plan(config, &observed.facts);
-    let firewall6_ok = match &plan.firewall6 {
-        Some(p6) => fw6.is_current(p6)?,
-        // Off: in sync when nothing of ours is there (or cannot be: no ip6tables).
-        None => !fw6.installed().unwrap_or(false),
-    };
-    let in_sync = observed.routes.iter().collect::<BTreeSet<_>>()
-        == plan.routes.iter().collect::<BTreeSet<_>>()
-        && observed.rules.iter().collect::<BTreeSet<_>>()
-            == plan.rules.iter().collect::<BTreeSet<_>>()
-        && fw.is_current(&plan.firewall)?
-        && firewall6_ok;
+    let (plan, fw, in_sync) = current_plan(config, health).await?;
     let counters = fw.counters().unwrap_or_default();
-    let counters6 = if plan.ipv6 {
-        fw6.counters().unwrap_or_default()
-    } else {
-        BTreeMap::new()
-    };
     let conns = conntrack_by_id(config, Family::V4);
     let conns6 = conntrack_by_id(config, Family::V6);
     let ns = plan.namespace;
@@ -123,8 +113,8 @@ pub async fn gather(config: &Config, health: &BTreeMap<String, bool>) -> Result<
             let count = |c: &Option<BTreeMap<u32, u64>>| {
                 c.as_ref().map(|c| c.get(&u.id).copied().unwrap_or(0))
             };
-            let new4 = counters.get(&u.mark).map_or(0, |c| c.new_connections);
-            let new6 = counters6.get(&u.mark).map_or(0, |c| c.new_connections);
+            let placed = |f| counters.placed.get(&(f, u.mark)).copied().unwrap_or(0);
+            let (new4, new6) = (placed(Family::V4), placed(Family::V6));
             let (c4, c6) = (count(&conns), count(&conns6));
             UplinkStatus {
                 iface: u.iface.clone(),
@@ -133,7 +123,7 @@ pub async fn gather(config: &Config, health: &BTreeMap<String, bool>) -> Result<
                 address: u
                     .ipv4
                     .as_ref()
-                    .map(|v4| format!("{}/{}", v4.address, v4.subnet.prefix)),
+                    .map(|v4| format!("{}/{}", v4.address, v4.subnet.prefix())),
                 gateway: u
                     .ipv4
                     .as_ref()
@@ -142,7 +132,7 @@ pub async fn gather(config: &Config, health: &BTreeMap<String, bool>) -> Result<
                 address6: u
                     .ipv6
                     .as_ref()
-                    .map(|v6| format!("{}/{}", v6.address, v6.subnet.prefix)),
+                    .map(|v6| format!("{}/{}", v6.address, v6.subnet.prefix())),
                 gateway6: u
                     .ipv6
                     .as_ref()
@@ -167,6 +157,7 @@ pub async fn gather(config: &Config, health: &BTreeMap<String, bool>) -> Result<
         format: STATUS_FORMAT,
         in_sync,
         mark_mask: format!("{:#x}", ns.mark_mask),
+        firewall: fw.backend().to_string(),
         ipv6: plan.ipv6,
         uplinks,
         warnings: plan.warnings,
@@ -188,14 +179,14 @@ fn conntrack_by_id(config: &Config, family: Family) -> Option<BTreeMap<u32, u64>
         Family::V4 => "ipv4",
         Family::V6 => "ipv6",
     };
-    let out = Command::new(crate::firewall::iptables::find_program("conntrack"))
+    let out = Command::new(crate::kernel::firewall::iptables::find_program("conntrack"))
         .args(["-L", "-f", family])
         .output()
         .ok()?;
     if !out.status.success() {
         return None;
     }
-    let ns = crate::plan::Namespace::from_config(config);
+    let ns = config.namespace();
     let shift = ns.shift();
     let id_bits = ns.mark_mask & !ns.inbound_flag();
     let mut counts = BTreeMap::new();
@@ -390,9 +381,8 @@ pub fn render_health(h: &HealthReport, now: std::time::SystemTime) -> String {
     s
 }
 
-/// The plan for people; `firewall` and `firewall6` are the rendered chains of each
-/// family (`firewall6` `None` when IPv6 balancing is off).
-pub fn render_plan(p: &Plan, firewall: &str, firewall6: Option<&str>) -> String {
+/// The plan for people; `firewall` is the firewall as the backend renders it.
+pub fn render_plan(p: &Plan, backend: firewall::Backend, firewall: &str) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
@@ -421,7 +411,7 @@ pub fn render_plan(p: &Plan, firewall: &str, firewall6: Option<&str>) -> String 
         );
         if let Some(v4) = &u.ipv4 {
             let via = v4.gateway.map(|g| format!(" via {g}")).unwrap_or_default();
-            let _ = writeln!(s, "#    ipv4 {}/{}{via}", v4.address, v4.subnet.prefix);
+            let _ = writeln!(s, "#    ipv4 {}/{}{via}", v4.address, v4.subnet.prefix());
         }
         if let Some(v6) = &u.ipv6 {
             let via = v6.gateway.map(|g| format!(" via {g}")).unwrap_or_default();
@@ -430,7 +420,12 @@ pub fn render_plan(p: &Plan, firewall: &str, firewall6: Option<&str>) -> String 
             } else {
                 " (IPv6 not balanced)"
             };
-            let _ = writeln!(s, "#    ipv6 {}/{}{via}{off}", v6.address, v6.subnet.prefix);
+            let _ = writeln!(
+                s,
+                "#    ipv6 {}/{}{via}{off}",
+                v6.address,
+                v6.subnet.prefix()
+            );
         }
     }
     let _ = writeln!(s, "# ipv6 balancing: {}", if p.ipv6 { "on" } else { "off" });
@@ -458,7 +453,7 @@ pub fn render_plan(p: &Plan, firewall: &str, firewall6: Option<&str>) -> String 
     }
     let _ = writeln!(s, "# rules");
     for r in &p.rules {
-        let target = if r.table == plan::MAIN_TABLE {
+        let target = if r.table == MAIN_TABLE {
             "main".to_string()
         } else {
             r.table.to_string()
@@ -486,12 +481,11 @@ pub fn render_plan(p: &Plan, firewall: &str, firewall6: Option<&str>) -> String 
     for c in &p.sysctls {
         let _ = writeln!(s, "net.ipv4.conf.{}.{} = {}", c.iface, c.name, c.value);
     }
-    let _ = writeln!(s, "# firewall (iptables-restore --noflush)");
-    s.push_str(firewall);
-    if let Some(firewall6) = firewall6 {
-        let _ = writeln!(s, "# firewall IPv6 (ip6tables-restore --noflush)");
-        s.push_str(firewall6);
+    for a in &p.keep {
+        let _ = writeln!(s, "# keep departed address {a} on nmmw0");
     }
+    let _ = writeln!(s, "# firewall ({backend})");
+    s.push_str(firewall);
     for w in &p.warnings {
         let _ = writeln!(s, "# warning: {w}");
     }
@@ -516,6 +510,7 @@ mod tests {
             format: STATUS_FORMAT,
             in_sync: true,
             mark_mask: "0x3f000000".into(),
+            firewall: "nftables".into(),
             ipv6: false,
             uplinks: vec![],
             warnings: vec![],

@@ -295,7 +295,7 @@ fn cut_upstream(sb: &Sandbox, k: u32, cut: bool) {
 fn balanced_marks(sb: &Sandbox) -> BTreeSet<String> {
     sb.host_ok(&["iptables-save", "-t", "mangle"])
         .lines()
-        .filter(|l| l.starts_with("-A nm-multiwan-out") && l.contains("-j MARK"))
+        .filter(|l| l.starts_with("-A nm-multiwan-tcp") && l.contains("-j MARK"))
         .filter_map(|l| l.split("--set-xmark ").nth(1))
         .map(|m| m.split('/').next().unwrap_or("").to_string())
         .collect()

@@ -10,9 +10,11 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use std::process::Command;
 
 use nm_multiwan::config::Config;
-use nm_multiwan::model::{Family, Ip4Uplink, Ip6Uplink, IpNet, Ipv4Net, Ipv6Net, Uplink};
-use nm_multiwan::netlink::Netlink;
-use nm_multiwan::plan::{self, Facts, Namespace, Plan, RouteSpec, RuleSpec};
+use nm_multiwan::kernel::routing::Routing as Netlink;
+use nm_multiwan::kernel::{Route as RouteSpec, Rule as RuleSpec};
+use nm_multiwan::model::{Family, IpNet, IpSide, Uplink};
+use nm_multiwan::namespace::Namespace;
+use nm_multiwan::plan::{self, Facts, Plan};
 
 /// Runs `test` inside a fresh network namespace, on a current-thread runtime.
 fn in_netns<F, Fut>(name: &str, test: F)
@@ -73,28 +75,29 @@ fn dummy(name: &str, address: &str) {
 }
 
 fn uplink(iface: &str, address: Ipv4Addr, prefix: u8, gateway: Option<Ipv4Addr>) -> Uplink {
-    Uplink::v4(
-        iface,
-        &format!("conn-{iface}"),
-        &format!("uuid-{iface}"),
-        Ip4Uplink {
-            address,
-            subnet: Ipv4Net::new(address, prefix),
-            gateway,
+    Uplink {
+        iface: iface.into(),
+        connection_id: format!("conn-{iface}"),
+        connection_uuid: format!("uuid-{iface}"),
+        ipv4: Some(IpSide {
+            address: address.into(),
+            subnet: IpNet::new(address.into(), prefix),
+            gateway: gateway.map(Into::into),
             metric: 100,
-            local_routes: vec![],
-        },
-    )
+            routes: vec![],
+        }),
+        ipv6: None,
+    }
 }
 
-fn v6(address: &str, prefix: u8, gateway: Option<&str>) -> Option<Ip6Uplink> {
+fn v6(address: &str, prefix: u8, gateway: Option<&str>) -> Option<IpSide> {
     let address: Ipv6Addr = address.parse().unwrap();
-    Some(Ip6Uplink {
-        address,
-        subnet: Ipv6Net::new(address, prefix),
+    Some(IpSide {
+        address: address.into(),
+        subnet: IpNet::new(address.into(), prefix),
         gateway: gateway.map(|g| g.parse().unwrap()),
         metric: 100,
-        local_routes: vec![],
+        routes: vec![],
     })
 }
 
@@ -180,7 +183,7 @@ fn ip_routes(table: u32) -> Vec<String> {
 fn planned_state_reads_back_equal() {
     in_netns("planned_state_reads_back_equal", || async {
         let config = Config::default();
-        let ns = Namespace::from_config(&config);
+        let ns = config.namespace();
         let p = two_uplinks(&config);
         let nl = Netlink::connect().await.unwrap();
         assert_eq!(read(&nl, &ns).await, Default::default());
@@ -236,7 +239,7 @@ fn small_table_ids_and_other_namespace() {
             rule_priority: 1000,
             ..Config::default()
         };
-        let ns = Namespace::from_config(&config);
+        let ns = config.namespace();
         let p = two_uplinks(&config);
         let nl = Netlink::connect().await.unwrap();
         apply(&nl, &p).await;
@@ -248,7 +251,7 @@ fn small_table_ids_and_other_namespace() {
         );
         assert_eq!(ip_routes(201).len(), 2);
         // Nothing of the default namespace is seen, and vice versa.
-        let default_ns = Namespace::from_config(&Config::default());
+        let default_ns = Config::default().namespace();
         assert_eq!(read(&nl, &default_ns).await, Default::default());
         remove(&nl, &p).await;
         assert_eq!(read(&nl, &ns).await, Default::default());
@@ -260,7 +263,7 @@ fn foreign_objects_are_neither_read_nor_removed() {
     in_netns("foreign_objects_are_neither_read_nor_removed", || async {
         let fresh = ip_rules();
         let config = Config::default();
-        let ns = Namespace::from_config(&config);
+        let ns = config.namespace();
         let p = two_uplinks(&config);
         // Others at our priorities and in tables next to ours.
         ip("rule add fwmark 0x4000 table 52 prio 30101");
@@ -318,7 +321,7 @@ fn foreign_objects_are_neither_read_nor_removed() {
 fn default_route_is_replaced_in_place() {
     in_netns("default_route_is_replaced_in_place", || async {
         let config = Config::default();
-        let ns = Namespace::from_config(&config);
+        let ns = config.namespace();
         let p = two_uplinks(&config);
         let nl = Netlink::connect().await.unwrap();
         apply(&nl, &p).await;
@@ -353,7 +356,7 @@ fn default_route_is_replaced_in_place() {
 fn point_to_point_and_onlink_gateway() {
     in_netns("point_to_point_and_onlink_gateway", || async {
         let config = Config::default();
-        let ns = Namespace::from_config(&config);
+        let ns = config.namespace();
         // ppp0: a /32 and no gateway; eth1: a /32 with a gateway outside it.
         dummy("ppp0", "10.0.9.2/32");
         dummy("eth1", "10.0.7.2/32");
@@ -410,7 +413,7 @@ fn errors_name_what_failed() {
         let nl = Netlink::connect().await.unwrap();
         let missing = RouteSpec {
             table: 6101,
-            dst: Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0).into(),
+            dst: IpNet::default_route(Family::V4),
             gateway: Some(Ipv4Addr::new(10, 0, 1, 1).into()),
             oif: "nope0".into(),
             prefsrc: None,
@@ -494,7 +497,7 @@ fn ipv6_planned_state_reads_back_equal() {
     in_netns("ipv6_planned_state_reads_back_equal", || async {
         let fresh = ip6_rules();
         let config = Config::default();
-        let ns = Namespace::from_config(&config);
+        let ns = config.namespace();
         let p = two_dual_stack_uplinks(&config);
         let nl = Netlink::connect().await.unwrap();
         assert_eq!(read(&nl, &ns).await, Default::default());
@@ -552,7 +555,7 @@ fn ipv6_off_leaves_only_ipv4_and_ipv6_objects_are_told_apart() {
             ipv6: Some(false),
             ..Config::default()
         };
-        let ns = Namespace::from_config(&on);
+        let ns = on.namespace();
         let p_on = two_dual_stack_uplinks(&on);
         let nl = Netlink::connect().await.unwrap();
         apply(&nl, &p_on).await;
@@ -574,7 +577,7 @@ fn ipv6_off_leaves_only_ipv4_and_ipv6_objects_are_told_apart() {
             ..Default::default()
         };
         let p_off = plan::plan(&off, &facts);
-        assert!(!p_off.ipv6 && p_off.firewall6.is_none());
+        assert!(!p_off.ipv6 && !p_off.firewall.has(Family::V6));
         let (routes, rules) = read(&nl, &ns).await;
         let (want_routes, want_rules) = planned(&p_off);
         for r in rules.difference(&want_rules) {
@@ -600,12 +603,12 @@ fn ipv6_point_to_point_offlink_gateway_and_ipv6_only() {
                 ipv6: Some(true),
                 ..Config::default()
             };
-            let ns = Namespace::from_config(&config);
+            let ns = config.namespace();
             // ppp0: IPv6 only, a /128 (DHCPv6 style) and no gateway; eth1: a /128 with a
             // global gateway outside it, so declared on-link.
             dummy("ppp0", "2001:db8:9::2/128");
             dummy("eth1", "2001:db8:7::2/128");
-            let only6 = |iface: &str, v6: Option<Ip6Uplink>| Uplink {
+            let only6 = |iface: &str, v6: Option<IpSide>| Uplink {
                 iface: iface.into(),
                 connection_id: iface.into(),
                 connection_uuid: iface.into(),

@@ -1,15 +1,16 @@
 //! Routes and rules over rtnetlink, limited to our namespace (table range and rule
 //! priorities). Reads what is ours, adds what is missing, deletes what is stale.
 //!
-//! Reading converts kernel objects back into the planner's [`RouteSpec`] and
-//! [`RuleSpec`], so that what the planner asked for, once added, reads back equal:
+//! Reading converts kernel objects back into the planner's [`Route`] and
+//! [`Rule`], so that what the planner asked for, once added, reads back equal:
 //! the reconcile diffs sets of them.
 
-use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
 use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
@@ -19,9 +20,10 @@ use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleFlags, RuleMe
 use rtnetlink::{IpVersion, RouteMessageBuilder};
 use tracing::debug;
 
+use super::{Route, Rule};
 use crate::error::{Error, Result};
-use crate::model::{Family, IpNet, Ipv4Net, Ipv6Net};
-use crate::plan::{MAIN_TABLE, Namespace, RouteSpec, RuleSpec};
+use crate::model::{Family, IpNet};
+use crate::namespace::{MAIN_TABLE, Namespace};
 
 const EEXIST: i32 = 17;
 const ENOENT: i32 = 2;
@@ -32,25 +34,88 @@ const EAFNOSUPPORT: i32 = 97;
 /// `FRA_SUPPRESS_PREFIXLEN` as the kernel reports a rule without it (-1).
 const SUPPRESS_UNSET: u32 = u32::MAX;
 
-pub struct Netlink {
+/// Our routes and rules, and the kernel's view of every interface, read in one go.
+#[derive(Debug, Clone, Default)]
+pub struct RoutingState {
+    /// Routes in our tables, both families.
+    pub routes: Vec<Route>,
+    /// Our rules, both families.
+    pub rules: Vec<Rule>,
+    /// Every interface's addresses, by interface name.
+    pub addresses: BTreeMap<String, Vec<IpAddr>>,
+    /// The main table's default routes, by output interface: gateway (if any).
+    pub main_defaults: BTreeMap<String, Vec<Option<IpAddr>>>,
+}
+
+impl RoutingState {
+    /// Whether the kernel holds `address` on `iface` and a default route of its family
+    /// through `iface` in the main table: the device is configured, whatever
+    /// NetworkManager is busy with.
+    pub fn holds(&self, iface: &str, address: IpAddr) -> bool {
+        let family = Family::of(address);
+        self.addresses
+            .get(iface)
+            .is_some_and(|a| a.contains(&address))
+            && self.main_defaults.get(iface).is_some_and(|gws| {
+                gws.iter()
+                    .any(|gw| gw.is_none_or(|gw| Family::of(gw) == family))
+            })
+    }
+
+    /// Whether `address` is configured on any interface.
+    pub fn is_local(&self, address: IpAddr) -> bool {
+        self.addresses.values().flatten().any(|a| *a == address)
+    }
+}
+
+/// Routes and rules over one rtnetlink socket.
+pub struct Routing {
     handle: rtnetlink::Handle,
 }
 
-impl Netlink {
+impl Routing {
     /// Opens a netlink socket (spawns its connection task on the current tokio runtime).
     pub async fn connect() -> Result<Self> {
         let (connection, handle, _) = rtnetlink::new_connection()
             .map_err(|e| Error::Netlink(format!("opening a netlink socket: {e}")))?;
         tokio::spawn(connection);
-        Ok(Netlink { handle })
+        Ok(Routing { handle })
+    }
+
+    /// Reads our routes and rules and every interface's addresses and main-table
+    /// default routes.
+    pub async fn read(&self, ns: &Namespace) -> Result<RoutingState> {
+        let names = self.link_names().await?;
+        let mut state = RoutingState {
+            rules: self.rules(ns).await?,
+            addresses: self.addresses(&names).await?,
+            ..RoutingState::default()
+        };
+        for route in self.all_routes(&names).await? {
+            if ns.id_of_table(route.table).is_some() {
+                state.routes.push(route);
+            } else if route.table == MAIN_TABLE && route.dst.prefix() == 0 {
+                state
+                    .main_defaults
+                    .entry(route.oif)
+                    .or_default()
+                    .push(route.gateway);
+            }
+        }
+        debug!(
+            routes = state.routes.len(),
+            rules = state.rules.len(),
+            "read our routes and rules"
+        );
+        Ok(state)
     }
 
     /// Our rules of both families: priority in `ns.priorities()` and either a table in
     /// our range, or the main table with `suppress_prefixlength 0` and an fwmark mask
     /// inside our mask.
-    pub async fn rules(&self, ns: &Namespace) -> Result<Vec<RuleSpec>> {
+    pub async fn rules(&self, ns: &Namespace) -> Result<Vec<Rule>> {
         let mut out = Vec::new();
-        for family in [Family::V4, Family::V6] {
+        for family in Family::ALL {
             let version = match family {
                 Family::V4 => IpVersion::V4,
                 Family::V6 => IpVersion::V6,
@@ -69,18 +134,24 @@ impl Netlink {
                 };
                 // Only the family asked for: a kernel without that family's rules
                 // answers with every family's.
-                if let Some(rule) = rule_spec(&msg, ns).filter(|r| r.family == family) {
+                if let Some(rule) = rule_of(&msg, ns).filter(|r| r.family == family) {
                     out.push(rule);
                 }
             }
         }
-        debug!(count = out.len(), "read our rules");
         Ok(out)
     }
 
-    /// Every route of either family in a table of ours (`ns.id_of_table(table).is_some()`).
-    pub async fn routes(&self, ns: &Namespace) -> Result<Vec<RouteSpec>> {
+    /// Every route in our tables, both families.
+    pub async fn routes(&self, ns: &Namespace) -> Result<Vec<Route>> {
         let names = self.link_names().await?;
+        let mut routes = self.all_routes(&names).await?;
+        routes.retain(|r| ns.id_of_table(r.table).is_some());
+        Ok(routes)
+    }
+
+    /// Every unicast single-next-hop route of either family in every table.
+    async fn all_routes(&self, names: &HashMap<u32, String>) -> Result<Vec<Route>> {
         let mut out = Vec::new();
         for (family, address_family) in [
             (Family::V4, AddressFamily::Inet),
@@ -102,56 +173,81 @@ impl Netlink {
                     }
                     Err(e) => return Err(nl_error(format_args!("listing {family} routes"), e)),
                 };
-                if let Some(route) = route_spec(&msg, &names, ns).filter(|r| r.family() == family) {
+                if let Some(route) = route_of(&msg, names).filter(|r| r.family() == family) {
                     out.push(route);
                 }
             }
         }
-        debug!(count = out.len(), "read our routes");
+        Ok(out)
+    }
+
+    /// Every interface's addresses, by name.
+    async fn addresses(
+        &self,
+        names: &HashMap<u32, String>,
+    ) -> Result<BTreeMap<String, Vec<IpAddr>>> {
+        let mut out: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
+        let mut dump = self.handle.address().get().execute();
+        while let Some(msg) = dump
+            .try_next()
+            .await
+            .map_err(|e| nl_error("listing addresses", e))?
+        {
+            let Some(name) = names.get(&msg.header.index) else {
+                continue;
+            };
+            // IFA_LOCAL is the interface's own address on point-to-point links, where
+            // IFA_ADDRESS is the peer's; elsewhere the two are equal.
+            let local = msg.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Local(a) => Some(*a),
+                _ => None,
+            });
+            let address = msg.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Address(a) => Some(*a),
+                _ => None,
+            });
+            if let Some(a) = local.or(address) {
+                out.entry(name.clone()).or_default().push(a);
+            }
+        }
         Ok(out)
     }
 
     /// Adds the rule; a rule that already exists exactly so is not an error.
-    pub async fn add_rule(&self, rule: &RuleSpec) -> Result<()> {
+    pub async fn add_rule(&self, rule: &Rule) -> Result<()> {
         let mut request = self.handle.rule().add();
         *request.message_mut() = rule_message(rule);
         match request.execute().await {
             Ok(()) => {
-                debug!(rule = %describe_rule(rule), "added rule");
+                debug!(rule = %rule, "added rule");
                 Ok(())
             }
             Err(e) if errno(&e) == Some(EEXIST) => {
-                debug!(rule = %describe_rule(rule), "rule already present");
+                debug!(rule = %rule, "rule already present");
                 Ok(())
             }
-            Err(e) => Err(nl_error(
-                format_args!("adding rule {}", describe_rule(rule)),
-                e,
-            )),
+            Err(e) => Err(nl_error(format_args!("adding rule {}", rule), e)),
         }
     }
 
     /// Deleting a rule that is already gone is not an error.
-    pub async fn del_rule(&self, rule: &RuleSpec) -> Result<()> {
+    pub async fn del_rule(&self, rule: &Rule) -> Result<()> {
         match self.handle.rule().del(rule_message(rule)).execute().await {
             Ok(()) => {
-                debug!(rule = %describe_rule(rule), "deleted rule");
+                debug!(rule = %rule, "deleted rule");
                 Ok(())
             }
             Err(e) if errno(&e) == Some(ENOENT) => {
-                debug!(rule = %describe_rule(rule), "rule already gone");
+                debug!(rule = %rule, "rule already gone");
                 Ok(())
             }
-            Err(e) => Err(nl_error(
-                format_args!("deleting rule {}", describe_rule(rule)),
-                e,
-            )),
+            Err(e) => Err(nl_error(format_args!("deleting rule {}", rule), e)),
         }
     }
 
     /// Creates the route, or replaces the one with the same table and destination.
-    pub async fn add_route(&self, route: &RouteSpec) -> Result<()> {
-        let what = || format!("adding route {}", describe_route(route));
+    pub async fn add_route(&self, route: &Route) -> Result<()> {
+        let what = || format!("adding route {}", route);
         let index = self
             .ifindex(&route.oif)
             .await
@@ -168,20 +264,20 @@ impl Netlink {
             .execute()
             .await
             .map_err(|e| nl_error(what(), e))?;
-        debug!(route = %describe_route(route), "added route");
+        debug!(route = %route, "added route");
         Ok(())
     }
 
     /// Deleting a route that is already gone is not an error.
-    pub async fn del_route(&self, route: &RouteSpec) -> Result<()> {
-        let what = || format!("deleting route {}", describe_route(route));
+    pub async fn del_route(&self, route: &Route) -> Result<()> {
+        let what = || format!("deleting route {}", route);
         let Some(index) = self
             .ifindex(&route.oif)
             .await
             .map_err(|e| Error::Netlink(format!("{}: {e}", what())))?
         else {
             // The kernel drops the routes of an interface that goes away.
-            debug!(route = %describe_route(route), "interface gone, so is the route");
+            debug!(route = %route, "interface gone, so is the route");
             return Ok(());
         };
         // Protocol, type 0 and scope "nowhere" are wildcards when deleting.
@@ -200,11 +296,11 @@ impl Netlink {
         set_route_table(&mut msg, route.table);
         match self.handle.route().del(msg).execute().await {
             Ok(()) => {
-                debug!(route = %describe_route(route), "deleted route");
+                debug!(route = %route, "deleted route");
                 Ok(())
             }
             Err(e) if matches!(errno(&e), Some(ESRCH | ENOENT)) => {
-                debug!(route = %describe_route(route), "route already gone");
+                debug!(route = %route, "route already gone");
                 Ok(())
             }
             Err(e) => Err(nl_error(what(), e)),
@@ -255,45 +351,32 @@ fn address_family(family: Family) -> AddressFamily {
 
 /// The request that adds `route` through interface `index` (table set by the caller).
 /// Gateway and source are of the route's family: the planner never mixes them.
-fn route_message(route: &RouteSpec, index: u32) -> RouteMessage {
+fn route_message(route: &Route, index: u32) -> RouteMessage {
     let scope = if route.scope_link {
         RouteScope::Link
     } else {
         RouteScope::Universe
     };
-    let mut msg = match route.dst {
-        IpNet::V4(dst) => {
-            let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
-                .destination_prefix(dst.addr, dst.prefix)
-                .output_interface(index)
-                .protocol(RouteProtocol::Static)
-                .scope(scope)
-                .kind(RouteType::Unicast);
-            if let Some(IpAddr::V4(gw)) = route.gateway {
-                b = b.gateway(gw);
-            }
-            if let Some(IpAddr::V4(src)) = route.prefsrc {
-                b = b.pref_source(src);
-            }
-            b.build()
+    // The planner never mixes families within a route, so the builder's family checks
+    // cannot fail; a route that did would be a bug worth a loud failure.
+    let build = || -> Result<RouteMessage, String> {
+        let mut b = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(route.dst.addr(), route.dst.prefix())
+            .map_err(|e| e.to_string())?
+            .output_interface(index)
+            .protocol(RouteProtocol::Static)
+            .scope(scope)
+            .kind(RouteType::Unicast);
+        if let Some(gw) = route.gateway {
+            b = b.gateway(gw).map_err(|e| e.to_string())?;
+        }
+        if let Some(src) = route.prefsrc {
+            b = b.pref_source(src).map_err(|e| e.to_string())?;
         }
         // No metric: the kernel gives IPv6 routes 1024, and reading back ignores it.
-        IpNet::V6(dst) => {
-            let mut b = RouteMessageBuilder::<Ipv6Addr>::new()
-                .destination_prefix(dst.addr, dst.prefix)
-                .output_interface(index)
-                .protocol(RouteProtocol::Static)
-                .scope(scope)
-                .kind(RouteType::Unicast);
-            if let Some(IpAddr::V6(gw)) = route.gateway {
-                b = b.gateway(gw);
-            }
-            if let Some(IpAddr::V6(src)) = route.prefsrc {
-                b = b.pref_source(src);
-            }
-            b.build()
-        }
+        Ok(b.build())
     };
+    let mut msg = build().unwrap_or_else(|e| panic!("route {route} mixes families: {e}"));
     if route.onlink {
         msg.header.flags |= RouteFlags::Onlink;
     }
@@ -311,7 +394,7 @@ fn set_route_table(msg: &mut RouteMessage, table: u32) {
 
 /// The request for adding or deleting exactly `rule` (the kernel matches a deletion on
 /// every attribute given).
-fn rule_message(rule: &RuleSpec) -> RuleMessage {
+fn rule_message(rule: &Rule) -> RuleMessage {
     let mut msg = RuleMessage::default();
     msg.header.family = address_family(rule.family);
     msg.header.action = RuleAction::ToTable;
@@ -329,10 +412,10 @@ fn rule_message(rule: &RuleSpec) -> RuleMessage {
     msg
 }
 
-/// The rule as a [`RuleSpec`] when it is ours, `None` for anything else: other
+/// The rule as a [`Rule`] when it is ours, `None` for anything else: other
 /// programs' rules, the kernel's default ones, and rules of a shape we never create
 /// (other selectors or actions) even at our priorities.
-fn rule_spec(msg: &RuleMessage, ns: &Namespace) -> Option<RuleSpec> {
+fn rule_of(msg: &RuleMessage, ns: &Namespace) -> Option<Rule> {
     let h = &msg.header;
     let family = match h.family {
         AddressFamily::Inet => Family::V4,
@@ -347,7 +430,7 @@ fn rule_spec(msg: &RuleMessage, ns: &Namespace) -> Option<RuleSpec> {
     {
         return None;
     }
-    let mut rule = RuleSpec {
+    let mut rule = Rule {
         family,
         priority: 0,
         fwmark: 0,
@@ -386,14 +469,10 @@ fn rule_spec(msg: &RuleMessage, ns: &Namespace) -> Option<RuleSpec> {
     (ours_table || ours_suppress).then_some(rule)
 }
 
-/// The route as a [`RouteSpec`] when it is a unicast route in a table of ours with a
-/// single next hop; `None` otherwise. Only what we set is read: the kernel's own
+/// The route as a [`Route`] when it is a unicast route with a single next hop through
+/// a known interface; `None` otherwise. Only what we set is read: the kernel's own
 /// additions (an IPv6 route's metric 1024, preference, expiry) do not count.
-fn route_spec(
-    msg: &RouteMessage,
-    names: &HashMap<u32, String>,
-    ns: &Namespace,
-) -> Option<RouteSpec> {
+fn route_of(msg: &RouteMessage, names: &HashMap<u32, String>) -> Option<Route> {
     let h = &msg.header;
     let family = match h.address_family {
         AddressFamily::Inet => Family::V4,
@@ -404,10 +483,7 @@ fn route_spec(
         return None;
     }
     let mut table = u32::from(h.table);
-    let mut dst = match family {
-        Family::V4 => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        Family::V6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-    };
+    let mut dst = family.unspecified();
     let mut gateway = None;
     let mut oif = None;
     let mut prefsrc = None;
@@ -426,25 +502,14 @@ fn route_spec(
             _ => {}
         }
     }
-    ns.id_of_table(table)?;
-    let dst: IpNet = match dst {
-        IpAddr::V4(a) => Ipv4Net::new(a, h.destination_prefix_length).into(),
-        IpAddr::V6(a) => Ipv6Net::new(a, h.destination_prefix_length).into(),
-    };
+    let dst = IpNet::new(dst, h.destination_prefix_length);
     // Multipath routes (no RTA_OIF) and source-specific ones are not ours to read.
-    let Some(index) = oif else {
-        debug!(table, %dst, "route without a single output interface ignored");
-        return None;
-    };
+    let index = oif?;
     if h.source_prefix_length != 0 || h.tos != 0 {
-        debug!(table, %dst, "source or tos specific route ignored");
         return None;
     }
-    let Some(name) = names.get(&index) else {
-        debug!(table, %dst, index, "route through an unknown interface ignored");
-        return None;
-    };
-    Some(RouteSpec {
+    let name = names.get(&index)?;
+    Some(Route {
         table,
         dst,
         gateway,
@@ -461,41 +526,6 @@ fn route_addr(a: &RouteAddress) -> Option<IpAddr> {
         RouteAddress::Inet6(a) => Some((*a).into()),
         _ => None,
     }
-}
-
-fn describe_route(r: &RouteSpec) -> String {
-    let mut s = r.dst.to_string();
-    if let Some(gw) = r.gateway {
-        s += &format!(" via {gw}");
-    }
-    s += &format!(" dev {} table {}", r.oif, r.table);
-    if r.scope_link {
-        s += " scope link";
-    }
-    if r.onlink {
-        s += " onlink";
-    }
-    if let Some(src) = r.prefsrc {
-        s += &format!(" src {src}");
-    }
-    s
-}
-
-fn describe_rule(r: &RuleSpec) -> String {
-    let mut s = format!(
-        "priority {} fwmark {:#x}/{:#x} table {}",
-        r.priority, r.fwmark, r.fwmask, r.table
-    );
-    if r.family == Family::V6 {
-        s.insert_str(0, "-6 ");
-    }
-    if let Some(iif) = &r.iif {
-        s += &format!(" iif {iif}");
-    }
-    if let Some(len) = r.suppress_prefixlength {
-        s += &format!(" suppress_prefixlength {len}");
-    }
-    s
 }
 
 /// The errno of a kernel refusal (positive, e.g. 17 for EEXIST).
@@ -518,13 +548,17 @@ fn nl_error(what: impl std::fmt::Display, e: rtnetlink::Error) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Config;
+    use std::net::Ipv4Addr;
 
     fn ns() -> Namespace {
-        Namespace::from_config(&Config::default())
+        Namespace {
+            mark_mask: 0x3f00_0000,
+            table_base: 6100,
+            rule_priority: 30100,
+        }
     }
 
-    fn kernel_rule(rule: &RuleSpec) -> RuleMessage {
+    fn kernel_rule(rule: &Rule) -> RuleMessage {
         // What a dump reports: the request's attributes plus protocol, and
         // suppress_prefixlength -1 when unset; header table 252 (compat) above 255.
         let mut msg = rule_message(rule);
@@ -544,7 +578,7 @@ mod tests {
     fn our_rules_read_back_equal() {
         let ns = ns();
         for rule in [
-            RuleSpec {
+            Rule {
                 family: Family::V4,
                 priority: 30100,
                 fwmark: 0x2100_0000,
@@ -553,7 +587,7 @@ mod tests {
                 table: 6101,
                 suppress_prefixlength: None,
             },
-            RuleSpec {
+            Rule {
                 family: Family::V4,
                 priority: 30101,
                 fwmark: 0x0100_0000,
@@ -562,7 +596,7 @@ mod tests {
                 table: MAIN_TABLE,
                 suppress_prefixlength: Some(0),
             },
-            RuleSpec {
+            Rule {
                 family: Family::V4,
                 priority: 30102,
                 fwmark: 0x0100_0000,
@@ -572,22 +606,22 @@ mod tests {
                 suppress_prefixlength: None,
             },
         ] {
-            assert_eq!(rule_spec(&kernel_rule(&rule), &ns), Some(rule.clone()));
+            assert_eq!(rule_of(&kernel_rule(&rule), &ns), Some(rule.clone()));
             // The same rule in IPv6's list reads back as IPv6.
-            let rule6 = RuleSpec {
+            let rule6 = Rule {
                 family: Family::V6,
                 ..rule.clone()
             };
             let msg = kernel_rule(&rule6);
             assert_eq!(msg.header.family, AddressFamily::Inet6);
-            assert_eq!(rule_spec(&msg, &ns), Some(rule6));
+            assert_eq!(rule_of(&msg, &ns), Some(rule6));
         }
     }
 
     #[test]
     fn foreign_rules_are_not_ours() {
         let ns = ns();
-        let ours = RuleSpec {
+        let ours = Rule {
             family: Family::V4,
             priority: 30102,
             fwmark: 0x0100_0000,
@@ -598,29 +632,29 @@ mod tests {
         };
         let foreign = [
             // tailscale-like table at our priority
-            RuleSpec {
+            Rule {
                 table: 52,
                 ..ours.clone()
             },
             // our table at another priority
-            RuleSpec {
+            Rule {
                 priority: 5270,
                 ..ours.clone()
             },
             // main lookup without suppress
-            RuleSpec {
+            Rule {
                 table: MAIN_TABLE,
                 ..ours.clone()
             },
             // main + suppress with a mask outside ours
-            RuleSpec {
+            Rule {
                 table: MAIN_TABLE,
                 fwmask: 0xff_0000,
                 suppress_prefixlength: Some(0),
                 ..ours.clone()
             },
             // main + suppress without any fwmark
-            RuleSpec {
+            Rule {
                 table: MAIN_TABLE,
                 fwmark: 0,
                 fwmask: 0,
@@ -629,7 +663,7 @@ mod tests {
             },
         ];
         for rule in foreign {
-            assert_eq!(rule_spec(&kernel_rule(&rule), &ns), None, "{rule:?}");
+            assert_eq!(rule_of(&kernel_rule(&rule), &ns), None, "{rule:?}");
         }
         // the kernel's defaults
         for (prio, table) in [(0, 255), (32766, 254), (32767, 253)] {
@@ -639,23 +673,22 @@ mod tests {
             msg.header.table = table;
             msg.attributes.push(RuleAttribute::Priority(prio));
             msg.attributes.push(RuleAttribute::Table(table.into()));
-            assert_eq!(rule_spec(&msg, &ns), None);
+            assert_eq!(rule_of(&msg, &ns), None);
         }
         // other selectors or actions at our priority and table
         let mut iif = kernel_rule(&ours);
         iif.attributes.push(RuleAttribute::Iifname("eth0".into()));
-        assert_eq!(rule_spec(&iif, &ns), None);
+        assert_eq!(rule_of(&iif, &ns), None);
         let mut not = kernel_rule(&ours);
         not.header.flags |= RuleFlags::Invert;
-        assert_eq!(rule_spec(&not, &ns), None);
+        assert_eq!(rule_of(&not, &ns), None);
         let mut blackhole = kernel_rule(&ours);
         blackhole.header.action = RuleAction::Blackhole;
-        assert_eq!(rule_spec(&blackhole, &ns), None);
+        assert_eq!(rule_of(&blackhole, &ns), None);
     }
 
     #[test]
     fn route_reads_table_attribute_and_flags() {
-        let ns = ns();
         let names = HashMap::from([(7, "eth1".to_string())]);
         let mut msg = RouteMessageBuilder::<Ipv4Addr>::new()
             .output_interface(7)
@@ -666,10 +699,10 @@ mod tests {
         msg.header.table = 252;
         msg.attributes.push(RouteAttribute::Table(6102));
         assert_eq!(
-            route_spec(&msg, &names, &ns),
-            Some(RouteSpec {
+            route_of(&msg, &names),
+            Some(Route {
                 table: 6102,
-                dst: Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0).into(),
+                dst: IpNet::default_route(Family::V4),
                 gateway: Some(Ipv4Addr::new(10, 0, 7, 1).into()),
                 oif: "eth1".into(),
                 prefsrc: Some(Ipv4Addr::new(10, 0, 7, 2).into()),
@@ -677,23 +710,22 @@ mod tests {
                 onlink: true,
             })
         );
-        // not our table, not unicast, unknown interface
+        // another table reads back with its number; not unicast, unknown interface: none
         let mut other = msg.clone();
         set_route_table(&mut other, 52);
-        assert_eq!(route_spec(&other, &names, &ns), None);
+        assert_eq!(route_of(&other, &names).map(|r| r.table), Some(52));
         let mut blackhole = msg.clone();
         blackhole.header.kind = RouteType::BlackHole;
-        assert_eq!(route_spec(&blackhole, &names, &ns), None);
-        assert_eq!(route_spec(&msg, &HashMap::new(), &ns), None);
+        assert_eq!(route_of(&blackhole, &names), None);
+        assert_eq!(route_of(&msg, &HashMap::new()), None);
     }
 
     /// An IPv6 route as the kernel dumps it: our attributes plus metric 1024, a router
     /// preference and cache info, scope universe. It reads back as what we asked for.
     #[test]
     fn ipv6_route_reads_back_what_we_set() {
-        let ns = ns();
         let names = HashMap::from([(4, "wlan0".to_string())]);
-        let route = RouteSpec {
+        let route = Route {
             table: 6102,
             dst: IpNet::default_route(Family::V6),
             gateway: Some("fe80::1".parse().unwrap()),
@@ -709,17 +741,17 @@ mod tests {
         msg.attributes.push(RouteAttribute::Preference(
             rtnetlink::packet_route::route::RoutePreference::Medium,
         ));
-        assert_eq!(route_spec(&msg, &names, &ns), Some(route.clone()));
+        assert_eq!(route_of(&msg, &names), Some(route.clone()));
         // On-link prefix, and the onlink flag for a global gateway off every prefix.
-        let prefix = RouteSpec {
-            dst: Ipv6Net::new("2001:db8:2::".parse().unwrap(), 64).into(),
+        let prefix = Route {
+            dst: IpNet::new("2001:db8:2::".parse().unwrap(), 64),
             gateway: None,
             ..route.clone()
         };
         let mut msg = route_message(&prefix, 4);
         set_route_table(&mut msg, prefix.table);
-        assert_eq!(route_spec(&msg, &names, &ns), Some(prefix));
-        let far = RouteSpec {
+        assert_eq!(route_of(&msg, &names), Some(prefix));
+        let far = Route {
             gateway: Some("2001:db8:9::1".parse().unwrap()),
             onlink: true,
             ..route
@@ -727,30 +759,27 @@ mod tests {
         let mut msg = route_message(&far, 4);
         set_route_table(&mut msg, far.table);
         assert!(msg.header.flags.contains(RouteFlags::Onlink));
-        assert_eq!(route_spec(&msg, &names, &ns), Some(far.clone()));
+        assert_eq!(route_of(&msg, &names), Some(far.clone()));
         assert_eq!(
-            describe_route(&far),
+            far.to_string(),
             "::/0 via 2001:db8:9::1 dev wlan0 table 6102 onlink"
         );
     }
 
     #[test]
     fn descriptions_read_like_ip() {
-        let r = RouteSpec {
+        let r = Route {
             table: 6101,
-            dst: Ipv4Net::new(Ipv4Addr::UNSPECIFIED, 0).into(),
+            dst: IpNet::default_route(Family::V4),
             gateway: Some(Ipv4Addr::new(10, 0, 1, 1).into()),
             oif: "eth0".into(),
             prefsrc: None,
             scope_link: false,
             onlink: false,
         };
-        assert_eq!(
-            describe_route(&r),
-            "0.0.0.0/0 via 10.0.1.1 dev eth0 table 6101"
-        );
+        assert_eq!(r.to_string(), "0.0.0.0/0 via 10.0.1.1 dev eth0 table 6101");
         let e = nl_error(
-            format_args!("adding route {}", describe_route(&r)),
+            format_args!("adding route {}", r),
             rtnetlink::Error::NetlinkError({
                 let mut m = rtnetlink::packet_core::ErrorMessage::default();
                 m.code = std::num::NonZeroI32::new(-17);

@@ -1,0 +1,859 @@
+//! The iptables backend: our own chains in the `mangle` and `nat` tables of iptables
+//! (IPv4) and ip6tables (IPv6), installed with one `iptables-restore --noflush` batch per
+//! family and run, which the kernel commits atomically. It serves machines whose firewall
+//! runs on iptables-legacy, and anyone who asks for it (`firewall = "iptables"`).
+//!
+//! We run `iptables-save`/`iptables-restore` ourselves rather than through the
+//! `iptables` crate: the crate spawns one process per rule and has no batch, so it
+//! could neither swap a chain atomically nor keep a no-op reconcile cheap.
+//!
+//! Chains (the same names in both families):
+//! - `nm-multiwan-out` (from mangle `OUTPUT`): restores a connection's mark, leaves
+//!   marked and non-balanced traffic alone, sends each new connection to the round of its
+//!   protocol, saves the mark;
+//! - `nm-multiwan-tcp`, `-udp`, `-other`: one exact nth round each (`-m statistic --mode
+//!   nth`, each rule counting every packet that reaches the chain);
+//! - `nm-multiwan-pre` (from mangle `PREROUTING`): marks connections arriving on an
+//!   uplink as inbound through it;
+//! - `nm-multiwan-nat` (from nat `POSTROUTING`): MASQUERADE on the uplink a connection
+//!   was sent out of.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+
+use tracing::debug;
+
+use super::{Backend, Counters, Firewall, FirewallPlan, Protocol};
+use crate::error::{Error, Result};
+use crate::model::Family;
+
+pub const OUT_CHAIN: &str = "nm-multiwan-out";
+pub const PRE_CHAIN: &str = "nm-multiwan-pre";
+pub const NAT_CHAIN: &str = "nm-multiwan-nat";
+
+/// Bumped whenever the rendering changes, so that an upgrade rebuilds the chains.
+const RENDERING: u32 = 2;
+
+/// (table, built-in chain, our chain) for every jump we own.
+const JUMPS: [(&str, &str, &str); 3] = [
+    ("mangle", "OUTPUT", OUT_CHAIN),
+    ("mangle", "PREROUTING", PRE_CHAIN),
+    ("nat", "POSTROUTING", NAT_CHAIN),
+];
+
+fn round_chain(p: Protocol) -> String {
+    format!("nm-multiwan-{}", p.name())
+}
+
+/// Every chain name we ever create (flush removes all of them).
+fn is_ours(chain: &str) -> bool {
+    chain == OUT_CHAIN
+        || chain == PRE_CHAIN
+        || chain == NAT_CHAIN
+        || Protocol::ALL.iter().any(|p| chain == round_chain(*p))
+}
+
+/// The nft family name of a family's iptables tables (for removing empty ones).
+fn nft_family(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "ip",
+        Family::V6 => "ip6",
+    }
+}
+
+/// Both families, one value per run (reconcile, flush, status): each reads its ruleset
+/// once, keeps that reading until it writes, and reads again after.
+pub struct Iptables {
+    v4: Tables,
+    v6: Tables,
+}
+
+impl Default for Iptables {
+    fn default() -> Self {
+        Iptables::new()
+    }
+}
+
+impl Iptables {
+    pub fn new() -> Self {
+        Iptables {
+            v4: Tables::new(Family::V4),
+            v6: Tables::new(Family::V6),
+        }
+    }
+
+    fn of(&self, family: Family) -> &Tables {
+        match family {
+            Family::V4 => &self.v4,
+            Family::V6 => &self.v6,
+        }
+    }
+
+    /// One family's ruleset; for IPv6 a machine without ip6tables (or without IPv6)
+    /// cannot hold anything of ours, which reads as empty.
+    fn dump_lenient(&self, family: Family) -> Result<Saved> {
+        match self.of(family).dump() {
+            Err(e) if family == Family::V6 => {
+                debug!(error = %e, "cannot read the IPv6 firewall: nothing of ours there");
+                Ok(Saved::default())
+            }
+            other => other,
+        }
+    }
+}
+
+/// One family's `iptables-save`/`iptables-restore` pair and this run's reading.
+struct Tables {
+    save: String,
+    restore: String,
+    snapshot: Mutex<Snapshot>,
+}
+
+/// What `iptables-save` (without counters) told us in this run.
+#[derive(Default)]
+enum Snapshot {
+    #[default]
+    None,
+    /// Started by [`Firewall::prefetch`], still running alongside our other reads.
+    Running(Child),
+    Ready(Saved),
+}
+
+impl Drop for Tables {
+    fn drop(&mut self) {
+        // A prefetch nobody collected (the run failed early): reap it, no zombie.
+        let snap = self.snapshot.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Snapshot::Running(mut child) = std::mem::take(snap) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Full path of a system tool. nm-dispatcher runs its scripts with no `PATH` at all, so
+/// the usual system directories are searched after whatever `PATH` there is.
+pub fn find_program(name: &str) -> String {
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .chain(["/usr/sbin", "/usr/bin", "/sbin", "/bin"])
+        .map(|d| std::path::Path::new(d).join(name))
+        .find(|p| p.is_file())
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|| name.to_string())
+}
+
+/// The rules of our chains in one family, fingerprint comment included.
+struct Rendered {
+    /// mangle: chain -> rules in order
+    mangle: Vec<(String, Vec<String>)>,
+    nat: Vec<String>,
+}
+
+impl Rendered {
+    fn count(&self, chain: &str) -> usize {
+        if chain == NAT_CHAIN {
+            return self.nat.len();
+        }
+        self.mangle
+            .iter()
+            .find(|(c, _)| c == chain)
+            .map_or(0, |(_, r)| r.len())
+    }
+}
+
+fn render_family(p: &FirewallPlan, family: Family, fingerprint: &str) -> Rendered {
+    let m = p.mark_mask;
+    let out = OUT_CHAIN;
+    let mut o = vec![
+        format!("-A {out} -m comment --comment nm-multiwan:plan={fingerprint}"),
+        // A socket that marks its packets with our bits (the daemon's health probes,
+        // SO_MARK = an uplink's mark) chose its uplink: remember it on the connection,
+        // so that the replies get the mark back in PREROUTING and pass a strict
+        // rp_filter (src_valid_mark) on an uplink that is not the main table's default.
+        format!(
+            "-A {out} -m mark ! --mark 0x0/{m:#x} -j CONNMARK --save-mark --nfmask {m:#x} --ctmask {m:#x}"
+        ),
+        // A packet that already carries a mark was routed on purpose by whoever set
+        // it (a socket's SO_MARK: VPN clients, our own health probes): leave it alone.
+        format!("-A {out} -m mark ! --mark 0x0 -j RETURN"),
+        format!("-A {out} -j CONNMARK --restore-mark --nfmask {m:#x} --ctmask {m:#x}"),
+        format!("-A {out} -m mark ! --mark 0x0/{m:#x} -j RETURN"),
+        // Connections older than our chains keep the route they started with.
+        format!("-A {out} -m conntrack ! --ctstate NEW -j RETURN"),
+    ];
+    if family == Family::V6 {
+        // New ICMPv6 is never balanced. Neighbour discovery, router advertisements and
+        // MLD belong to their link; echo requests take the main table's route. Errors
+        // and echo replies of a connection we marked carry its mark and follow it.
+        o.push(format!("-A {out} -p ipv6-icmp -j RETURN"));
+    }
+    o.push(format!("-A {out} -m addrtype --dst-type LOCAL -j RETURN"));
+    if family == Family::V4 {
+        o.push(format!(
+            "-A {out} -m addrtype --dst-type BROADCAST -j RETURN"
+        ));
+    }
+    o.push(format!(
+        "-A {out} -m addrtype --dst-type MULTICAST -j RETURN"
+    ));
+    for net in p.exclude_of(family) {
+        o.push(format!("-A {out} -d {net} -j RETURN"));
+    }
+    let mut mangle = Vec::new();
+    for round in p.rounds_of(family) {
+        let chain = round_chain(round.protocol);
+        o.push(match round.protocol {
+            Protocol::Tcp => format!("-A {out} -p tcp -j {chain}"),
+            Protocol::Udp => format!("-A {out} -p udp -j {chain}"),
+            // What no round of its own took.
+            Protocol::Other => format!("-A {out} -m mark --mark 0x0/{m:#x} -j {chain}"),
+        });
+        let every = round.slots.len();
+        let rules = round
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(k, mark)| {
+                let nth = if every > 1 {
+                    format!("-m statistic --mode nth --every {every} --packet {k} ")
+                } else {
+                    String::new()
+                };
+                format!("-A {chain} {nth}-j MARK --set-xmark {mark:#x}/{m:#x}")
+            })
+            .collect();
+        mangle.push((chain, rules));
+    }
+    o.push(format!(
+        "-A {out} -m mark ! --mark 0x0/{m:#x} -j CONNMARK --save-mark --nfmask {m:#x} --ctmask {m:#x}"
+    ));
+    mangle.insert(0, (OUT_CHAIN.to_string(), o));
+
+    let pre = PRE_CHAIN;
+    let mut r = vec![
+        format!("-A {pre} -j CONNMARK --restore-mark --nfmask {m:#x} --ctmask {m:#x}"),
+        format!("-A {pre} -m mark ! --mark 0x0/{m:#x} -j RETURN"),
+    ];
+    if family == Family::V6 {
+        // Link-local peers are on the link whatever the mark, and of ICMPv6 only echo
+        // requests open anything worth answering through the uplink they came in on.
+        r.push(format!("-A {pre} -s fe80::/10 -j RETURN"));
+        r.push(format!(
+            "-A {pre} -p ipv6-icmp -m icmp6 ! --icmpv6-type echo-request -j RETURN"
+        ));
+    }
+    for u in p.uplinks_of(family) {
+        r.push(format!(
+            "-A {pre} -i {} -m conntrack --ctstate NEW -m addrtype --dst-type LOCAL -j MARK --set-xmark {:#x}/{m:#x}",
+            u.iface, u.inbound_mark
+        ));
+    }
+    r.push(format!(
+        "-A {pre} -m mark ! --mark 0x0/{m:#x} -j CONNMARK --save-mark --nfmask {m:#x} --ctmask {m:#x}"
+    ));
+    mangle.insert(1, (PRE_CHAIN.to_string(), r));
+
+    let nat = p
+        .uplinks_of(family)
+        .map(|u| {
+            format!(
+                "-A {NAT_CHAIN} -o {} -m mark --mark {:#x}/{m:#x} -j MASQUERADE",
+                u.iface, u.mark
+            )
+        })
+        .collect();
+    Rendered { mangle, nat }
+}
+
+/// What `iptables-save` shows of ours.
+#[derive(Debug, Default, Clone)]
+struct Saved {
+    /// (table, chain) of ours that exist
+    chains: Vec<(String, String)>,
+    /// (table, builtin, ours) -> how many times the jump appears
+    jumps: BTreeMap<(String, String, String), usize>,
+    /// rules in our chains, in order, per chain, with their packet counter (with -c)
+    rules: BTreeMap<String, Vec<(u64, String)>>,
+    /// every table listed, with how many rules and user-defined chains it holds
+    tables: BTreeMap<String, (usize, usize)>,
+}
+
+impl Saved {
+    fn has_any(&self) -> bool {
+        !self.chains.is_empty() || !self.jumps.is_empty()
+    }
+
+    fn count(&self, chain: &str) -> usize {
+        self.rules.get(chain).map_or(0, Vec::len)
+    }
+
+    /// The fingerprint in our output chain's first rule.
+    fn fingerprint(&self) -> Option<&str> {
+        let (_, first) = self.rules.get(OUT_CHAIN)?.first()?;
+        let token = first
+            .split_whitespace()
+            .find_map(|w| w.trim_matches('"').strip_prefix("nm-multiwan:plan="))?;
+        Some(token)
+    }
+
+    /// Whether this family holds exactly `r` (fingerprint, chain sizes, one jump each).
+    fn holds(&self, r: &Rendered, fingerprint: &str) -> bool {
+        let jumps_ok = JUMPS.iter().all(|(t, b, o)| {
+            self.jumps
+                .get(&(t.to_string(), b.to_string(), o.to_string()))
+                .copied()
+                == Some(1)
+        });
+        // The fingerprint covers the contents; the counts catch a rule added or
+        // deleted by hand.
+        let chains_ok = self
+            .chains
+            .iter()
+            .all(|(_, c)| r.count(c) > 0 || c == NAT_CHAIN)
+            && r.mangle
+                .iter()
+                .all(|(c, rules)| self.count(c) == rules.len())
+            && self.count(NAT_CHAIN) == r.nat.len();
+        jumps_ok && chains_ok && self.fingerprint() == Some(fingerprint)
+    }
+}
+
+fn parse_save(text: &str) -> Saved {
+    let mut inst = Saved::default();
+    let mut table = String::new();
+    for raw in text.lines() {
+        let (packets, line) = match raw.strip_prefix('[') {
+            Some(rest) => match rest.split_once("] ") {
+                Some((c, l)) => (c.split(':').next().and_then(|p| p.parse().ok()), l),
+                None => (None, raw),
+            },
+            None => (None, raw),
+        };
+        if let Some(t) = line.strip_prefix('*') {
+            table = t.trim().to_string();
+            inst.tables.entry(table.clone()).or_default();
+        } else if let Some(decl) = line.strip_prefix(':') {
+            let name = decl.split_whitespace().next().unwrap_or("");
+            // Built-in chains have a policy; user-defined ones show "-".
+            if decl.split_whitespace().nth(1) == Some("-") {
+                inst.tables.entry(table.clone()).or_default().1 += 1;
+            }
+            if is_ours(name) {
+                inst.chains.push((table.clone(), name.to_string()));
+            }
+        } else if let Some(rule) = line.strip_prefix("-A ") {
+            inst.tables.entry(table.clone()).or_default().0 += 1;
+            let chain = rule.split_whitespace().next().unwrap_or("");
+            if is_ours(chain) {
+                inst.rules
+                    .entry(chain.to_string())
+                    .or_default()
+                    .push((packets.unwrap_or(0), line.to_string()));
+                continue;
+            }
+            for (t, builtin, ours) in JUMPS {
+                if table == t && rule == format!("{builtin} -j {ours}") {
+                    *inst
+                        .jumps
+                        .entry((t.into(), builtin.into(), ours.into()))
+                        .or_default() += 1;
+                }
+            }
+        }
+    }
+    inst
+}
+
+impl Tables {
+    fn new(family: Family) -> Self {
+        let prefix = match family {
+            Family::V4 => "iptables",
+            Family::V6 => "ip6tables",
+        };
+        Tables {
+            save: find_program(&format!("{prefix}-save")),
+            restore: find_program(&format!("{prefix}-restore")),
+            snapshot: Mutex::new(Snapshot::None),
+        }
+    }
+
+    fn save_command(&self, counters: bool) -> Command {
+        let mut cmd = Command::new(&self.save);
+        if counters {
+            cmd.arg("-c");
+        }
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
+    fn prefetch(&self) {
+        let mut snap = self.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+        if matches!(*snap, Snapshot::None) {
+            // On failure to start, `dump` runs it again and reports the error.
+            if let Ok(child) = self.save_command(false).spawn() {
+                *snap = Snapshot::Running(child);
+            }
+        }
+    }
+
+    /// The ruleset without counters: this run's snapshot, read now if not yet read.
+    fn dump(&self) -> Result<Saved> {
+        let mut snap = self.snapshot.lock().unwrap_or_else(|e| e.into_inner());
+        let saved = match std::mem::take(&mut *snap) {
+            Snapshot::Ready(inst) => inst,
+            Snapshot::Running(child) => self.collect(child.wait_with_output())?,
+            Snapshot::None => self.collect(self.save_command(false).output())?,
+        };
+        *snap = Snapshot::Ready(saved.clone());
+        Ok(saved)
+    }
+
+    /// The ruleset with packet counters (for `status`); always read afresh.
+    fn dump_counters(&self) -> Result<Saved> {
+        self.collect(self.save_command(true).output())
+    }
+
+    fn collect(&self, out: std::io::Result<std::process::Output>) -> Result<Saved> {
+        let out = out.map_err(|e| Error::Firewall(format!("cannot run {}: {e}", self.save)))?;
+        if !out.status.success() {
+            return Err(Error::Firewall(format!(
+                "{} failed: {}",
+                self.save,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(parse_save(&String::from_utf8_lossy(&out.stdout)))
+    }
+
+    fn restore(&self, batch: &str) -> Result<()> {
+        debug!(batch, program = %self.restore, "restore --noflush");
+        // Whatever happens next, the snapshot no longer describes the kernel.
+        *self.snapshot.lock().unwrap_or_else(|e| e.into_inner()) = Snapshot::None;
+        let mut child = Command::new(&self.restore)
+            .args(["--noflush", "-w", "10"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| Error::Firewall(format!("cannot run {}: {e}", self.restore)))?;
+        child
+            .stdin
+            .take()
+            .expect("piped")
+            .write_all(batch.as_bytes())
+            .map_err(|e| Error::Firewall(format!("writing to {}: {e}", self.restore)))?;
+        let out = child
+            .wait_with_output()
+            .map_err(|e| Error::Firewall(format!("{}: {e}", self.restore)))?;
+        if !out.status.success() {
+            return Err(Error::Firewall(format!(
+                "{} rejected our batch: {}",
+                self.restore,
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(())
+    }
+
+    /// The batch installing `r` over what `saved` shows: every chain of ours declared
+    /// (which empties it), refilled, jumps made unique; chains of ours the rendering no
+    /// longer has are removed.
+    fn full_batch(r: &Rendered, saved: &Saved) -> String {
+        let mut b = String::from("*mangle\n");
+        for (chain, _) in &r.mangle {
+            b.push_str(&format!(":{chain} - [0:0]\n"));
+        }
+        for (_, rules) in &r.mangle {
+            for l in rules {
+                b.push_str(l);
+                b.push('\n');
+            }
+        }
+        jump_lines(&mut b, "mangle", saved);
+        for (t, chain) in &saved.chains {
+            if t == "mangle" && !r.mangle.iter().any(|(c, _)| c == chain) {
+                b.push_str(&format!("-F {chain}\n-X {chain}\n"));
+            }
+        }
+        b.push_str("COMMIT\n*nat\n");
+        b.push_str(&format!(":{NAT_CHAIN} - [0:0]\n"));
+        for l in &r.nat {
+            b.push_str(l);
+            b.push('\n');
+        }
+        jump_lines(&mut b, "nat", saved);
+        b.push_str("COMMIT\n");
+        b
+    }
+
+    /// Removes our chains and the jumps to them in this family.
+    fn flush_chains(&self, saved: &Saved) -> Result<()> {
+        let mut b = String::new();
+        for table in ["mangle", "nat"] {
+            let mut body = String::new();
+            for ((t, builtin, ours), n) in &saved.jumps {
+                if t == table {
+                    for _ in 0..*n {
+                        body.push_str(&format!("-D {builtin} -j {ours}\n"));
+                    }
+                }
+            }
+            // Flush every chain first: one of ours may jump to another.
+            for (t, chain) in &saved.chains {
+                if t == table {
+                    body.push_str(&format!("-F {chain}\n"));
+                }
+            }
+            for (t, chain) in &saved.chains {
+                if t == table {
+                    body.push_str(&format!("-X {chain}\n"));
+                }
+            }
+            if !body.is_empty() {
+                b.push_str(&format!("*{table}\n{body}COMMIT\n"));
+            }
+        }
+        if b.is_empty() {
+            return Ok(());
+        }
+        self.restore(&b)
+    }
+}
+
+/// Exactly one jump to each of our chains, inserted at the top of the built-in chain
+/// so that our mark is in place before any other rule routes on it.
+fn jump_lines(b: &mut String, table: &str, saved: &Saved) {
+    for (t, builtin, ours) in JUMPS.iter().filter(|(t, ..)| *t == table) {
+        let n = saved
+            .jumps
+            .get(&(t.to_string(), builtin.to_string(), ours.to_string()))
+            .copied()
+            .unwrap_or(0);
+        if n == 0 {
+            b.push_str(&format!("-I {builtin} 1 -j {ours}\n"));
+        }
+        for _ in 1..n.max(1) {
+            b.push_str(&format!("-D {builtin} -j {ours}\n"));
+        }
+    }
+}
+
+impl Firewall for Iptables {
+    fn backend(&self) -> Backend {
+        Backend::Iptables
+    }
+
+    fn prefetch(&self) {
+        self.v4.prefetch();
+        self.v6.prefetch();
+    }
+
+    fn installed(&self) -> Result<bool> {
+        Ok(self.v4.dump()?.has_any() || self.dump_lenient(Family::V6)?.has_any())
+    }
+
+    fn is_current(&self, p: &FirewallPlan) -> Result<bool> {
+        let fp = p.fingerprint(Backend::Iptables, RENDERING);
+        for family in Family::ALL {
+            let saved = self.dump_lenient(family)?;
+            let ok = if p.has(family) {
+                saved.holds(&render_family(p, family, &fp), &fp)
+            } else {
+                !saved.has_any()
+            };
+            if !ok {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn apply(&self, p: &FirewallPlan, created: &BTreeSet<String>) -> Result<BTreeSet<String>> {
+        let fp = p.fingerprint(Backend::Iptables, RENDERING);
+        let mut created = created.clone();
+        for family in Family::ALL {
+            let tables = self.of(family);
+            if p.has(family) {
+                let saved = tables.dump()?;
+                let r = render_family(p, family, &fp);
+                if saved.holds(&r, &fp) {
+                    continue;
+                }
+                tables.restore(&Tables::full_batch(&r, &saved))?;
+                created.extend(
+                    ["mangle", "nat"]
+                        .into_iter()
+                        .filter(|t| !saved.tables.contains_key(*t))
+                        .map(|t| format!("{} {t}", nft_family(family))),
+                );
+            } else {
+                // Not balanced in this family: nothing of ours may stay there, nor the
+                // tables only we brought into existence.
+                let saved = self.dump_lenient(family)?;
+                if saved.has_any() {
+                    tables.flush_chains(&saved)?;
+                }
+                self.remove_created(family, &mut created)?;
+            }
+        }
+        Ok(created)
+    }
+
+    fn flush(&self, created: &BTreeSet<String>) -> Result<()> {
+        for family in Family::ALL {
+            let saved = self.dump_lenient(family)?;
+            if saved.has_any() {
+                self.of(family).flush_chains(&saved)?;
+            }
+            self.remove_created(family, &mut created.clone())?;
+        }
+        Ok(())
+    }
+
+    fn counters(&self) -> Result<Counters> {
+        let mut out = Counters::default();
+        for family in Family::ALL {
+            let Ok(saved) = self.of(family).dump_counters() else {
+                continue;
+            };
+            for p in Protocol::ALL {
+                for (packets, rule) in saved.rules.get(&round_chain(p)).into_iter().flatten() {
+                    let mark = rule
+                        .split("--set-xmark ")
+                        .nth(1)
+                        .and_then(|rest| rest.split('/').next())
+                        .and_then(parse_hex);
+                    if let Some(mark) = mark {
+                        *out.placed.entry((family, mark)).or_default() += packets;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn render(&self, p: &FirewallPlan) -> String {
+        let fp = p.fingerprint(Backend::Iptables, RENDERING);
+        let mut s = String::new();
+        for family in p.families.iter().copied() {
+            let r = render_family(p, family, &fp);
+            let tool = match family {
+                Family::V4 => "iptables-restore --noflush",
+                Family::V6 => "ip6tables-restore --noflush",
+            };
+            s.push_str(&format!("# {family} ({tool})\n"));
+            s.push_str(&Tables::full_batch(&r, &Saved::default()));
+        }
+        s
+    }
+}
+
+impl Iptables {
+    /// With iptables-nft, a table exists once anything used it. Removes the ones of
+    /// `family` we brought into existence if they are empty now (so the machine is
+    /// exactly as before), and forgets them.
+    fn remove_created(&self, family: Family, created: &mut BTreeSet<String>) -> Result<()> {
+        let prefix = format!("{} ", nft_family(family));
+        let ours: Vec<String> = created
+            .iter()
+            .filter(|c| c.starts_with(&prefix))
+            .cloned()
+            .collect();
+        if ours.is_empty() {
+            return Ok(());
+        }
+        let saved = self.dump_lenient(family)?;
+        for c in ours {
+            let table = &c[prefix.len()..];
+            let empty = saved
+                .tables
+                .get(table)
+                .is_none_or(|&(rules, chains)| rules == 0 && chains == 0);
+            if empty {
+                remove_empty_table(family, table);
+                created.remove(&c);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_hex(s: &str) -> Option<u32> {
+    u32::from_str_radix(s.trim().trim_start_matches("0x"), 16).ok()
+}
+
+/// Deletes an empty iptables-nft table over nf_tables netlink; a failure only leaves an
+/// empty table behind, which is logged.
+fn remove_empty_table(family: Family, table: &str) {
+    let nft_family = match family {
+        Family::V4 => crate::kernel::nft::Family::Ip,
+        Family::V6 => crate::kernel::nft::Family::Ip6,
+    };
+    match crate::kernel::nft::delete_table(nft_family, table) {
+        Ok(()) => debug!(table, %family, "removed the empty table we created"),
+        Err(e) => debug!(table, %family, error = %e, "empty table left in place"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::two_dual_uplinks;
+
+    fn plan() -> FirewallPlan {
+        two_dual_uplinks().firewall
+    }
+
+    #[test]
+    fn renders_rounds_per_protocol_and_masquerade() {
+        let text = Iptables::new().render(&plan());
+        for want in [
+            "-A nm-multiwan-tcp -m statistic --mode nth --every 2 --packet 0 -j MARK --set-xmark 0x1000000/0x3f000000",
+            "-A nm-multiwan-udp -m statistic --mode nth --every 2 --packet 1 -j MARK --set-xmark 0x2000000/0x3f000000",
+            "-A nm-multiwan-out -p tcp -j nm-multiwan-tcp",
+            "-A nm-multiwan-out -m mark --mark 0x0/0x3f000000 -j nm-multiwan-other",
+            "-A nm-multiwan-nat -o wlan0 -m mark --mark 0x2000000/0x3f000000 -j MASQUERADE",
+            "-A nm-multiwan-out -d 10.0.1.0/24 -j RETURN",
+            "-i eth0 -m conntrack --ctstate NEW",
+        ] {
+            assert!(text.contains(want), "{want} not in\n{text}");
+        }
+    }
+
+    /// IPv6: ICMPv6 never starts a balanced connection, link-local and multicast are
+    /// never balanced, link-local peers never get an inbound mark, NAT66 per uplink.
+    #[test]
+    fn ipv6_chains() {
+        let p = plan();
+        let fp = p.fingerprint(Backend::Iptables, RENDERING);
+        let r = render_family(&p, Family::V6, &fp);
+        let out = &r.mangle[0].1;
+        let pos = |rules: &[String], l: &str| {
+            rules
+                .iter()
+                .position(|x| x == l)
+                .unwrap_or_else(|| panic!("{l:?} not in {rules:#?}"))
+        };
+        let icmp = pos(out, "-A nm-multiwan-out -p ipv6-icmp -j RETURN");
+        let first_round = pos(out, "-A nm-multiwan-out -p tcp -j nm-multiwan-tcp");
+        assert!(icmp < first_round);
+        for l in [
+            "-A nm-multiwan-out -d fe80::/10 -j RETURN",
+            "-A nm-multiwan-out -d ff00::/8 -j RETURN",
+            "-A nm-multiwan-out -d 2001:db8:1::/64 -j RETURN",
+            "-A nm-multiwan-out -d 2001:db8:2::/64 -j RETURN",
+            "-A nm-multiwan-out -m addrtype --dst-type MULTICAST -j RETURN",
+        ] {
+            assert!(pos(out, l) < first_round, "{l}");
+        }
+        assert!(
+            !out.iter()
+                .any(|l| l.contains("BROADCAST") || l.contains("10.0."))
+        );
+        let pre = &r.mangle[1].1;
+        let ll = pos(pre, "-A nm-multiwan-pre -s fe80::/10 -j RETURN");
+        let inbound = pos(
+            pre,
+            "-A nm-multiwan-pre -i eth0 -m conntrack --ctstate NEW -m addrtype --dst-type LOCAL -j MARK --set-xmark 0x21000000/0x3f000000",
+        );
+        assert!(ll < inbound);
+        assert!(r.nat.iter().any(|l| l.contains("-o wlan0")));
+    }
+
+    #[test]
+    fn fingerprint_changes_with_plan() {
+        let a = plan();
+        let mut b = a.clone();
+        b.rounds[0].slots.pop();
+        assert_ne!(
+            a.fingerprint(Backend::Iptables, RENDERING),
+            b.fingerprint(Backend::Iptables, RENDERING)
+        );
+        assert_ne!(
+            a.fingerprint(Backend::Iptables, RENDERING),
+            a.fingerprint(Backend::Nftables, RENDERING)
+        );
+        assert_eq!(
+            a.fingerprint(Backend::Iptables, RENDERING),
+            a.clone().fingerprint(Backend::Iptables, RENDERING)
+        );
+    }
+
+    /// What was installed reads back as holding exactly the plan; a rule deleted by
+    /// hand does not.
+    #[test]
+    fn saved_ruleset_holds_the_plan() {
+        let p = plan();
+        let fp = p.fingerprint(Backend::Iptables, RENDERING);
+        let r = render_family(&p, Family::V4, &fp);
+        let mut text = String::from("*mangle\n:OUTPUT ACCEPT [0:0]\n");
+        for (c, _) in &r.mangle {
+            text += &format!(":{c} - [0:0]\n");
+        }
+        text += "-A OUTPUT -j nm-multiwan-out\n-A PREROUTING -j nm-multiwan-pre\n";
+        for (_, rules) in &r.mangle {
+            for l in rules {
+                // iptables-save quotes comments
+                text += &l.replace("--comment nm-multiwan", "--comment \"nm-multiwan");
+                if l.contains("--comment") {
+                    text.push('"');
+                }
+                text.push('\n');
+            }
+        }
+        text += "COMMIT\n*nat\n:nm-multiwan-nat - [0:0]\n-A POSTROUTING -j nm-multiwan-nat\n";
+        for l in &r.nat {
+            text += &format!("{l}\n");
+        }
+        text += "COMMIT\n";
+        let saved = parse_save(&text);
+        assert_eq!(saved.fingerprint(), Some(fp.as_str()));
+        assert!(saved.holds(&r, &fp));
+        let damaged = parse_save(&text.replacen("-A nm-multiwan-tcp -m statistic", "-A x", 1));
+        assert!(!damaged.holds(&r, &fp));
+        // the batch against this reading adds no jump and removes no chain
+        let batch = Tables::full_batch(&r, &saved);
+        assert!(!batch.contains("-I OUTPUT") && !batch.contains("-X "));
+    }
+
+    #[test]
+    fn parses_save_output_and_dedups_jumps() {
+        let save = "\
+*mangle
+:OUTPUT ACCEPT [0:0]
+:nm-multiwan-out - [0:0]
+:nm-multiwan-old - [0:0]
+-A OUTPUT -j nm-multiwan-out
+-A OUTPUT -j nm-multiwan-out
+-A OUTPUT -j other
+[5:300] -A nm-multiwan-tcp -m statistic --mode nth --every 2 --packet 0 -j MARK --set-xmark 0x1000000/0x3f000000
+COMMIT
+*nat
+:nm-multiwan-nat - [0:0]
+-A nm-multiwan-nat -o eth0 -m mark --mark 0x1000000/0x3f000000 -j MASQUERADE
+COMMIT
+";
+        let inst = parse_save(save);
+        assert_eq!(
+            inst.jumps[&("mangle".into(), "OUTPUT".into(), OUT_CHAIN.into())],
+            2
+        );
+        assert_eq!(
+            inst.chains.len(),
+            2,
+            "nm-multiwan-old is not a name of ours"
+        );
+        assert_eq!(inst.rules["nm-multiwan-tcp"][0].0, 5);
+        let mut b = String::new();
+        jump_lines(&mut b, "mangle", &inst);
+        assert_eq!(
+            b,
+            "-D OUTPUT -j nm-multiwan-out\n-I PREROUTING 1 -j nm-multiwan-pre\n"
+        );
+    }
+}

@@ -1,0 +1,207 @@
+//! Marking and NAT: the firewall side of the balance, in our words.
+//!
+//! The planner describes what the firewall must do as a [`FirewallPlan`] covering both
+//! address families; a backend renders it into its own objects and installs it in one
+//! atomic step. [`select`] picks the backend from the config (nftables wherever the
+//! kernel has nf_tables); the reconcile only ever talks to the [`Firewall`] trait.
+
+pub mod iptables;
+pub mod nftables;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+use crate::model::{Family, IpNet};
+
+/// Which backend, as the config names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    Nftables,
+    Iptables,
+}
+
+impl Backend {
+    pub const ALL: [Backend; 2] = [Backend::Nftables, Backend::Iptables];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Nftables => "nftables",
+            Backend::Iptables => "iptables",
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The config's `firewall` key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Choice {
+    /// nftables where the kernel has nf_tables, iptables otherwise.
+    #[default]
+    Auto,
+    Nftables,
+    Iptables,
+}
+
+/// The backend `choice` means on this machine: `auto` asks the kernel whether it has
+/// nf_tables (not whether an `nft` binary exists: we never run it).
+pub fn resolve(choice: Choice) -> Backend {
+    match choice {
+        Choice::Nftables => Backend::Nftables,
+        Choice::Iptables => Backend::Iptables,
+        Choice::Auto if crate::kernel::nft::available() => Backend::Nftables,
+        Choice::Auto => Backend::Iptables,
+    }
+}
+
+/// A backend, ready for one run (it may cache what it read until it writes).
+pub fn backend(which: Backend) -> Box<dyn Firewall> {
+    match which {
+        Backend::Nftables => Box::new(nftables::Nftables::new()),
+        Backend::Iptables => Box::new(iptables::Iptables::new()),
+    }
+}
+
+/// The protocols that each get a round of their own, so that one kind of traffic
+/// never shifts another's: a name look-up over UDP before every TCP connection would
+/// otherwise land all TCP on the same uplink.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    /// Everything else (ICMP echo, SCTP, ...).
+    Other,
+}
+
+impl Protocol {
+    pub const ALL: [Protocol; 3] = [Protocol::Tcp, Protocol::Udp, Protocol::Other];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Other => "other",
+        }
+    }
+}
+
+/// An uplink as the firewall knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FwUplink {
+    pub iface: String,
+    /// Mark of the connections we send out through it.
+    pub mark: u32,
+    /// Mark of the connections that came in through it.
+    pub inbound_mark: u32,
+    /// The families it has a table and rules in: we mark and masquerade for it there.
+    pub families: Vec<Family>,
+}
+
+impl FwUplink {
+    pub fn serves(&self, family: Family) -> bool {
+        self.families.contains(&family)
+    }
+}
+
+/// One exact round: new connections of `family` and `protocol` take the slots' marks in
+/// turn (a weight is a number of slots).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Round {
+    pub family: Family,
+    pub protocol: Protocol,
+    pub slots: Vec<u32>,
+}
+
+/// What our firewall does, in both families.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FirewallPlan {
+    /// Our mark bits; every mark operation is masked with them.
+    pub mark_mask: u32,
+    /// The mask's top bit: set on connections that came in through an uplink.
+    pub inbound_flag: u32,
+    /// The families we balance: IPv4 always, IPv6 when on. Nothing of ours exists in a
+    /// family that is not here.
+    pub families: Vec<Family>,
+    pub uplinks: Vec<FwUplink>,
+    /// Destinations never balanced, both families: every uplink's networks and the
+    /// routes NetworkManager gave it, and for IPv6 link-local and multicast.
+    pub exclude: Vec<IpNet>,
+    /// The rounds, one per family and protocol (empty when no uplink serves the family).
+    pub rounds: Vec<Round>,
+}
+
+impl FirewallPlan {
+    pub fn has(&self, family: Family) -> bool {
+        self.families.contains(&family)
+    }
+
+    pub fn exclude_of(&self, family: Family) -> impl Iterator<Item = &IpNet> {
+        self.exclude.iter().filter(move |n| n.family() == family)
+    }
+
+    pub fn rounds_of(&self, family: Family) -> impl Iterator<Item = &Round> {
+        self.rounds.iter().filter(move |r| r.family == family)
+    }
+
+    pub fn uplinks_of(&self, family: Family) -> impl Iterator<Item = &FwUplink> {
+        self.uplinks.iter().filter(move |u| u.serves(family))
+    }
+
+    /// A stable fingerprint of the plan for `backend`: stored with what the backend
+    /// installs, so that a no-op reconcile reads it back and writes nothing. The
+    /// backend's rendering version is part of it, so that a new rendering replaces
+    /// an old one on upgrade.
+    pub fn fingerprint(&self, backend: Backend, rendering: u32) -> String {
+        let text = serde_json::to_string(self).expect("plan serialises");
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in backend
+            .name()
+            .bytes()
+            .chain(rendering.to_le_bytes())
+            .chain(text.bytes())
+        {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x100_0000_01b3);
+        }
+        format!("{h:016x}")
+    }
+}
+
+/// Counters read from our objects.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    /// New connections each mark was given by the rounds since the firewall was last
+    /// installed, by family.
+    pub placed: BTreeMap<(Family, u32), u64>,
+}
+
+pub trait Firewall {
+    fn backend(&self) -> Backend;
+    /// Starts reading the kernel in the background so that it overlaps with the run's
+    /// other reads; later calls use that reading. Optional.
+    fn prefetch(&self) {}
+    /// Whether anything of ours (a table, a chain, a jump) is installed.
+    fn installed(&self) -> Result<bool>;
+    /// Whether exactly `plan` is installed, whole (nothing added or removed by hand).
+    fn is_current(&self, plan: &FirewallPlan) -> Result<bool>;
+    /// Installs `plan` (both families) in one atomic step: no new connection meets a
+    /// half-built ruleset, and a refused batch changes nothing. `created` names the
+    /// containers earlier runs created (which flush removes once empty); returns that
+    /// set as it is now.
+    fn apply(&self, plan: &FirewallPlan, created: &BTreeSet<String>) -> Result<BTreeSet<String>>;
+    /// Removes everything of ours (and `created` containers left empty); nothing else.
+    /// Idempotent.
+    fn flush(&self, created: &BTreeSet<String>) -> Result<()>;
+    fn counters(&self) -> Result<Counters>;
+    /// The plan in this backend's own syntax, as its tools would print it.
+    fn render(&self, plan: &FirewallPlan) -> String;
+}

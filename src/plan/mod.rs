@@ -1,0 +1,421 @@
+//! The planner: a pure function from facts (uplinks, config, health, the ids already
+//! given) to the desired kernel state. No I/O here, so it is tested without root, a bus
+//! or a network.
+
+pub mod ids;
+pub mod round;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::kernel::firewall::{FirewallPlan, FwUplink, Protocol, Round};
+use crate::kernel::{Route, Rule, Sysctl};
+#[cfg(test)]
+use crate::model::DeviceRoute;
+use crate::model::{Family, IpNet, IpSide, Uplink};
+use crate::namespace::{MAIN_TABLE, Namespace};
+
+pub use ids::KnownIds;
+pub use round::weighted_round;
+
+/// Facts the planner works from.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    /// Active uplinks from NetworkManager.
+    pub uplinks: Vec<Uplink>,
+    /// Health verdicts by interface; an uplink missing here counts as healthy.
+    pub health: BTreeMap<String, bool>,
+    /// Ids already given, so that identity survives every rebalance and restart.
+    pub ids: KnownIds,
+    /// Tracked connections whose source address was translated: (original source,
+    /// our outbound mark). Read only when an uplink's address departed.
+    pub translated: Vec<(IpAddr, u32)>,
+    /// Every address configured on the machine (our own dummy interface left out).
+    pub local: BTreeSet<IpAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlannedUplink {
+    pub id: u32,
+    pub iface: String,
+    pub connection_id: String,
+    pub connection_uuid: String,
+    /// The IPv4 side, if the uplink has an IPv4 default route (IPv4 is always balanced).
+    pub ipv4: Option<IpSide>,
+    /// The IPv6 side, if the uplink has an IPv6 default route (shown even when IPv6
+    /// balancing is off).
+    pub ipv6: Option<IpSide>,
+    /// Whether the uplink takes part in IPv6 balancing: it has an IPv6 side and IPv6
+    /// balancing is on. Then its IPv6 table, rules and NAT exist.
+    pub ipv6_balanced: bool,
+    /// The same mark and table number serve both families (the kernel keeps IPv4 and
+    /// IPv6 tables apart), so one id is all an uplink needs.
+    pub mark: u32,
+    pub inbound_mark: u32,
+    pub table: u32,
+    pub weight: u32,
+    pub healthy: bool,
+    /// Whether new connections may be given to this uplink right now.
+    pub in_balance: bool,
+}
+
+impl PlannedUplink {
+    /// Whether this uplink has a table, rules and NAT in `family`.
+    pub fn serves(&self, family: Family) -> bool {
+        match family {
+            Family::V4 => self.ipv4.is_some(),
+            Family::V6 => self.ipv6_balanced,
+        }
+    }
+
+    /// The side of `family` this uplink is balanced over.
+    pub fn served_side(&self, family: Family) -> Option<&IpSide> {
+        match family {
+            Family::V4 => self.ipv4.as_ref(),
+            Family::V6 => self.ipv6.as_ref().filter(|_| self.ipv6_balanced),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub namespace: Namespace,
+    /// Whether IPv6 connections are balanced (config `ipv6`, or automatic).
+    pub ipv6: bool,
+    pub uplinks: Vec<PlannedUplink>,
+    /// Routes and rules of both families.
+    pub routes: Vec<Route>,
+    pub rules: Vec<Rule>,
+    /// Marking and NAT, both families.
+    pub firewall: FirewallPlan,
+    pub sysctls: Vec<Sysctl>,
+    /// Addresses of departed uplinks to keep on our dummy interface: connections that
+    /// took one as their source and leave through another uplink still use it, and
+    /// the kernel sends from local addresses only.
+    pub keep: Vec<IpAddr>,
+    /// Things the user should know (uplinks left out, and why).
+    pub warnings: Vec<String>,
+}
+
+impl Plan {
+    pub fn uplink(&self, iface: &str) -> Option<&PlannedUplink> {
+        self.uplinks.iter().find(|u| u.iface == iface)
+    }
+}
+
+/// Whether IPv6 balancing is on: as configured, or, when the config says nothing, as
+/// soon as two uplinks could share IPv6 connections (with one there is nothing to
+/// balance, and NAT66 would only change the machine's behaviour).
+pub fn ipv6_enabled(config: &Config, uplinks: &[&Uplink]) -> bool {
+    config
+        .ipv6
+        .unwrap_or_else(|| uplinks.iter().filter(|u| u.ipv6.is_some()).count() >= 2)
+}
+
+/// Computes the desired state. Pure and deterministic.
+pub fn plan(config: &Config, facts: &Facts) -> Plan {
+    let ns = config.namespace();
+    let mut warnings = Vec::new();
+
+    // Uplinks the config allows, one per interface, in a stable order.
+    let mut seen = BTreeSet::new();
+    let mut candidates: Vec<(&Uplink, u32)> = Vec::new();
+    let mut sorted: Vec<&Uplink> = facts.uplinks.iter().collect();
+    sorted.sort_by(|a, b| a.iface.cmp(&b.iface));
+    for u in sorted {
+        if !seen.insert(u.iface.as_str()) {
+            continue;
+        }
+        let uc = config.uplink(&u.connection_id, &u.iface);
+        if uc.enabled {
+            candidates.push((u, uc.weight));
+        }
+    }
+    let ipv6 = ipv6_enabled(
+        config,
+        &candidates.iter().map(|(u, _)| *u).collect::<Vec<_>>(),
+    );
+    // An uplink needs an id when it has a family we balance.
+    candidates.retain(|(u, _)| {
+        let keep = u.ipv4.is_some() || (ipv6 && u.ipv6.is_some());
+        if !keep {
+            warnings.push(format!(
+                "{} left out: it has only IPv6 and IPv6 balancing is off",
+                u.iface
+            ));
+        }
+        keep
+    });
+
+    let names: Vec<(&str, &str)> = candidates
+        .iter()
+        .map(|(u, _)| (u.iface.as_str(), u.connection_uuid.as_str()))
+        .collect();
+    let ids = ids::assign(&names, &facts.ids, ns.max_uplinks());
+
+    let mut uplinks = Vec::new();
+    for (u, weight) in &candidates {
+        let Some(&id) = ids.get(u.iface.as_str()) else {
+            warnings.push(format!(
+                "{} left out: mark_mask {:#x} has room for {} uplinks only",
+                u.iface,
+                ns.mark_mask,
+                ns.max_uplinks()
+            ));
+            continue;
+        };
+        let healthy = facts.health.get(&u.iface).copied().unwrap_or(true);
+        uplinks.push(PlannedUplink {
+            id,
+            iface: u.iface.clone(),
+            connection_id: u.connection_id.clone(),
+            connection_uuid: u.connection_uuid.clone(),
+            ipv4: u.ipv4.clone(),
+            ipv6: u.ipv6.clone(),
+            ipv6_balanced: ipv6 && u.ipv6.is_some(),
+            mark: ns.mark(id),
+            inbound_mark: ns.inbound_mark(id),
+            table: ns.table(id),
+            weight: *weight,
+            healthy,
+            in_balance: healthy,
+        });
+    }
+    uplinks.sort_by_key(|u| u.id);
+    // Every uplink unhealthy: balancing over all beats blackholing the machine.
+    if !uplinks.is_empty() && uplinks.iter().all(|u| !u.healthy) {
+        warnings.push("every uplink is unhealthy: balancing over all of them".into());
+        for u in &mut uplinks {
+            u.in_balance = true;
+        }
+    }
+
+    let mut routes = Vec::new();
+    let mut rules = Vec::new();
+    let mut sysctls = Vec::new();
+    // Link-local and multicast destinations are never balanced: neighbour discovery,
+    // router advertisements, MLD and DHCPv6 belong to one link whatever we mark.
+    let mut exclude: BTreeSet<IpNet> = BTreeSet::new();
+    if ipv6 {
+        exclude.extend([IpNet::link_local6(), IpNet::multicast6()]);
+    }
+    for u in &uplinks {
+        for family in Family::ALL {
+            let Some(side) = u.served_side(family) else {
+                continue;
+            };
+            rules.extend(uplink_rules(&ns, u, family));
+            routes.extend(uplink_routes(u, side));
+            exclude.extend(side.networks());
+        }
+        if let Some(v4) = &u.ipv4 {
+            // Reverse-path filtering consults the connection's mark, so strict rp_filter
+            // accepts replies arriving on the uplink we chose. (IPv6 has no rp_filter.)
+            sysctls.push(Sysctl {
+                iface: u.iface.clone(),
+                name: "src_valid_mark".into(),
+                value: "1".into(),
+            });
+            // Two uplinks in one subnet: each must answer ARP only for its own address,
+            // or the gateway sends both uplinks' downloads down one link (ARP flux).
+            // IPv6 needs nothing alike: the kernel answers neighbour solicitations
+            // only on the interface that holds the address.
+            let shares_subnet = uplinks.iter().any(|o| {
+                o.id != u.id
+                    && o.ipv4
+                        .as_ref()
+                        .is_some_and(|o4| o4.subnet.contains(v4.address))
+            });
+            if shares_subnet {
+                for (name, value) in [("arp_ignore", "1"), ("arp_announce", "2")] {
+                    sysctls.push(Sysctl {
+                        iface: u.iface.clone(),
+                        name: name.into(),
+                        value: value.into(),
+                    });
+                }
+            }
+        }
+    }
+    rules.sort();
+    routes.sort();
+    sysctls.sort();
+
+    let firewall = firewall_plan(&ns, &uplinks, ipv6, exclude, &mut warnings);
+    let marks: BTreeSet<u32> = uplinks.iter().map(|u| u.mark).collect();
+    let keep: BTreeSet<IpAddr> = facts
+        .translated
+        .iter()
+        .filter(|(src, mark)| marks.contains(mark) && !facts.local.contains(src))
+        .map(|(src, _)| *src)
+        .collect();
+    Plan {
+        namespace: ns,
+        ipv6,
+        uplinks,
+        routes,
+        rules,
+        firewall,
+        sysctls,
+        keep: keep.into_iter().collect(),
+        warnings,
+    }
+}
+
+/// The three rules of an uplink in one family.
+fn uplink_rules(ns: &Namespace, u: &PlannedUplink, family: Family) -> [Rule; 3] {
+    [
+        // Connections that came in through this uplink are answered through it,
+        // whoever the peer is. Only for what this machine sends (`iif lo`, which
+        // reverse-path lookups use too): a forwarded connection (a port forwarded to a
+        // container) still reaches its destination the main table's way.
+        Rule {
+            family,
+            priority: ns.prio_inbound(),
+            fwmark: u.inbound_mark,
+            fwmask: ns.mark_mask,
+            iif: Some("lo".into()),
+            table: u.table,
+            suppress_prefixlength: None,
+        },
+        // Both directions (the mask leaves out the inbound flag): whatever the main
+        // table routes more specifically than by a default route (LANs, VPNs,
+        // container bridges) goes where the main table says ...
+        Rule {
+            family,
+            priority: ns.prio_suppress(),
+            fwmark: u.mark,
+            fwmask: ns.id_mask(),
+            iif: None,
+            table: MAIN_TABLE,
+            suppress_prefixlength: Some(0),
+        },
+        // ... and everything else leaves through this uplink.
+        Rule {
+            family,
+            priority: ns.prio_outbound(),
+            fwmark: u.mark,
+            fwmask: ns.id_mask(),
+            iif: None,
+            table: u.table,
+            suppress_prefixlength: None,
+        },
+    ]
+}
+
+/// The marking and NAT: exact rounds per family and protocol over the uplinks in the
+/// balance, inbound marks and masquerading for every uplink serving a family.
+fn firewall_plan(
+    ns: &Namespace,
+    uplinks: &[PlannedUplink],
+    ipv6: bool,
+    exclude: BTreeSet<IpNet>,
+    warnings: &mut Vec<String>,
+) -> FirewallPlan {
+    let families: Vec<Family> = Family::ALL
+        .into_iter()
+        .filter(|f| *f == Family::V4 || ipv6)
+        .collect();
+    let mut rounds = Vec::new();
+    for &family in &families {
+        let members: Vec<&PlannedUplink> = uplinks.iter().filter(|u| u.serves(family)).collect();
+        let mut balanced: Vec<&PlannedUplink> =
+            members.iter().copied().filter(|u| u.in_balance).collect();
+        if balanced.is_empty() && !members.is_empty() {
+            // Only the uplinks of another family are healthy: for this family, balancing
+            // over all of its uplinks beats giving it none.
+            warnings.push(format!(
+                "every {family} uplink is unhealthy: balancing {family} over all of them"
+            ));
+            balanced = members.clone();
+        }
+        let order = weighted_round(&balanced.iter().map(|u| u.weight).collect::<Vec<_>>());
+        if order.is_empty() {
+            continue;
+        }
+        let slots: Vec<u32> = order.iter().map(|&i| balanced[i].mark).collect();
+        for protocol in Protocol::ALL {
+            rounds.push(Round {
+                family,
+                protocol,
+                slots: slots.clone(),
+            });
+        }
+    }
+    FirewallPlan {
+        mark_mask: ns.mark_mask,
+        inbound_flag: ns.inbound_flag(),
+        families: families.clone(),
+        uplinks: uplinks
+            .iter()
+            .map(|u| FwUplink {
+                iface: u.iface.clone(),
+                mark: u.mark,
+                inbound_mark: u.inbound_mark,
+                families: families.iter().copied().filter(|f| u.serves(*f)).collect(),
+            })
+            .collect(),
+        exclude: exclude.into_iter().collect(),
+        rounds,
+    }
+}
+
+/// An uplink's table in one family: its on-link network, every route NetworkManager
+/// gave the device (so that replies to a host on any of its networks, even one it
+/// reaches through a router, leave the right way), and its default route.
+///
+/// IPv4 routes carry the uplink's address as preferred source and on-link ones scope
+/// link. IPv6 routes carry no source: source selection on the chosen interface already
+/// picks one of its addresses, and knows better than we do which are deprecated or
+/// temporary; a fixed one would also vanish with a privacy address.
+fn uplink_routes(u: &PlannedUplink, side: &IpSide) -> Vec<Route> {
+    let v4 = side.family() == Family::V4;
+    let prefsrc = v4.then_some(side.address);
+    let route = |dst: IpNet, gateway, scope_link, onlink| Route {
+        table: u.table,
+        dst,
+        gateway,
+        oif: u.iface.clone(),
+        prefsrc,
+        scope_link: v4 && scope_link,
+        onlink,
+    };
+    let mut routes = Vec::new();
+    // IPv4 keeps its subnet route even for a /32 (point-to-point), as the kernel does.
+    if v4 || !side.subnet.is_host() {
+        routes.push(route(side.subnet, None, true, false));
+    }
+    for r in &side.routes {
+        // NetworkManager lists the subnet's own route too: the first one stays.
+        if !routes.iter().any(|have: &Route| have.dst == r.dst) {
+            routes.push(route(r.dst, r.via, r.via.is_none(), false));
+        }
+    }
+    // A gateway outside every on-link network of the device must be declared on-link,
+    // or the kernel refuses the route; IPv6 link-local routers always are on-link.
+    let on_link = |gw: IpAddr| {
+        IpNet::link_local6().contains(gw)
+            || side.subnet.contains(gw)
+            || side
+                .routes
+                .iter()
+                .any(|r| r.via.is_none() && r.dst.contains(gw))
+    };
+    let onlink = side.gateway.is_some_and(|gw| !on_link(gw));
+    if let (Some(gw), true, true) = (side.gateway, onlink, v4) {
+        routes.push(route(IpNet::host(gw), None, true, false));
+    }
+    routes.push(route(
+        IpNet::default_route(side.family()),
+        side.gateway,
+        side.gateway.is_none(),
+        onlink,
+    ));
+    routes
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,605 @@
+use super::*;
+use crate::testing::{dual, facts, uplink, v6_only};
+use proptest::prelude::*;
+
+/// The marks of a family's round for one protocol, in slot order.
+fn slots(p: &Plan, family: Family, protocol: Protocol) -> Vec<u32> {
+    p.firewall
+        .rounds
+        .iter()
+        .find(|r| r.family == family && r.protocol == protocol)
+        .map(|r| r.slots.clone())
+        .unwrap_or_default()
+}
+
+fn ifaces_of(p: &Plan, marks: &[u32]) -> Vec<String> {
+    marks
+        .iter()
+        .map(|m| {
+            p.uplinks
+                .iter()
+                .find(|u| u.mark == *m)
+                .unwrap()
+                .iface
+                .clone()
+        })
+        .collect()
+}
+
+fn of_family(p: &Plan, f: Family) -> (Vec<&Route>, Vec<&Rule>) {
+    (
+        p.routes.iter().filter(|r| r.family() == f).collect(),
+        p.rules.iter().filter(|r| r.family == f).collect(),
+    )
+}
+
+fn parse(s: &str) -> Config {
+    Config::parse(s, std::path::Path::new("x.toml")).unwrap()
+}
+
+#[test]
+fn two_uplinks_alternate_in_every_protocol() {
+    let p = plan(
+        &Config::default(),
+        &facts(vec![uplink("eth0", 1), uplink("wlan0", 2)]),
+    );
+    assert_eq!(p.uplinks.len(), 2);
+    assert_eq!(p.uplinks[0].mark, 0x0100_0000);
+    assert_eq!(p.uplinks[0].table, 6101);
+    assert_eq!(p.uplinks[1].mark, 0x0200_0000);
+    assert_eq!(p.uplinks[1].inbound_mark, 0x2200_0000);
+    for protocol in Protocol::ALL {
+        assert_eq!(
+            slots(&p, Family::V4, protocol),
+            [0x0100_0000, 0x0200_0000],
+            "{protocol:?}"
+        );
+    }
+    assert!(slots(&p, Family::V6, Protocol::Tcp).is_empty());
+    // 3 rules and 2 routes per uplink
+    assert_eq!(p.rules.len(), 6);
+    assert_eq!(p.routes.len(), 4);
+    assert!(p.rules.iter().all(|r| r.fwmask & !0x3f00_0000 == 0));
+    // outbound rules match the inbound mark too, the inbound rule only its own
+    for r in &p.rules {
+        if r.priority == 30100 {
+            assert_eq!(r.fwmask, 0x3f00_0000);
+        } else {
+            assert_eq!(r.fwmask, 0x1f00_0000);
+        }
+    }
+    // suppress rule sits between inbound and outbound
+    let sup: Vec<_> = p.rules.iter().filter(|r| r.table == MAIN_TABLE).collect();
+    assert_eq!(sup.len(), 2);
+    assert!(
+        sup.iter()
+            .all(|r| r.suppress_prefixlength == Some(0) && r.priority == 30101)
+    );
+    assert_eq!(p.firewall.exclude.len(), 2);
+    assert_eq!(p.firewall.families, [Family::V4]);
+}
+
+#[test]
+fn no_uplinks_plans_nothing() {
+    let p = plan(&Config::default(), &Facts::default());
+    assert!(p.uplinks.is_empty() && p.rules.is_empty() && p.routes.is_empty());
+    assert!(p.firewall.rounds.is_empty());
+}
+
+#[test]
+fn single_uplink_still_marks() {
+    let p = plan(&Config::default(), &facts(vec![uplink("eth0", 1)]));
+    assert_eq!(slots(&p, Family::V4, Protocol::Tcp), [0x0100_0000]);
+}
+
+#[test]
+fn disabled_uplink_is_left_out_and_weights_apply() {
+    let cfg = parse("[uplinks.conn-eth0]\nweight = 2\n[uplinks.usb0]\nenabled = false\n");
+    let p = plan(
+        &cfg,
+        &facts(vec![
+            uplink("eth0", 1),
+            uplink("wlan0", 2),
+            uplink("usb0", 3),
+        ]),
+    );
+    let names: Vec<_> = p.uplinks.iter().map(|u| u.iface.as_str()).collect();
+    assert_eq!(names, ["eth0", "wlan0"]);
+    assert_eq!(
+        ifaces_of(&p, &slots(&p, Family::V4, Protocol::Udp)),
+        ["eth0", "wlan0", "eth0"]
+    );
+}
+
+#[test]
+fn unhealthy_leaves_balance_but_keeps_table() {
+    let mut f = facts(vec![uplink("eth0", 1), uplink("wlan0", 2)]);
+    f.health.insert("wlan0".into(), false);
+    let p = plan(&Config::default(), &f);
+    assert_eq!(
+        ifaces_of(&p, &slots(&p, Family::V4, Protocol::Tcp)),
+        ["eth0"]
+    );
+    assert_eq!(p.routes.len(), 4);
+    assert_eq!(
+        p.firewall.uplinks.len(),
+        2,
+        "still masqueraded and inbound-marked"
+    );
+    f.health.insert("eth0".into(), false);
+    let p = plan(&Config::default(), &f);
+    assert_eq!(
+        slots(&p, Family::V4, Protocol::Tcp).len(),
+        2,
+        "all unhealthy: balance over all"
+    );
+}
+
+#[test]
+fn same_subnet_uplinks_get_arp_sysctls() {
+    let mut b = uplink("wlan0", 1);
+    b.ipv4.as_mut().unwrap().address = "10.0.1.3".parse().unwrap();
+    let p = plan(&Config::default(), &facts(vec![uplink("eth0", 1), b]));
+    let arp: Vec<_> = p
+        .sysctls
+        .iter()
+        .filter(|s| s.name.starts_with("arp_"))
+        .collect();
+    assert_eq!(arp.len(), 4);
+    // both tables hold the same subnet, each through its own device
+    assert_eq!(p.firewall.exclude.len(), 1);
+    let p = plan(
+        &Config::default(),
+        &facts(vec![uplink("eth0", 1), uplink("wlan0", 2)]),
+    );
+    assert!(p.sysctls.iter().all(|s| s.name == "src_valid_mark"));
+}
+
+#[test]
+fn point_to_point_and_offlink_gateways() {
+    let mut ppp = uplink("ppp0", 9);
+    let p4 = ppp.ipv4.as_mut().unwrap();
+    p4.gateway = None;
+    p4.subnet = IpNet::host(p4.address);
+    let mut far = uplink("eth1", 7);
+    let f4 = far.ipv4.as_mut().unwrap();
+    f4.subnet = IpNet::host(f4.address);
+    let p = plan(&Config::default(), &facts(vec![ppp, far]));
+    let ppp_default = p
+        .routes
+        .iter()
+        .find(|r| r.oif == "ppp0" && r.dst.prefix() == 0)
+        .unwrap();
+    assert!(ppp_default.gateway.is_none() && ppp_default.scope_link);
+    let far_default = p
+        .routes
+        .iter()
+        .find(|r| r.oif == "eth1" && r.dst.prefix() == 0)
+        .unwrap();
+    assert!(far_default.onlink);
+    assert!(
+        p.routes
+            .iter()
+            .any(|r| r.oif == "eth1" && r.dst == "10.0.7.1/32".parse().unwrap())
+    );
+}
+
+/// Every route NetworkManager gives the device goes into the uplink's table too, so
+/// that replies to hosts on any of its networks leave through it.
+#[test]
+fn device_routes_are_copied_into_the_table() {
+    let mut u = uplink("eth0", 1);
+    u.ipv4.as_mut().unwrap().routes = vec![
+        DeviceRoute {
+            dst: "10.0.1.0/24".parse().unwrap(),
+            via: None,
+        },
+        DeviceRoute {
+            dst: "192.168.50.0/24".parse().unwrap(),
+            via: Some("10.0.1.254".parse().unwrap()),
+        },
+    ];
+    let p = plan(&Config::default(), &facts(vec![u]));
+    let (routes, _) = of_family(&p, Family::V4);
+    let lan = routes
+        .iter()
+        .find(|r| r.dst == "192.168.50.0/24".parse().unwrap())
+        .unwrap();
+    assert_eq!(lan.gateway, Some("10.0.1.254".parse().unwrap()));
+    assert_eq!(lan.prefsrc, Some("10.0.1.2".parse().unwrap()));
+    assert!(!lan.scope_link);
+    assert_eq!(
+        routes
+            .iter()
+            .filter(|r| r.dst == "10.0.1.0/24".parse().unwrap())
+            .count(),
+        1,
+        "the subnet's own route once"
+    );
+    assert!(
+        p.firewall
+            .exclude
+            .contains(&"192.168.50.0/24".parse().unwrap())
+    );
+}
+
+/// A DHCPv6 address comes alone (/128); the on-link prefix of the router advertisement
+/// must still be in the uplink's table, or replies to hosts on the LAN go through the
+/// router.
+#[test]
+fn dhcpv6_address_gets_its_advertised_prefix_on_link() {
+    let mut u = dual("eth0", 1);
+    let s6 = u.ipv6.as_mut().unwrap();
+    s6.address = "2001:db8:1::1a0".parse().unwrap();
+    s6.subnet = IpNet::host(s6.address);
+    let mut w = dual("wlan0", 2);
+    w.ipv6.as_mut().unwrap().routes.clear();
+    let p = plan(&Config::default(), &facts(vec![u, w]));
+    let (routes6, _) = of_family(&p, Family::V6);
+    let onlink = routes6
+        .iter()
+        .find(|r| r.oif == "eth0" && r.dst == "2001:db8:1::/64".parse().unwrap())
+        .expect("the advertised prefix in eth0's table");
+    assert!(onlink.gateway.is_none());
+    assert!(
+        !routes6.iter().any(|r| r.dst.is_host()),
+        "no route for the /128 itself"
+    );
+}
+
+#[test]
+fn too_many_uplinks_warns() {
+    let cfg = Config {
+        mark_mask: 0x7,
+        ..Config::default()
+    };
+    let ups: Vec<_> = (0..5).map(|i| uplink(&format!("eth{i}"), i)).collect();
+    let p = plan(&cfg, &facts(ups));
+    assert_eq!(p.uplinks.len(), 3);
+    assert_eq!(p.warnings.len(), 2);
+}
+
+#[test]
+fn dual_stack_uplinks_balance_both_families() {
+    let p = plan(
+        &Config::default(),
+        &facts(vec![dual("eth0", 1), dual("wlan0", 2)]),
+    );
+    assert!(p.ipv6);
+    assert_eq!(p.firewall.families, [Family::V4, Family::V6]);
+    // One identity for both families: the same mark and table number.
+    assert_eq!(p.uplinks[0].table, 6101);
+    assert!(p.uplinks.iter().all(|u| u.ipv6_balanced));
+    assert_eq!((p.routes.len(), p.rules.len()), (8, 12));
+    let (routes6, rules6) = of_family(&p, Family::V6);
+    assert_eq!((routes6.len(), rules6.len()), (4, 6));
+    let (_, rules4) = of_family(&p, Family::V4);
+    for (r4, r6) in rules4.iter().zip(&rules6) {
+        assert_eq!(
+            (r4.priority, r4.fwmark, r4.fwmask, r4.table, &r4.iif),
+            (r6.priority, r6.fwmark, r6.fwmask, r6.table, &r6.iif)
+        );
+    }
+    // The link-local router needs the interface, which every route names; IPv6
+    // routes carry no source address and no scope.
+    let default6 = routes6
+        .iter()
+        .find(|r| r.oif == "eth0" && r.dst.prefix() == 0)
+        .unwrap();
+    assert_eq!(default6.gateway, Some("fe80::1".parse().unwrap()));
+    assert!(!default6.onlink);
+    assert!(routes6.iter().all(|r| r.prefsrc.is_none() && !r.scope_link));
+    assert!(
+        routes6
+            .iter()
+            .any(|r| r.table == 6102 && r.dst.to_string() == "2001:db8:2::/64")
+    );
+    // No sysctl for IPv6 (it has no rp_filter or ARP).
+    assert_eq!(p.sysctls.len(), 2);
+    assert_eq!(
+        slots(&p, Family::V6, Protocol::Tcp),
+        [0x0100_0000, 0x0200_0000]
+    );
+    let excl6: Vec<String> = p
+        .firewall
+        .exclude_of(Family::V6)
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(
+        excl6,
+        [
+            "2001:db8:1::/64",
+            "2001:db8:2::/64",
+            "fe80::/10",
+            "ff00::/8"
+        ]
+    );
+    assert!(p.firewall.uplinks.iter().all(|u| u.serves(Family::V6)));
+    // The IPv4 side is what it would be without IPv6.
+    let v4_only = plan(
+        &Config::default(),
+        &facts(vec![uplink("eth0", 1), uplink("wlan0", 2)]),
+    );
+    assert_eq!(
+        p.firewall.rounds_of(Family::V4).collect::<Vec<_>>(),
+        v4_only.firewall.rounds_of(Family::V4).collect::<Vec<_>>()
+    );
+    assert_eq!(p.sysctls, v4_only.sysctls);
+    assert!(!v4_only.ipv6);
+}
+
+#[test]
+fn ipv6_automatic_and_configured() {
+    // One IPv6 uplink: nothing to balance, so nothing IPv6 at all ...
+    let one = facts(vec![dual("eth0", 1), uplink("wlan0", 2)]);
+    let p = plan(&Config::default(), &one);
+    assert!(!p.ipv6 && !p.firewall.has(Family::V6));
+    assert!(of_family(&p, Family::V6).0.is_empty() && of_family(&p, Family::V6).1.is_empty());
+    assert!(!p.uplinks[0].ipv6_balanced && p.uplinks[0].ipv6.is_some());
+    assert!(p.firewall.exclude_of(Family::V6).next().is_none());
+    // ... unless asked for.
+    let p = plan(&parse("ipv6 = true"), &one);
+    assert!(p.ipv6);
+    assert_eq!(slots(&p, Family::V6, Protocol::Tcp).len(), 1);
+    assert_eq!(of_family(&p, Family::V6).1.len(), 3);
+    // Two, but switched off.
+    let two = facts(vec![dual("eth0", 1), dual("wlan0", 2)]);
+    let p = plan(&parse("ipv6 = false"), &two);
+    assert!(!p.ipv6 && !p.firewall.has(Family::V6) && of_family(&p, Family::V6).1.is_empty());
+    assert_eq!(p.rules.len(), 6);
+}
+
+#[test]
+fn ipv6_only_uplink_gets_an_id_but_nothing_ipv4() {
+    let f = facts(vec![dual("eth0", 1), v6_only("wwan0", 2)]);
+    let p = plan(&Config::default(), &f);
+    assert!(p.ipv6);
+    let wwan = p.uplink("wwan0").unwrap();
+    assert_eq!((wwan.id, wwan.table), (2, 6102));
+    assert!(wwan.ipv4.is_none() && wwan.ipv6_balanced);
+    let of_wwan = |fam| {
+        p.rules
+            .iter()
+            .filter(|r| r.table == 6102 && r.family == fam)
+            .count()
+    };
+    assert_eq!((of_wwan(Family::V4), of_wwan(Family::V6)), (0, 2));
+    assert!(
+        p.routes
+            .iter()
+            .filter(|r| r.oif == "wwan0")
+            .all(|r| r.family() == Family::V6)
+    );
+    assert!(p.sysctls.iter().all(|s| s.iface == "eth0"));
+    // IPv4 balances over eth0 alone, IPv6 over both.
+    assert_eq!(slots(&p, Family::V4, Protocol::Tcp), [0x0100_0000]);
+    assert_eq!(
+        p.firewall
+            .uplinks_of(Family::V4)
+            .map(|u| u.iface.as_str())
+            .collect::<Vec<_>>(),
+        ["eth0"]
+    );
+    assert_eq!(slots(&p, Family::V6, Protocol::Tcp).len(), 2);
+    // With IPv6 balancing off it has nothing to take part in: left out, and said so.
+    let p = plan(&parse("ipv6 = false"), &f);
+    assert_eq!(p.uplinks.len(), 1);
+    assert!(p.warnings.iter().any(|w| w.contains("wwan0")));
+}
+
+#[test]
+fn weights_enabled_and_health_apply_to_ipv6() {
+    let cfg = parse("[uplinks.conn-eth0]\nweight = 2\n[uplinks.usb0]\nenabled = false\n");
+    let mut f = facts(vec![dual("eth0", 1), dual("wlan0", 2), dual("usb0", 3)]);
+    let p = plan(&cfg, &f);
+    assert_eq!(
+        ifaces_of(&p, &slots(&p, Family::V6, Protocol::Tcp)),
+        ["eth0", "wlan0", "eth0"]
+    );
+    assert!(p.routes.iter().all(|r| r.oif != "usb0"));
+    // Only the IPv6-only uplink is healthy: IPv4 falls back to all of its uplinks.
+    f.uplinks = vec![dual("eth0", 1), v6_only("wwan0", 2)];
+    f.health.insert("eth0".into(), false);
+    let p = plan(&Config::default(), &f);
+    assert_eq!(
+        ifaces_of(&p, &slots(&p, Family::V4, Protocol::Tcp)),
+        ["eth0"]
+    );
+    assert_eq!(
+        ifaces_of(&p, &slots(&p, Family::V6, Protocol::Tcp)),
+        ["wwan0"]
+    );
+    assert!(p.warnings.iter().any(|w| w.contains("every IPv4 uplink")));
+}
+
+#[test]
+fn ipv6_offlink_global_gateway_and_point_to_point() {
+    let mut far = dual("eth1", 7);
+    let f6 = far.ipv6.as_mut().unwrap();
+    f6.subnet = IpNet::host(f6.address);
+    f6.routes.clear();
+    f6.gateway = Some("2001:db8:7::1".parse().unwrap());
+    let mut ppp = dual("ppp0", 9);
+    ppp.ipv6.as_mut().unwrap().gateway = None;
+    let p = plan(&Config::default(), &facts(vec![far, ppp]));
+    let (routes6, _) = of_family(&p, Family::V6);
+    let far_default = routes6.iter().find(|r| r.oif == "eth1").unwrap();
+    assert!(far_default.onlink && far_default.dst.prefix() == 0);
+    assert_eq!(
+        routes6.iter().filter(|r| r.oif == "eth1").count(),
+        1,
+        "no prefix route for a /128"
+    );
+    let ppp_default = routes6
+        .iter()
+        .find(|r| r.oif == "ppp0" && r.dst.prefix() == 0)
+        .unwrap();
+    assert!(ppp_default.gateway.is_none() && !ppp_default.onlink);
+}
+
+/// A departed uplink's address is kept while connections marked for a planned uplink
+/// still use it as their translated source; not when it is local again, not for
+/// connections of uplinks that are gone too.
+#[test]
+fn departed_addresses_in_use_are_kept() {
+    let mut f = facts(vec![uplink("wlan0", 2), uplink("usb0", 3)]);
+    f.local = ["10.0.2.2".parse().unwrap(), "10.0.3.2".parse().unwrap()].into();
+    let gone: IpAddr = "10.0.1.2".parse().unwrap();
+    f.ids.kernel = [("wlan0".to_string(), 2), ("usb0".to_string(), 3)].into();
+    f.translated = vec![(gone, 0x0200_0000), (gone, 0x0900_0000)];
+    let p = plan(&Config::default(), &f);
+    assert_eq!(p.keep, [gone]);
+    f.translated = vec![(gone, 0x0900_0000)];
+    assert!(plan(&Config::default(), &f).keep.is_empty());
+    f.translated = vec![(gone, 0x0200_0000)];
+    f.local.insert(gone);
+    assert!(plan(&Config::default(), &f).keep.is_empty());
+}
+
+/// An uplink of any kind: 0 IPv4 only, 1 IPv6 only, 2 dual-stack.
+fn mixed(i: u8, kind: u8) -> Uplink {
+    let iface = format!("if{i}");
+    match kind {
+        0 => uplink(&iface, i),
+        1 => v6_only(&iface, i),
+        _ => dual(&iface, i),
+    }
+}
+
+fn mixed_set(set: &BTreeMap<u8, u8>) -> Vec<Uplink> {
+    set.iter().map(|(&i, &k)| mixed(i, k)).collect()
+}
+
+fn ipv6_config(v: Option<bool>) -> Config {
+    Config {
+        ipv6: v,
+        ..Config::default()
+    }
+}
+
+/// The ids a plan leaves in the kernel, as the next run's reading would find them.
+fn kernel_ids(p: &Plan) -> KnownIds {
+    KnownIds {
+        kernel: p.uplinks.iter().map(|u| (u.iface.clone(), u.id)).collect(),
+        ..KnownIds::default()
+    }
+}
+
+proptest! {
+    /// Whatever comes or goes beside it, an uplink keeps its mark and table.
+    #[test]
+    fn identity_is_stable(
+        first in prop::collection::btree_set(0u8..12, 1..8),
+        second in prop::collection::btree_set(0u8..12, 1..8),
+    ) {
+        let cfg = Config::default();
+        let ups = |set: &BTreeSet<u8>| set.iter().map(|&i| uplink(&format!("if{i}"), i)).collect::<Vec<_>>();
+        let p1 = plan(&cfg, &facts(ups(&first)));
+        let p2 = plan(&cfg, &Facts { uplinks: ups(&second), ids: kernel_ids(&p1), ..Default::default() });
+        for u2 in &p2.uplinks {
+            if let Some(u1) = p1.uplink(&u2.iface) {
+                prop_assert_eq!((u1.mark, u1.table), (u2.mark, u2.table));
+            }
+        }
+        let ids: BTreeSet<u32> = p2.uplinks.iter().map(|u| u.id).collect();
+        prop_assert_eq!(ids.len(), p2.uplinks.len());
+        prop_assert!(ids.iter().all(|&i| (1..=cfg.max_uplinks()).contains(&i)));
+        let ns = cfg.namespace();
+        for u in &p2.uplinks {
+            prop_assert_eq!(u.mark & !cfg.mark_mask, 0);
+            prop_assert_eq!(u.mark & ns.inbound_flag(), 0);
+            prop_assert_eq!(u.inbound_mark & !cfg.mark_mask, 0);
+        }
+    }
+
+    /// Whatever the mix of IPv4-only, IPv6-only and dual-stack uplinks, and however IPv6
+    /// balancing is switched, each family gets exactly its uplinks' objects, never a
+    /// mixed-family route, and an exact round by weight for every protocol.
+    #[test]
+    fn families_are_consistent(
+        set in prop::collection::btree_map(0u8..12, 0u8..3, 0..8),
+        weights in prop::collection::vec(1u32..=5, 12),
+        ipv6 in prop::option::of(any::<bool>()),
+    ) {
+        let mut text = String::new();
+        if let Some(v) = ipv6 {
+            text += &format!("ipv6 = {v}\n");
+        }
+        for (i, w) in weights.iter().enumerate() {
+            text += &format!("[uplinks.if{i}]\nweight = {w}\n");
+        }
+        let cfg = parse(&text);
+        let ups = mixed_set(&set);
+        let p = plan(&cfg, &facts(ups.clone()));
+        let v6_uplinks = ups.iter().filter(|u| u.ipv6.is_some()).count();
+        prop_assert_eq!(p.ipv6, ipv6.unwrap_or(v6_uplinks >= 2));
+        prop_assert_eq!(p.firewall.has(Family::V6), p.ipv6);
+        for r in &p.routes {
+            for a in r.gateway.iter().chain(&r.prefsrc) {
+                prop_assert_eq!(Family::of(*a), r.family());
+            }
+            prop_assert!(p.ipv6 || r.family() == Family::V4);
+        }
+        for u in &p.uplinks {
+            let rules = |fam| p.rules.iter().filter(|r| r.family == fam && r.fwmark & !p.namespace.inbound_flag() == u.mark).count();
+            prop_assert_eq!(rules(Family::V4), if u.ipv4.is_some() { 3 } else { 0 });
+            prop_assert_eq!(rules(Family::V6), if u.ipv6_balanced { 3 } else { 0 });
+            prop_assert_eq!(u.ipv6_balanced, p.ipv6 && u.ipv6.is_some());
+            prop_assert!(u.ipv4.is_some() || u.ipv6_balanced, "{} takes part in nothing", u.iface);
+        }
+        let planned = ups.iter().filter(|u| u.ipv4.is_some() || (p.ipv6 && u.ipv6.is_some())).count();
+        prop_assert_eq!(p.uplinks.len(), planned);
+        for fam in p.firewall.families.clone() {
+            let members: Vec<&PlannedUplink> = p.uplinks.iter().filter(|u| u.serves(fam)).collect();
+            let g = members.iter().map(|u| u.weight).fold(0, round::gcd).max(1);
+            for protocol in Protocol::ALL {
+                let s = slots(&p, fam, protocol);
+                prop_assert_eq!(s.len() as u32, members.iter().map(|u| u.weight / g).sum::<u32>());
+                for u in &members {
+                    prop_assert_eq!(s.iter().filter(|m| **m == u.mark).count() as u32, u.weight / g);
+                }
+            }
+            prop_assert_eq!(p.firewall.uplinks_of(fam).count(), members.len());
+        }
+        if p.ipv6 {
+            prop_assert!(p.firewall.exclude.contains(&IpNet::link_local6()));
+            prop_assert!(p.firewall.exclude.contains(&IpNet::multicast6()));
+        }
+    }
+
+    /// An uplink keeps its id whatever comes or goes beside it, in either family, and
+    /// when IPv6 balancing switches on or off.
+    #[test]
+    fn identity_is_stable_across_families(
+        first in prop::collection::btree_map(0u8..12, 0u8..3, 1..8),
+        second in prop::collection::btree_map(0u8..12, 0u8..3, 1..8),
+        ipv6_first in prop::option::of(any::<bool>()),
+        ipv6_second in prop::option::of(any::<bool>()),
+    ) {
+        let p1 = plan(&ipv6_config(ipv6_first), &facts(mixed_set(&first)));
+        let p2 = plan(&ipv6_config(ipv6_second), &Facts { uplinks: mixed_set(&second), ids: kernel_ids(&p1), ..Default::default() });
+        for u2 in &p2.uplinks {
+            if let Some(u1) = p1.uplink(&u2.iface) {
+                prop_assert_eq!((u1.mark, u1.table), (u2.mark, u2.table));
+            }
+        }
+        let ids: BTreeSet<u32> = p2.uplinks.iter().map(|u| u.id).collect();
+        prop_assert_eq!(ids.len(), p2.uplinks.len());
+        // Tables are per family but numbered alike: a table only ever holds one
+        // uplink's routes, in each family.
+        for r in &p2.routes {
+            let owner = p2.uplinks.iter().find(|u| u.table == r.table).unwrap();
+            prop_assert_eq!(&owner.iface, &r.oif);
+        }
+    }
+
+    /// Planning is deterministic and independent of the order NetworkManager lists devices.
+    #[test]
+    fn order_independent(set in prop::collection::btree_map(0u8..12, 0u8..3, 0..8)) {
+        let cfg = Config::default();
+        let ups = mixed_set(&set);
+        let mut rev = ups.clone();
+        rev.reverse();
+        prop_assert_eq!(plan(&cfg, &facts(ups)), plan(&cfg, &facts(rev)));
+    }
+}
