@@ -1,6 +1,7 @@
 //! Command line: argument parsing and the subcommands, thin over the library.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use tracing::{debug, info};
@@ -82,6 +83,10 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Reconcile again until NetworkManager has settled (started by `dispatch` when a
+    /// run had to leave something for later).
+    #[command(hide = true)]
+    FollowUp,
     /// Write the man page and shell completions into DIR (for packagers).
     #[command(hide = true)]
     GenerateAssets {
@@ -144,20 +149,24 @@ pub fn main() -> i32 {
 async fn run(cli: Cli) -> Result<()> {
     let run_dir = state::run_dir();
     match cli.command {
-        Command::Apply => apply(&cli.config, &run_dir, "apply").await,
-        Command::Dispatch { iface, action } => {
+        Command::Apply => apply(&cli.config, &run_dir, "apply").await.map(drop),
+        Command::Dispatch {
+            ref iface,
+            ref action,
+        } => {
             if RECONCILE_ACTIONS.contains(&action.as_str()) {
-                apply(
-                    &cli.config,
-                    &run_dir,
-                    &format!("dispatcher: {iface} {action}"),
-                )
-                .await
+                let why = format!("dispatcher: {iface} {action}");
+                let settled = apply(&cli.config, &run_dir, &why).await?;
+                if !settled {
+                    spawn_follow_up(&cli.config);
+                }
+                Ok(())
             } else {
                 debug!(iface, action, "dispatcher event ignored");
                 Ok(())
             }
         }
+        Command::FollowUp => follow_up(&cli.config, &run_dir).await,
         Command::Flush => {
             let config = Config::load(&cli.config)?;
             let done = reconcile::flush(&config, &run_dir).await?;
@@ -204,13 +213,71 @@ async fn run(cli: Cli) -> Result<()> {
     }
 }
 
-async fn apply(config_path: &Path, run_dir: &Path, why: &str) -> Result<()> {
+/// One reconcile; returns whether it left nothing for later (see
+/// [`reconcile::Outcome::unsettled`]).
+async fn apply(config_path: &Path, run_dir: &Path, why: &str) -> Result<bool> {
     // Config errors stop us before anything in the kernel is touched.
     let config = Config::load(config_path)?;
     // A running daemon's verdicts, so that we reach the result it reaches.
     let health = health::published_verdicts(run_dir);
     let outcome = reconcile::reconcile(&config, run_dir, &health).await?;
     reconcile::log_outcome(&why, &outcome, tracing::Level::INFO);
+    Ok(!outcome.unsettled())
+}
+
+/// Waits between the follow-up's reconciles: about half a minute in all, time enough
+/// for NetworkManager to finish starting or re-activating a device.
+const FOLLOW_UP_DELAYS: [Duration; 6] = [
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+    Duration::from_secs(8),
+    Duration::from_secs(15),
+];
+
+/// Starts `nm-multiwan follow-up` in the background, detached from the dispatcher
+/// (which waits for its scripts): a dispatcher event has no successor to count on
+/// when NetworkManager was still starting or a device in flux.
+fn spawn_follow_up(config: &Path) {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/usr/bin/nm-multiwan"));
+    let mut cmd = std::process::Command::new(exe);
+    cmd.arg("--config")
+        .arg(config)
+        .arg("follow-up")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null());
+    // Its own session: it outlives the dispatcher script and its signals.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    match cmd.spawn() {
+        Ok(child) => info!(pid = child.id(), "a follow-up reconcile will look again"),
+        Err(e) => tracing::warn!("cannot start a follow-up reconcile: {e}"),
+    }
+}
+
+/// Reconciles until a run leaves nothing for later, or the delays run out. Only one
+/// follow-up runs at a time: a second one leaves the work to the first.
+async fn follow_up(config_path: &Path, run_dir: &Path) -> Result<()> {
+    let (_, lock) = state::open_lock_file(run_dir, "follow-up.lock")?;
+    if lock.try_lock().is_err() {
+        debug!("a follow-up is already running");
+        return Ok(());
+    }
+    for delay in FOLLOW_UP_DELAYS {
+        tokio::time::sleep(delay).await;
+        match apply(config_path, run_dir, "follow-up").await {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            Err(e) => tracing::warn!("follow-up reconcile failed: {e}"),
+        }
+    }
+    tracing::warn!("NetworkManager did not settle; the next event or `apply` will finish");
     Ok(())
 }
 

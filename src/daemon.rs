@@ -362,10 +362,12 @@ impl Daemon {
         match result {
             Ok(outcome) => {
                 reconcile::log_outcome(&reasons, &outcome, tracing::Level::DEBUG);
-                let plan = outcome.plan;
                 // Uplinks left out of this run (NetworkManager's view in flux, or the
-                // kernel refused them) are tried again like a failed run.
-                if outcome.failed.is_empty() {
+                // kernel refused them) or held while NetworkManager re-activates them
+                // are looked at again like after a failed run.
+                let unsettled = outcome.unsettled();
+                let plan = outcome.plan;
+                if !unsettled {
                     self.failures = 0;
                 } else {
                     self.failures += 1;

@@ -34,6 +34,17 @@ pub struct Outcome {
     /// NetworkManager's view of them never settled), with the reason; everything else
     /// was applied. Worth a retry.
     pub failed: BTreeMap<String, String>,
+    /// Uplinks kept as they were because NetworkManager is (re)activating their device
+    /// while the kernel still holds their configuration. Worth another look once it
+    /// has settled.
+    pub held: Vec<String>,
+}
+
+impl Outcome {
+    /// Whether this run left something to look at again later.
+    pub fn unsettled(&self) -> bool {
+        !self.failed.is_empty() || !self.held.is_empty()
+    }
 }
 
 /// Everything a run reads before planning.
@@ -43,6 +54,8 @@ pub struct View {
     pub routing: RoutingState,
     /// Uplinks whose NetworkManager view never agreed with the kernel.
     pub unsettled: BTreeMap<String, String>,
+    /// Uplinks of the last run kept while NetworkManager (re)activates their device.
+    pub held: Vec<String>,
 }
 
 /// Reads NetworkManager and the kernel. Writes nothing.
@@ -80,13 +93,15 @@ pub async fn observe(
         .filter(|u| !unsettled.contains_key(&u.iface))
         .cloned()
         .collect();
-    for held in held_uplinks(&nm_view, &kernel, &state.uplinks) {
+    let mut held = Vec::new();
+    for u in held_uplinks(&nm_view, &kernel, &state.uplinks) {
         info!(
-            iface = held.iface,
+            iface = u.iface,
             "NetworkManager is (re)activating this device while it keeps its addresses \
              and default route: keeping it as it was"
         );
-        uplinks.push(held);
+        held.push(u.iface.clone());
+        uplinks.push(u);
     }
 
     let mut ids = state.ids.clone();
@@ -143,6 +158,7 @@ pub async fn observe(
         observed,
         routing: kernel,
         unsettled,
+        held,
     })
 }
 
@@ -264,6 +280,7 @@ pub async fn reconcile(
 
     let view = observe(config, &nm, &routing, &state, health).await?;
     let mut failed = view.unsettled.clone();
+    let held = view.held.clone();
     let mut facts = view.facts;
     let mut observed = view.observed;
     // Record what we are about to create before creating it, so that a crash right
@@ -321,6 +338,7 @@ pub async fn reconcile(
         plan,
         changes: done,
         failed,
+        held,
     })
 }
 
