@@ -1,0 +1,2 @@
+pub mod conntrack;
+pub mod keeper;
