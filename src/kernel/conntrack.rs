@@ -199,36 +199,37 @@ impl Filter {
 pub struct Conntrack {
     socket: Option<TokioSocket>,
     seq: u32,
+    /// The last exchange ran to its end. When it did not (its future dropped, or an
+    /// error midway) the kernel may still be dumping into the socket, and would refuse
+    /// the next dump (EBUSY): the next exchange takes a fresh socket.
+    settled: bool,
 }
 
 impl Conntrack {
-    /// Opens the socket (on the current tokio runtime).
+    /// Opens the socket, on the current tokio runtime (which must have I/O enabled).
     pub fn open() -> Result<Self> {
-        let socket = match TokioSocket::new(NETLINK_NETFILTER) {
-            Ok(socket) => socket,
-            Err(e) if e.raw_os_error() == Some(libc::EPROTONOSUPPORT) => {
-                debug!("no nfnetlink in this kernel: no connection tracking to read");
-                return Ok(Conntrack {
-                    socket: None,
-                    seq: 0,
-                });
-            }
-            Err(e) => return Err(Error::new("opening a netfilter netlink socket", e)),
-        };
-        // Acknowledgements without a copy of each request: a batch of them fits.
-        socket
-            .socket_ref()
-            .set_cap_ack(true)
-            .map_err(|e| Error::new("opening a netfilter netlink socket", e))?;
         Ok(Conntrack {
-            socket: Some(socket),
+            socket: open_socket()
+                .map_err(|e| Error::new("opening a netfilter netlink socket", e))?,
             seq: 0,
+            settled: true,
         })
     }
 
-    /// The entries that match `filter`. The kernel filters by family and mark (since
-    /// Linux 4.x, with `CONFIG_NF_CONNTRACK_MARK`), so a table of 100k connections is not
-    /// shipped to us for a few; we filter again in case a kernel ignored part of it.
+    /// Before an exchange: a fresh socket if the last exchange did not settle.
+    fn begin(&mut self) -> io::Result<()> {
+        if !self.settled {
+            debug!("the last conntrack exchange was interrupted: new socket");
+            self.socket = open_socket()?;
+        }
+        self.settled = false;
+        Ok(())
+    }
+
+    /// The entries that match `filter`. The kernel filters by family and mark, so a
+    /// table of 100k connections is not shipped to us for a few; we filter again in
+    /// case a kernel ignored part of it, and alone where it refuses a mark filter
+    /// (built without conntrack marks).
     pub async fn dump(&mut self, filter: &Filter) -> Result<Vec<Entry>> {
         let context = || format!("dumping conntrack ({})", describe(filter));
         let entries = match self.dump_entries(filter, filter).await {
@@ -288,17 +289,30 @@ impl Conntrack {
         Ok(counts)
     }
 
-    /// Deletes the entries that match `filter` and returns how many matched. With a
-    /// mark in the filter, on Linux 4.19 and later, the kernel deletes them itself in
-    /// one request (a flush filtered by family and mark, which reports no count: the
-    /// count is that of the dump just before, and an entry created in between is
-    /// deleted too). Otherwise each entry is deleted by its original tuple and id.
+    /// Deletes the entries that match `filter` and returns how many matched. On Linux
+    /// 4.19 and later the kernel deletes them itself in one request (a flush filtered
+    /// by family and mark, which reports no count: the count is that of the dump just
+    /// before, and an entry created in between goes too). Older kernels would flush the
+    /// mark in both families, so there, and wherever the kernel refuses a filtered
+    /// flush, each entry is deleted by its original tuple and id.
+    ///
+    /// A filter without a mark (or with an empty mask) would delete every other
+    /// program's connections too: refused.
     pub async fn delete(&mut self, filter: &Filter) -> Result<usize> {
+        if filter.mark.is_none_or(|m| m.mask == 0) {
+            return Err(Error::new(
+                format!("deleting conntrack entries ({})", describe(filter)),
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "refusing to delete connections whatever their mark",
+                ),
+            ));
+        }
         let entries = self.dump(filter).await?;
         if entries.is_empty() {
             return Ok(0);
         }
-        if filter.mark.is_some() && kernel_flushes_by_family_and_mark() {
+        if kernel_flushes_by_family_and_mark() {
             let seq = self.next_seq();
             match self.acknowledged(&flush_request(seq, filter), seq, 1).await {
                 Ok(errors) => match errors.first() {
@@ -379,7 +393,9 @@ impl Conntrack {
         each: &mut dyn FnMut(&[u8]) -> io::Result<()>,
     ) -> io::Result<()> {
         let seq = self.next_seq();
+        self.begin()?;
         let Some(socket) = &self.socket else {
+            self.settled = true;
             return Ok(());
         };
         let request = dump_request(seq, filter);
@@ -393,6 +409,7 @@ impl Conntrack {
                 }
                 match header.kind {
                     NLMSG_DONE => {
+                        self.settled = true;
                         return match read_i32(payload) {
                             Some(errno) if errno < 0 => Err(io::Error::from_raw_os_error(-errno)),
                             _ => Ok(()),
@@ -400,6 +417,7 @@ impl Conntrack {
                     }
                     NLMSG_ERROR => {
                         let errno = read_i32(payload).ok_or_else(|| malformed("short error"))?;
+                        self.settled = true;
                         if errno == 0 {
                             return Ok(());
                         }
@@ -425,12 +443,14 @@ impl Conntrack {
     /// acknowledgement) and waits for every acknowledgement. Returns the sequence
     /// numbers that failed, with their errno.
     async fn acknowledged(
-        &self,
+        &mut self,
         request: &[u8],
         first: u32,
         count: usize,
     ) -> io::Result<Vec<(u32, i32)>> {
+        self.begin()?;
         let Some(socket) = &self.socket else {
+            self.settled = true;
             return Ok(Vec::new());
         };
         socket.send_to(request, &SocketAddr::new(0, 0)).await?;
@@ -450,8 +470,24 @@ impl Conntrack {
                 pending -= 1;
             }
         }
+        self.settled = true;
         Ok(errors)
     }
+}
+
+/// A ctnetlink socket; `None` when the kernel has no nfnetlink.
+fn open_socket() -> io::Result<Option<TokioSocket>> {
+    let socket = match TokioSocket::new(NETLINK_NETFILTER) {
+        Ok(socket) => socket,
+        Err(e) if e.raw_os_error() == Some(libc::EPROTONOSUPPORT) => {
+            debug!("no nfnetlink in this kernel: no connection tracking to read");
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    // Acknowledgements without a copy of each request: a batch of them fits.
+    socket.socket_ref().set_cap_ack(true)?;
+    Ok(Some(socket))
 }
 
 /// Linux 4.19 filters a flush by family (with a non-zero `nfgenmsg` version) as well
@@ -1125,6 +1161,20 @@ mod tests {
         };
         assert!(!Filter::mark(0x0100_0000, 0x3f00_0000).matches(&inbound));
         assert!(Filter::mark(0x0100_0000, 0x1f00_0000).matches(&inbound));
+    }
+
+    #[tokio::test]
+    async fn deleting_whatever_the_mark_is_refused() {
+        // Refused before any request: no privilege needed.
+        let mut ct = Conntrack::open().unwrap();
+        for filter in [
+            Filter::default(),
+            Filter::default().family(Family::V4),
+            Filter::mark(0, 0),
+        ] {
+            let e = ct.delete(&filter).await.unwrap_err();
+            assert_eq!(e.source.kind(), io::ErrorKind::InvalidInput, "{e}");
+        }
     }
 
     #[test]
