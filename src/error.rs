@@ -23,6 +23,10 @@ pub enum Error {
     Netlink(String),
     #[error("firewall: {0}")]
     Firewall(String),
+    #[error("conntrack: {0}")]
+    Conntrack(#[from] crate::kernel::conntrack::Error),
+    #[error("keeping departed addresses: {0}")]
+    Keeper(#[from] crate::kernel::keeper::Error),
     #[error("{what}: {source}")]
     Io {
         what: String,

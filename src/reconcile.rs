@@ -114,12 +114,12 @@ pub async fn observe(
     let local: BTreeSet<IpAddr> = kernel
         .addresses
         .iter()
-        .filter(|(iface, _)| iface.as_str() != keeper::DUMMY)
+        .filter(|(iface, _)| iface.as_str() != keeper::DUMMY_NAME)
         .flat_map(|(_, addrs)| addrs.iter().copied())
         .collect();
     let kept: BTreeSet<IpAddr> = kernel
         .addresses
-        .get(keeper::DUMMY)
+        .get(keeper::DUMMY_NAME)
         .into_iter()
         .flatten()
         .copied()
@@ -132,7 +132,7 @@ pub async fn observe(
         .flat_map(Uplink::addresses)
         .any(|a| !local.contains(&a));
     let translated = if departed || !kept.is_empty() {
-        translated_sources(&ns)
+        translated_sources(&ns).await
     } else {
         Vec::new()
     };
@@ -234,11 +234,14 @@ fn held_uplinks(nm: &NmView, kernel: &RoutingState, last: &[Uplink]) -> Vec<Upli
 
 /// Original sources of translated connections carrying one of our outbound marks:
 /// (source, mark). A failure to read conntrack keeps nothing, which is logged.
-fn translated_sources(ns: &Namespace) -> Vec<(IpAddr, u32)> {
-    match conntrack::dump(&conntrack::Filter {
-        mark: Some((0, ns.inbound_flag())),
-        ..conntrack::Filter::default()
-    }) {
+async fn translated_sources(ns: &Namespace) -> Vec<(IpAddr, u32)> {
+    // The kernel filters on `mark & mask == value`, which cannot say "any id": the
+    // inbound flag clear is the narrowest one filter can ask for.
+    let entries = match conntrack::Conntrack::open() {
+        Ok(mut ct) => ct.dump(&conntrack::Filter::mark(0, ns.inbound_flag())).await,
+        Err(e) => Err(e),
+    };
+    match entries {
         Ok(entries) => entries
             .into_iter()
             .filter(|e| ns.decode(e.mark).is_some_and(|m| !m.inbound))
@@ -352,9 +355,9 @@ enum Failure {
     Run(Error),
 }
 
-impl From<Error> for Failure {
-    fn from(e: Error) -> Self {
-        Failure::Run(e)
+impl<E: Into<Error>> From<E> for Failure {
+    fn from(e: E) -> Self {
+        Failure::Run(e.into())
     }
 }
 
@@ -418,7 +421,7 @@ async fn apply(
                     state.save(run_dir)?;
                 }
             }
-            Change::Keep(a) => keeper::keep(*a).await?,
+            Change::Keep(a) => keeper::Keeper::connect().await?.keep(*a).await?,
             Change::DelRule(r) => routing.del_rule(r).await?,
             Change::DelRoute(r) => routing.del_route(r).await?,
             Change::RestoreSysctl { path, value } => {
@@ -427,7 +430,13 @@ async fn apply(
                     sysctl::write(path, value);
                 }
             }
-            Change::Release(a) => keeper::release(*a).await?,
+            Change::Release(a) => {
+                let k = keeper::Keeper::connect().await?;
+                k.release(*a).await?;
+                if k.kept().await?.is_empty() {
+                    k.remove_dummy().await?;
+                }
+            }
         }
         applied.push(change.clone());
     }
@@ -499,11 +508,12 @@ pub async fn flush(config: &Config, run_dir: &Path) -> Result<Vec<Change>> {
     for space in &spaces {
         remove_routing(&routing, space, &mut done).await?;
     }
-    for a in keeper::kept().await? {
-        keeper::release(a).await?;
+    let k = keeper::Keeper::connect().await?;
+    for a in k.kept().await? {
+        k.release(a).await?;
         done.push(Change::Release(a));
     }
-    keeper::remove_dummy().await?;
+    k.remove_dummy().await?;
     for (path, value) in &state.sysctls {
         if sysctl::exists(path) && sysctl::write(path, value) {
             done.push(Change::RestoreSysctl {

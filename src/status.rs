@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
@@ -103,8 +102,8 @@ pub async fn current_plan(
 pub async fn gather(config: &Config, health: &BTreeMap<String, bool>) -> Result<StatusReport> {
     let (plan, fw, in_sync) = current_plan(config, health).await?;
     let counters = fw.counters().unwrap_or_default();
-    let conns = conntrack_by_id(config, Family::V4);
-    let conns6 = conntrack_by_id(config, Family::V6);
+    let conns = conntrack_by_id(config, Family::V4).await;
+    let conns6 = conntrack_by_id(config, Family::V6).await;
     let ns = plan.namespace;
     let uplinks = plan
         .uplinks
@@ -172,37 +171,19 @@ fn read_counter(iface: &str, name: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Connections of one family per uplink id, from `conntrack -L`; `None` when conntrack
-/// is missing.
-fn conntrack_by_id(config: &Config, family: Family) -> Option<BTreeMap<u32, u64>> {
-    let family = match family {
-        Family::V4 => "ipv4",
-        Family::V6 => "ipv6",
-    };
-    let out = Command::new(crate::kernel::firewall::iptables::find_program("conntrack"))
-        .args(["-L", "-f", family])
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
+/// Tracked connections of one family per uplink id (both directions), read over
+/// netlink; `None` when conntrack cannot be read (no privilege, no conntrack).
+async fn conntrack_by_id(config: &Config, family: Family) -> Option<BTreeMap<u32, u64>> {
     let ns = config.namespace();
-    let shift = ns.shift();
-    let id_bits = ns.mark_mask & !ns.inbound_flag();
-    let mut counts = BTreeMap::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let mark = line
-            .split_whitespace()
-            .find_map(|w| w.strip_prefix("mark="))
-            .and_then(|m| m.parse::<u32>().ok());
-        if let Some(m) = mark {
-            let id = (m & id_bits) >> shift;
-            if id != 0 {
-                *counts.entry(id).or_insert(0) += 1;
-            }
+    let mut ct = crate::kernel::conntrack::Conntrack::open().ok()?;
+    let counts = ct.count_by_mark(Some(family), ns.id_mask()).await.ok()?;
+    let mut by_id = BTreeMap::new();
+    for (mark, n) in counts {
+        if let Some(m) = ns.decode(mark) {
+            *by_id.entry(m.id).or_insert(0) += n;
         }
     }
-    Some(counts)
+    Some(by_id)
 }
 
 fn human_bytes(n: u64) -> String {
