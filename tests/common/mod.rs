@@ -24,23 +24,55 @@ pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_nm-multiwan"))
 }
 
+/// What a root-only test says when run without root: it fails, never passes silently.
+pub const NEEDS_ROOT: &str = "needs root: run sudo tests/run.sh (CI runs these tests as root)";
+
 /// End-to-end tests need root; CI runs as root, so there they always run.
 pub fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
+    // SAFETY: geteuid cannot fail and touches no memory.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Fails the calling test (with [`NEEDS_ROOT`]) unless it runs as root.
+pub fn require_root() {
+    assert!(is_root(), "{NEEDS_ROOT}");
 }
 
 #[macro_export]
 macro_rules! require_root {
     () => {
-        if !common::is_root() {
-            eprintln!("skipping: end-to-end tests need root (run: sudo tests/run.sh)");
-            return;
-        }
+        common::require_root()
     };
+}
+
+/// A copy of the binary any user may run, removed on drop: the checkout may sit in a
+/// home directory other users cannot enter (Debian's default mode is 0700), so the
+/// build's own path is no good for a test that runs it as `nobody`.
+pub struct SharedBinary {
+    dir: PathBuf,
+    pub path: PathBuf,
+}
+
+impl SharedBinary {
+    pub fn new() -> SharedBinary {
+        use std::os::unix::fs::PermissionsExt;
+        static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("nmmw-bin-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = dir.join("nm-multiwan");
+        std::fs::copy(binary(), &path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        SharedBinary { dir, path }
+    }
+}
+
+impl Drop for SharedBinary {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 pub fn text(o: &Output) -> String {
