@@ -174,7 +174,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Status { json } => {
             // A running daemon knows the health too; without one, read it ourselves.
-            let report = match daemon::query_status(std::time::Duration::from_secs(3)).await {
+            let report = match daemon::query_status(daemon::STATUS_QUERY_TIMEOUT).await? {
                 Some(report) => report,
                 None => {
                     let config = Config::load(&cli.config)?;

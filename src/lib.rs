@@ -4,6 +4,7 @@
 //! kernel state as a pure function, [`reconcile`] applies the difference through
 //! [`netlink`] (routes, rules) and [`firewall`] (our own chains, one atomic batch).
 
+pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod daemon;
