@@ -12,6 +12,7 @@ use crate::firewall::Firewall;
 use crate::firewall::iptables::Iptables;
 use crate::health;
 use crate::model::Family;
+use crate::privilege;
 use crate::reconcile;
 use crate::state;
 use crate::status;
@@ -93,6 +94,31 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The command's name as typed, for messages.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Apply => "apply",
+            Command::Dispatch { .. } => "dispatch",
+            Command::Flush => "flush",
+            Command::Status { .. } => "status",
+            Command::Daemon { .. } => "daemon",
+            Command::Plan { .. } => "plan",
+            Command::GenerateAssets { .. } => "generate-assets",
+        }
+    }
+
+    /// Whether this invocation may write the kernel's network configuration (and so
+    /// needs `CAP_NET_ADMIN`). A dispatcher event we ignore writes nothing.
+    pub fn changes_the_network(&self) -> bool {
+        match self {
+            Command::Apply | Command::Flush | Command::Daemon { .. } => true,
+            Command::Dispatch { action, .. } => RECONCILE_ACTIONS.contains(&action.as_str()),
+            Command::Status { .. } | Command::Plan { .. } | Command::GenerateAssets { .. } => false,
+        }
+    }
+}
+
 fn init_logging(cli: &Cli) {
     let level = if cli.quiet {
         "error"
@@ -145,6 +171,11 @@ pub fn main() -> i32 {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    // Before anything is read or locked: without the capability every later step
+    // would fail on its own, less clearly.
+    if cli.command.changes_the_network() {
+        privilege::require_net_admin(cli.command.name())?;
+    }
     let run_dir = state::run_dir();
     match cli.command {
         Command::Apply => apply(&cli.config, &run_dir, "apply").await,
@@ -282,5 +313,37 @@ mod tests {
         }
         assert!(Cli::try_parse_from(["nm-multiwan", "dispatch", "$(reboot)", "up"]).is_ok());
         assert!(Cli::try_parse_from(["nm-multiwan", "daemon", "--flush-on-exit"]).is_ok());
+    }
+
+    #[test]
+    fn commands_that_write_the_network_are_known() {
+        let writes = |args: &[&str]| {
+            let mut full = vec!["nm-multiwan"];
+            full.extend_from_slice(args);
+            Cli::try_parse_from(full)
+                .unwrap()
+                .command
+                .changes_the_network()
+        };
+        for args in [
+            &["apply"][..],
+            &["flush"],
+            &["daemon"],
+            &["dispatch", "eth0", "up"],
+            &["dispatch", "eth0", "down"],
+            &["dispatch", "wlan0", "dhcp4-change"],
+        ] {
+            assert!(writes(args), "{args:?} writes the network");
+        }
+        for args in [
+            &["status"][..],
+            &["status", "--json"],
+            &["plan"],
+            &["dispatch", "eth0", "pre-up"],
+            &["dispatch", "eth0", "hostname"],
+            &["generate-assets", "/nonexistent"],
+        ] {
+            assert!(!writes(args), "{args:?} writes nothing");
+        }
     }
 }

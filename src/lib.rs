@@ -15,6 +15,7 @@ pub mod model;
 pub mod netlink;
 pub mod nm;
 pub mod plan;
+pub mod privilege;
 pub mod reconcile;
 pub mod state;
 pub mod status;
