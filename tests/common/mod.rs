@@ -116,22 +116,74 @@ pub struct Sandbox {
     pub work: PathBuf,
 }
 
+/// `n` in base 36 (digits, then lower-case letters).
+fn base36(mut n: u64) -> String {
+    let mut digits = Vec::new();
+    loop {
+        digits.push(char::from_digit((n % 36) as u32, 36).expect("a digit"));
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    digits.iter().rev().collect()
+}
+
+/// A sandbox name no other sandbox has: the tag, this process's id and a counter,
+/// e.g. `dmnf_kx3_0` (sandbox names are at most 16 letters, digits and `_`). Unique
+/// among live processes; a dead one's sandboxes are reaped before ours are created.
+fn unique_name(tag: &str) -> String {
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!(
+        "{tag}_{}_{}",
+        base36(u64::from(std::process::id())),
+        base36(n)
+    );
+    assert!(
+        name.len() <= 16,
+        "sandbox tag {tag:?} too long for {name:?}"
+    );
+    name
+}
+
+/// Destroys, once per test process, the sandboxes whose owner is gone: those of a test
+/// run that was killed (a panicking test destroys its own). Other runs' live ones stay.
+fn reap_stale_sandboxes() {
+    static REAPED: std::sync::Once = std::sync::Once::new();
+    REAPED.call_once(|| {
+        let o = Command::new(sandbox_script())
+            .arg("reap")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run sandbox.sh reap");
+        eprint!("{}", String::from_utf8_lossy(&o.stderr));
+        assert!(o.status.success(), "{}", describe(&["reap"], &o));
+    });
+}
+
 impl Sandbox {
     pub fn create(tag: &str, specs: &[&str], opts: Options) -> Sandbox {
-        let name = format!("{tag}{}", std::process::id() % 100_000);
+        reap_stale_sandboxes();
+        let name = unique_name(tag);
         let work = PathBuf::from(format!("/tmp/nm-multiwan-sandbox/{name}"));
         let mut cmd = Command::new(sandbox_script());
         cmd.arg("create").arg(&name).args(specs);
         cmd.env("SB_BINARY", binary());
         cmd.env("SB_QUIET", "1");
+        // A kept sandbox (for debugging) has no owner: nothing reaps it.
+        if std::env::var_os("SB_KEEP").is_none() {
+            cmd.env("SB_OWNER", std::process::id().to_string());
+        }
         if opts.dispatcher {
             cmd.env("SB_DISPATCHER", repo().join("dispatcher.d/90-nm-multiwan"));
         }
-        let config_file;
+        let mut config_file = None;
         if let Some(c) = opts.config {
-            config_file = std::env::temp_dir().join(format!("{name}-config.toml"));
-            std::fs::write(&config_file, c).unwrap();
-            cmd.env("SB_CONFIG", &config_file);
+            let path = std::env::temp_dir().join(format!("{name}-config.toml"));
+            std::fs::write(&path, c).unwrap();
+            cmd.env("SB_CONFIG", &path);
+            config_file = Some(path);
         }
         if let Some(r) = opts.rate {
             cmd.env("SB_RATE", r);
@@ -147,6 +199,10 @@ impl Sandbox {
         }
         let sb = Sandbox { name, work };
         let o = cmd.output().expect("run sandbox.sh");
+        if let Some(path) = config_file {
+            // sandbox.sh copied it.
+            let _ = std::fs::remove_file(path);
+        }
         assert!(o.status.success(), "{}", describe(&["create"], &o));
         sb
     }
