@@ -34,7 +34,8 @@
 #   reap                    Destroy every sandbox whose owner (SB_OWNER at create) is gone: what
 #                           a killed test run left behind. Sandboxes without an owner and those
 #                           of live processes (other runs going on at the same time) are kept.
-#   check                   Tell which required commands are missing (installs nothing).
+#   check                   Tell which required commands are missing (installs nothing;
+#                           install-deps.sh next to this script installs them).
 #
 # ENVIRONMENT (create)
 #   SB_RATE=10mbit     tbf shaping of each uplink on the ISP/campus side, both directions
@@ -175,7 +176,7 @@ cmd_check() {
         missing="$missing nm-dispatcher(network-manager)"
     if [ -n "$missing" ]; then
         printf '%s: missing:%s\n' "$PROG" "$missing" >&2
-        printf '%s: install with: apt-get install -y network-manager iptables dnsmasq-base iproute2 socat iperf3 conntrack\n' "$PROG" >&2
+        printf '%s: install them with: sudo %s/install-deps.sh\n' "$PROG" "$SELF_DIR" >&2
         return 1
     fi
 }
