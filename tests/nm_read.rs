@@ -1,9 +1,10 @@
-//! Reads uplinks from a real NetworkManager (see NM-SANDBOX.md), no mocks: a private
+//! Reads uplinks from a real NetworkManager (see tests/sandbox/README.md), no mocks: a private
 //! NetworkManager and system bus in their own network and mount namespaces, three veth
 //! links with static keyfile connections, and `examples/nm_uplinks` run inside.
 //!
 //! Root only; fails saying so otherwise. Namespaces are named `nmrd-<pid>-*` and
-//! everything is torn down by a Drop guard, also when an assertion fails.
+//! everything is torn down by a Drop guard, also when an assertion fails; what a killed
+//! run left behind is removed by the next run.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
