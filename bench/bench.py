@@ -228,7 +228,7 @@ def multipath_source_check(sb, n):
 
 
 def recipe_script(uplinks):
-    """The seed's recipe as a user would type it for these uplinks: literal commands, one
+    """The hand-made recipe as a user would type it for these uplinks: literal commands, one
     process each (ip rule/route add, iptables -A), marks 10.., tables 110.., prio 31000."""
     lines = ["#!/bin/sh", "set -e"]
     for n, (dev, gw, net) in enumerate(uplinks):

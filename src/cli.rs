@@ -10,6 +10,7 @@ use crate::config::{self, Config};
 use crate::daemon;
 use crate::error::{Error, Result};
 use crate::health;
+use crate::privilege;
 use crate::reconcile;
 use crate::state;
 use crate::status;
@@ -95,6 +96,32 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The command's name as typed, for messages.
+    fn name(&self) -> &'static str {
+        match self {
+            Command::Apply => "apply",
+            Command::Dispatch { .. } => "dispatch",
+            Command::Flush => "flush",
+            Command::Status { .. } => "status",
+            Command::Daemon { .. } => "daemon",
+            Command::Plan { .. } => "plan",
+            Command::FollowUp => "follow-up",
+            Command::GenerateAssets { .. } => "generate-assets",
+        }
+    }
+
+    /// Whether this invocation may write the kernel's network configuration (and so
+    /// needs `CAP_NET_ADMIN`). A dispatcher event we ignore writes nothing.
+    pub fn changes_the_network(&self) -> bool {
+        match self {
+            Command::Apply | Command::Flush | Command::Daemon { .. } | Command::FollowUp => true,
+            Command::Dispatch { action, .. } => RECONCILE_ACTIONS.contains(&action.as_str()),
+            Command::Status { .. } | Command::Plan { .. } | Command::GenerateAssets { .. } => false,
+        }
+    }
+}
+
 fn init_logging(cli: &Cli) {
     let level = if cli.quiet {
         "error"
@@ -147,6 +174,11 @@ pub fn main() -> i32 {
 }
 
 async fn run(cli: Cli) -> Result<()> {
+    // Before anything is read or locked: without the capability every later step
+    // would fail on its own, less clearly.
+    if cli.command.changes_the_network() {
+        privilege::require_net_admin(cli.command.name())?;
+    }
     let run_dir = state::run_dir();
     match cli.command {
         Command::Apply => apply(&cli.config, &run_dir, "apply").await.map(drop),
@@ -176,7 +208,7 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::Status { json } => {
             // A running daemon knows the health too; without one, read it ourselves.
-            let report = match daemon::query_status(std::time::Duration::from_secs(3)).await {
+            let report = match daemon::query_status(daemon::STATUS_QUERY_TIMEOUT).await? {
                 Some(report) => report,
                 None => {
                     let config = Config::load(&cli.config)?;
@@ -335,5 +367,37 @@ mod tests {
         }
         assert!(Cli::try_parse_from(["nm-multiwan", "dispatch", "$(reboot)", "up"]).is_ok());
         assert!(Cli::try_parse_from(["nm-multiwan", "daemon", "--flush-on-exit"]).is_ok());
+    }
+
+    #[test]
+    fn commands_that_write_the_network_are_known() {
+        let writes = |args: &[&str]| {
+            let mut full = vec!["nm-multiwan"];
+            full.extend_from_slice(args);
+            Cli::try_parse_from(full)
+                .unwrap()
+                .command
+                .changes_the_network()
+        };
+        for args in [
+            &["apply"][..],
+            &["flush"],
+            &["daemon"],
+            &["dispatch", "eth0", "up"],
+            &["dispatch", "eth0", "down"],
+            &["dispatch", "wlan0", "dhcp4-change"],
+        ] {
+            assert!(writes(args), "{args:?} writes the network");
+        }
+        for args in [
+            &["status"][..],
+            &["status", "--json"],
+            &["plan"],
+            &["dispatch", "eth0", "pre-up"],
+            &["dispatch", "eth0", "hostname"],
+            &["generate-assets", "/nonexistent"],
+        ] {
+            assert!(!writes(args), "{args:?} writes nothing");
+        }
     }
 }

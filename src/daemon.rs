@@ -587,10 +587,11 @@ async fn bus_session(shared: &Arc<Shared>, nm_tx: &mpsc::Sender<String>) -> zbus
     let service = Service {
         shared: shared.clone(),
     };
-    let conn = zbus::connection::Builder::system()?
-        .serve_at(OBJECT_PATH, service)?
-        .build()
-        .await?;
+    // Bounded like every other wait on the bus: a bus that never answers is retried.
+    let conn = crate::bus::system(crate::bus::DBUS_TIMEOUT)
+        .await
+        .map_err(|e| zbus::Error::Failure(e.to_string()))?;
+    conn.object_server().at(OBJECT_PATH, service).await?;
     let nm_rule = MatchRule::builder()
         .msg_type(zbus::message::Type::Signal)
         .sender(NM_BUS)?
@@ -804,22 +805,24 @@ fn authorize_reload(uid: u32) -> zbus::fdo::Result<()> {
     }
 }
 
-/// Asks a running daemon for its status over the system bus. `None` when no daemon
-/// answers within `timeout` (no bus, no daemon, or an error): callers then gather the
-/// status themselves.
-pub async fn query_status(timeout: Duration) -> Option<StatusReport> {
+/// How long `status` waits for a running daemon's answer before reading the state
+/// itself.
+pub const STATUS_QUERY_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Asks a running daemon for its status over the system bus. `Ok(None)` when no daemon
+/// answers within `timeout` (none running, or an error): callers then gather the
+/// status themselves. A bus that cannot be reached within [`crate::bus::DBUS_TIMEOUT`]
+/// is an error: without it there is no NetworkManager to read either.
+pub async fn query_status(timeout: Duration) -> Result<Option<StatusReport>> {
+    let conn = crate::bus::system(timeout).await?;
     let ask = async {
-        let conn = zbus::connection::Builder::system()?
-            .method_timeout(timeout)
-            .build()
-            .await?;
         let reply = conn
             .call_method(Some(BUS_NAME), OBJECT_PATH, Some(INTERFACE), "Status", &())
             .await?;
         let text: String = reply.body().deserialize()?;
         Ok::<_, zbus::Error>(text)
     };
-    match tokio::time::timeout(timeout, ask).await {
+    Ok(match tokio::time::timeout(timeout, ask).await {
         Ok(Ok(text)) => match serde_json::from_str(&text) {
             Ok(report) => Some(report),
             Err(e) => {
@@ -835,7 +838,7 @@ pub async fn query_status(timeout: Duration) -> Option<StatusReport> {
             debug!("no daemon status within {timeout:?}");
             None
         }
-    }
+    })
 }
 
 #[cfg(test)]

@@ -32,16 +32,20 @@ pub enum Error {
         what: String,
         source: std::io::Error,
     },
+    #[error("nm-multiwan {command} needs root (CAP_NET_ADMIN): run with sudo")]
+    NeedsRoot { command: String },
     #[error("{0}")]
     Other(String),
 }
 
 impl Error {
-    /// Exit codes: 2 for bad input (config), 3 for NetworkManager unreachable, 1 otherwise.
+    /// Exit codes: 2 for bad input (config), 3 for NetworkManager unreachable, 4 for a
+    /// command that needs `CAP_NET_ADMIN` run without it, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Config { .. } | Error::ConfigRead { .. } => 2,
             Error::NetworkManager(_) => 3,
+            Error::NeedsRoot { .. } => 4,
             _ => 1,
         }
     }

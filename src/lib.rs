@@ -5,6 +5,7 @@
 //! and [`reconcile`] applies the difference through [`kernel`] (routes and rules over
 //! rtnetlink, the firewall in one atomic step, sysctls, kept addresses).
 
+pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod daemon;
@@ -16,6 +17,7 @@ pub mod model;
 pub mod namespace;
 pub mod nm;
 pub mod plan;
+pub mod privilege;
 pub mod reconcile;
 pub mod state;
 pub mod status;

@@ -44,7 +44,7 @@ pub const DEVICE_TYPE_LOOPBACK: u32 = 32;
 const MAIN_TABLE: u32 = 254;
 
 /// How long one D-Bus call may take before we give up on NetworkManager.
-const METHOD_TIMEOUT: Duration = Duration::from_secs(25);
+const METHOD_TIMEOUT: Duration = crate::bus::DBUS_TIMEOUT;
 
 /// The properties of one D-Bus object, as `Properties.GetAll` returns them.
 type Props = HashMap<String, OwnedValue>;
@@ -95,19 +95,8 @@ impl Device {
 impl NetworkManager {
     /// Connects to the system bus (honours `DBUS_SYSTEM_BUS_ADDRESS`).
     pub async fn connect() -> Result<Self> {
-        let conn = async {
-            zbus::connection::Builder::system()?
-                .method_timeout(METHOD_TIMEOUT)
-                .build()
-                .await
-        }
-        .await
-        .map_err(|e| {
-            Error::NetworkManager(format!(
-                "cannot reach the system D-Bus: {e}; is dbus running (and, if set, does \
-                 DBUS_SYSTEM_BUS_ADDRESS name the right bus)?"
-            ))
-        })?;
+        // Within crate::bus::DBUS_TIMEOUT, as every later call.
+        let conn = crate::bus::system(METHOD_TIMEOUT).await?;
         Ok(NetworkManager { conn })
     }
 

@@ -238,7 +238,10 @@ async fn translated_sources(ns: &Namespace) -> Vec<(IpAddr, u32)> {
     // The kernel filters on `mark & mask == value`, which cannot say "any id": the
     // inbound flag clear is the narrowest one filter can ask for.
     let entries = match conntrack::Conntrack::open() {
-        Ok(mut ct) => ct.dump(&conntrack::Filter::mark(0, ns.inbound_flag())).await,
+        Ok(mut ct) => {
+            ct.dump(&conntrack::Filter::mark(0, ns.inbound_flag()))
+                .await
+        }
         Err(e) => Err(e),
     };
     match entries {

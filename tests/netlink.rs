@@ -3,7 +3,7 @@
 //! dummy interfaces standing in for uplinks. The namespace dies with the thread, so
 //! nothing is left behind even when a test fails, and nothing outside it is touched.
 //!
-//! Root only: without root every test prints why it is skipped and passes.
+//! Root only: without root every test fails, saying so (run: sudo tests/run.sh).
 
 use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -22,10 +22,10 @@ where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()>,
 {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipping {name}: needs root to create network namespaces");
-        return;
-    }
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "{name} needs root: run sudo tests/run.sh (it creates network namespaces)"
+    );
     let thread = std::thread::spawn(move || {
         // Only this thread (and the `ip` commands it spawns) moves.
         if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {

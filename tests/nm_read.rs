@@ -1,9 +1,10 @@
-//! Reads uplinks from a real NetworkManager (see NM-SANDBOX.md), no mocks: a private
+//! Reads uplinks from a real NetworkManager (see tests/sandbox/README.md), no mocks: a private
 //! NetworkManager and system bus in their own network and mount namespaces, three veth
 //! links with static keyfile connections, and `examples/nm_uplinks` run inside.
 //!
-//! Root only; skips with a message otherwise. Namespaces are named `nmrd-<pid>-*` and
-//! everything is torn down by a Drop guard, also when an assertion fails.
+//! Root only; fails saying so otherwise. Namespaces are named `nmrd-<pid>-*` and
+//! everything is torn down by a Drop guard, also when an assertion fails; what a killed
+//! run left behind is removed by the next run.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -23,11 +24,8 @@ const UUID_ETH2: &str = "6d1f5a3e-71a1-4c2b-9e0a-000000000003";
 const NASTY_ID: &str = "wired \"$(reboot)\" `id` 'x'";
 
 fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
+    // SAFETY: geteuid cannot fail and touches no memory.
+    unsafe { libc::geteuid() == 0 }
 }
 
 /// Runs a command, panicking with its output if it fails.
@@ -98,12 +96,59 @@ struct Sandbox {
     nm: Option<Child>,
 }
 
+/// The start time of process `pid` (field 22 of `/proc/PID/stat`); `None` when it is
+/// gone. With the pid it names a process even after the pid is reused.
+fn start_time(pid: u32) -> Option<String> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_comm = stat.rsplit_once(") ")?.1;
+    after_comm.split_whitespace().nth(19).map(str::to_string)
+}
+
+/// Removes what killed runs left behind (a failing run cleans up after itself, a killed
+/// one cannot): the `nmrd-PID-*` namespaces, their processes and `nmrd-PID` scratch
+/// directories of processes that are gone. Runs still going on, other people's too,
+/// are left alone.
+fn remove_stale() {
+    let me = std::process::id();
+    let tmp = std::env::temp_dir();
+    let alive = |pid: u32| {
+        // Ours cannot exist yet: they are from a dead run that had our pid.
+        pid != me
+            && start_time(pid).is_some_and(|t| {
+                fs::read_to_string(tmp.join(format!("nmrd-{pid}/owner")))
+                    .map_or(true, |o| o.split_whitespace().nth(1) == Some(t.as_str()))
+            })
+    };
+    let pid_of =
+        |name: &str| -> Option<u32> { name.strip_prefix("nmrd-")?.split('-').next()?.parse().ok() };
+    let list = Command::new("ip").args(["netns", "list"]).output();
+    let list = list
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    for ns in list.lines().filter_map(|l| l.split_whitespace().next()) {
+        if pid_of(ns).is_some_and(|pid| !alive(pid)) {
+            eprintln!("removing namespace {ns}, left by a run that is gone");
+            kill_namespace_processes(ns);
+            let _ = cmd("ip", &["netns", "del", ns]).status();
+        }
+    }
+    for entry in fs::read_dir(&tmp).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if pid_of(&name).is_some_and(|pid| name == format!("nmrd-{pid}") && !alive(pid)) {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 impl Sandbox {
     fn new() -> Self {
-        let prefix = format!("nmrd-{}", std::process::id());
+        remove_stale();
+        let me = std::process::id();
+        let prefix = format!("nmrd-{me}");
         let dir = std::env::temp_dir().join(&prefix);
-        let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
+        let owner = start_time(me).expect("our own start time");
+        fs::write(dir.join("owner"), format!("{me} {owner}\n")).unwrap();
         Sandbox {
             prefix,
             dir,
@@ -134,20 +179,20 @@ impl Sandbox {
     fn nm_log(&self) -> String {
         fs::read_to_string(self.dir.join("nm.log")).unwrap_or_default()
     }
+}
 
-    fn kill_namespace_processes(&self, ns: &str) {
-        for signal in ["TERM", "KILL"] {
-            let pids = netns_pids(ns);
-            if pids.is_empty() {
-                return;
-            }
-            for pid in &pids {
-                let _ = cmd("kill", &["-s", signal, pid]).status();
-            }
-            let start = Instant::now();
-            while !netns_pids(ns).is_empty() && start.elapsed() < Duration::from_secs(5) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
+fn kill_namespace_processes(ns: &str) {
+    for signal in ["TERM", "KILL"] {
+        let pids = netns_pids(ns);
+        if pids.is_empty() {
+            return;
+        }
+        for pid in &pids {
+            let _ = cmd("kill", &["-s", signal, pid]).status();
+        }
+        let start = Instant::now();
+        while !netns_pids(ns).is_empty() && start.elapsed() < Duration::from_secs(5) {
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 }
@@ -180,7 +225,7 @@ impl Drop for Sandbox {
             let _ = nm.wait();
         }
         for ns in self.namespaces.iter().rev() {
-            self.kill_namespace_processes(ns);
+            kill_namespace_processes(ns);
             if let Err(e) = cmd("ip", &["netns", "del", ns]).status() {
                 eprintln!("cannot delete network namespace {ns}: {e}");
             }
@@ -279,13 +324,10 @@ fn expected_wlan0() -> Value {
 
 #[test]
 fn reads_uplinks_from_a_real_network_manager() {
-    if !is_root() {
-        eprintln!(
-            "SKIPPED nm_read: needs root (network namespaces and a private NetworkManager); \
-             run as root, e.g. sudo -E cargo test --test nm_read"
-        );
-        return;
-    }
+    assert!(
+        is_root(),
+        "needs root: run sudo tests/run.sh (network namespaces and a private NetworkManager)"
+    );
     for tool in [
         "NetworkManager",
         "nmcli",

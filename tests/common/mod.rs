@@ -24,23 +24,55 @@ pub fn binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_nm-multiwan"))
 }
 
+/// What a root-only test says when run without root: it fails, never passes silently.
+pub const NEEDS_ROOT: &str = "needs root: run sudo tests/run.sh (CI runs these tests as root)";
+
 /// End-to-end tests need root; CI runs as root, so there they always run.
 pub fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
+    // SAFETY: geteuid cannot fail and touches no memory.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Fails the calling test (with [`NEEDS_ROOT`]) unless it runs as root.
+pub fn require_root() {
+    assert!(is_root(), "{NEEDS_ROOT}");
 }
 
 #[macro_export]
 macro_rules! require_root {
     () => {
-        if !common::is_root() {
-            eprintln!("skipping: end-to-end tests need root (run: sudo tests/run.sh)");
-            return;
-        }
+        common::require_root()
     };
+}
+
+/// A copy of the binary any user may run, removed on drop: the checkout may sit in a
+/// home directory other users cannot enter (Debian's default mode is 0700), so the
+/// build's own path is no good for a test that runs it as `nobody`.
+pub struct SharedBinary {
+    dir: PathBuf,
+    pub path: PathBuf,
+}
+
+impl SharedBinary {
+    pub fn new() -> SharedBinary {
+        use std::os::unix::fs::PermissionsExt;
+        static COUNT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("nmmw-bin-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = dir.join("nm-multiwan");
+        std::fs::copy(binary(), &path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        SharedBinary { dir, path }
+    }
+}
+
+impl Drop for SharedBinary {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 pub fn text(o: &Output) -> String {
@@ -84,22 +116,74 @@ pub struct Sandbox {
     pub work: PathBuf,
 }
 
+/// `n` in base 36 (digits, then lower-case letters).
+fn base36(mut n: u64) -> String {
+    let mut digits = Vec::new();
+    loop {
+        digits.push(char::from_digit((n % 36) as u32, 36).expect("a digit"));
+        n /= 36;
+        if n == 0 {
+            break;
+        }
+    }
+    digits.iter().rev().collect()
+}
+
+/// A sandbox name no other sandbox has: the tag, this process's id and a counter,
+/// e.g. `dmnf_kx3_0` (sandbox names are at most 16 letters, digits and `_`). Unique
+/// among live processes; a dead one's sandboxes are reaped before ours are created.
+fn unique_name(tag: &str) -> String {
+    static COUNT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let name = format!(
+        "{tag}_{}_{}",
+        base36(u64::from(std::process::id())),
+        base36(n)
+    );
+    assert!(
+        name.len() <= 16,
+        "sandbox tag {tag:?} too long for {name:?}"
+    );
+    name
+}
+
+/// Destroys, once per test process, the sandboxes whose owner is gone: those of a test
+/// run that was killed (a panicking test destroys its own). Other runs' live ones stay.
+fn reap_stale_sandboxes() {
+    static REAPED: std::sync::Once = std::sync::Once::new();
+    REAPED.call_once(|| {
+        let o = Command::new(sandbox_script())
+            .arg("reap")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run sandbox.sh reap");
+        eprint!("{}", String::from_utf8_lossy(&o.stderr));
+        assert!(o.status.success(), "{}", describe(&["reap"], &o));
+    });
+}
+
 impl Sandbox {
     pub fn create(tag: &str, specs: &[&str], opts: Options) -> Sandbox {
-        let name = format!("{tag}{}", std::process::id() % 100_000);
+        reap_stale_sandboxes();
+        let name = unique_name(tag);
         let work = PathBuf::from(format!("/tmp/nm-multiwan-sandbox/{name}"));
         let mut cmd = Command::new(sandbox_script());
         cmd.arg("create").arg(&name).args(specs);
         cmd.env("SB_BINARY", binary());
         cmd.env("SB_QUIET", "1");
+        // A kept sandbox (for debugging) has no owner: nothing reaps it.
+        if std::env::var_os("SB_KEEP").is_none() {
+            cmd.env("SB_OWNER", std::process::id().to_string());
+        }
         if opts.dispatcher {
             cmd.env("SB_DISPATCHER", repo().join("dispatcher.d/90-nm-multiwan"));
         }
-        let config_file;
+        let mut config_file = None;
         if let Some(c) = opts.config {
-            config_file = std::env::temp_dir().join(format!("{name}-config.toml"));
-            std::fs::write(&config_file, c).unwrap();
-            cmd.env("SB_CONFIG", &config_file);
+            let path = std::env::temp_dir().join(format!("{name}-config.toml"));
+            std::fs::write(&path, c).unwrap();
+            cmd.env("SB_CONFIG", &path);
+            config_file = Some(path);
         }
         if let Some(r) = opts.rate {
             cmd.env("SB_RATE", r);
@@ -115,6 +199,10 @@ impl Sandbox {
         }
         let sb = Sandbox { name, work };
         let o = cmd.output().expect("run sandbox.sh");
+        if let Some(path) = config_file {
+            // sandbox.sh copied it.
+            let _ = std::fs::remove_file(path);
+        }
         assert!(o.status.success(), "{}", describe(&["create"], &o));
         sb
     }

@@ -15,8 +15,8 @@
 # destroyed at the end, on error and on Ctrl-C. Exit status 0 when every connection behaved.
 #
 # Environment: DEMO_PAUSE=1 waits for Enter between steps. DEMO_KEEP=1 keeps the sandbox
-# (remove it with: tests/sandbox/sandbox.sh destroy NAME). Needs the packages that
-# `tests/sandbox/sandbox.sh check` names, and cargo if the binary is not built yet.
+# (remove it with: tests/sandbox/sandbox.sh destroy NAME). Installs the tools it needs as
+# tests/run.sh does (install-deps.sh), and needs cargo if the binary is not built yet.
 set -eu
 set -o pipefail
 
@@ -109,7 +109,10 @@ cleanup() {
 }
 
 [ "$(id -u)" = 0 ] || die "run as root (it creates network namespaces): sudo $0"
+"$HERE/install-deps.sh" || die "could not install the tools the sandbox needs"
 "$SANDBOX" check || die "install the missing packages first"
+# A demo killed before it could clean up left a sandbox whose owner is gone.
+"$SANDBOX" reap
 [ -f "$DISPATCHER" ] || die "missing $DISPATCHER (the dispatcher hook nm-multiwan ships)"
 if [ ! -x "$BINARY" ]; then
     command -v cargo >/dev/null 2>&1 || die "$BINARY is not built and cargo is not installed"
@@ -122,7 +125,9 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 step "building sandbox $SB: eth0 static via ISP 1, wlan0 DHCP via ISP 2, usb0 static via ISP 3"
-SB_DISPATCHER="$DISPATCHER" SB_BINARY="$BINARY" "$SANDBOX" create "$SB" \
+owner=$$
+[ "${DEMO_KEEP:-0}" != 1 ] || owner='' # kept: nothing reaps it
+SB_OWNER=$owner SB_DISPATCHER="$DISPATCHER" SB_BINARY="$BINARY" "$SANDBOX" create "$SB" \
     eth0:static:1 wlan0:dhcp:2 usb0:static:3 || die "could not build the sandbox"
 printf '    NetworkManager runs privately in namespace %s-host, its dispatcher calls\n' "$SB"
 printf '    /usr/bin/nm-multiwan (that is %s) on every up/down.\n' "$BINARY"

@@ -1,7 +1,7 @@
 #!/bin/bash
 # sandbox.sh: a throw-away multi-uplink machine in network namespaces, driven by a real
 # NetworkManager on a private D-Bus, for nm-multiwan's end-to-end tests, demo and benchmarks.
-# Needs root. Touches nothing outside the namespaces and mounts it creates (see NM-SANDBOX.md).
+# Needs root. Touches nothing outside the namespaces and mounts it creates (see README.md here).
 #
 # SUBCOMMANDS
 #   create SB SPEC...       Build sandbox SB (letters, digits, _; short, e.g. e2e1). Namespaces are
@@ -29,9 +29,13 @@
 #   restart-nm SB [T]       Stop NetworkManager (SIGTERM, SIGKILL after 10 s) and start it again in
 #                           the same namespaces on the same private bus; wait (T s, default 20)
 #                           until it answers. Its devices stay configured and are re-assumed.
-#   info SB                 key=value lines: work dir, NetworkManager PID, keyfile dir, logs.
+#   info SB                 key=value lines: work dir, owner, NetworkManager PID, keyfile dir, logs.
 #   list                    Sandboxes that have a work dir or a namespace.
-#   check                   Tell which required commands are missing (installs nothing).
+#   reap                    Destroy every sandbox whose owner (SB_OWNER at create) is gone: what
+#                           a killed test run left behind. Sandboxes without an owner and those
+#                           of live processes (other runs going on at the same time) are kept.
+#   check                   Tell which required commands are missing (installs nothing;
+#                           install-deps.sh next to this script installs them).
 #
 # ENVIRONMENT (create)
 #   SB_RATE=10mbit     tbf shaping of each uplink on the ISP/campus side, both directions
@@ -41,7 +45,11 @@
 #                      kept). A marker script zzzz-sandbox-marker always runs after it and
 #                      appends "ACTION IFACE CONNECTION_ID" to WORK/dispatcher.log.
 #   SB_BINARY=PATH     appears as /usr/bin/nm-multiwan inside the private mount namespace only
-#                      (overlayfs on /usr/bin there, holding a symlink to PATH, so rebuilds show).
+#                      (overlayfs on /usr/bin there, holding a copy of PATH, mode 0755, that
+#                      any user can run even when PATH is in a home directory others cannot
+#                      enter; a rebuild shows in the next sandbox).
+#   SB_OWNER=PID       the process the sandbox belongs to (a test run): once it is gone, `reap`
+#                      destroys the sandbox. Without it, only `destroy` does.
 #   SB_DBUS_POLICY=PATH  a D-Bus policy file the private dbus-daemon loads at start: copied to
 #                      /etc/dbus-1/system.d/ in the private /etc overlay (WORK/ovl/etc/upper).
 #   SB_CONFIG=PATH     copied to /etc/nm-multiwan/config.toml (private; WORK/etc-nm-multiwan on
@@ -168,13 +176,31 @@ cmd_check() {
         missing="$missing nm-dispatcher(network-manager)"
     if [ -n "$missing" ]; then
         printf '%s: missing:%s\n' "$PROG" "$missing" >&2
-        printf '%s: install with: apt-get install -y network-manager iptables dnsmasq-base iproute2 socat iperf3 conntrack\n' "$PROG" >&2
+        printf '%s: install them with: sudo %s/install-deps.sh\n' "$PROG" "$SELF_DIR" >&2
         return 1
     fi
 }
 
 ns_exists() {
     ip netns list 2>/dev/null | awk '{print $1}' | grep -Fxq -- "$1"
+}
+
+# The start time of process PID (field 22 of /proc/PID/stat, in clock ticks since boot): with
+# the pid it names one process, even after the pid is reused. Fails when PID is gone.
+proc_start() {
+    local stat
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    # shellcheck disable=SC2086 # split into fields on purpose
+    set -- $stat
+    printf '%s\n' "${20}"
+}
+
+owner_alive() { # owner_alive WORK: WORK/owner ("PID STARTTIME") names a live process
+    local pid start now
+    read -r pid start <"$1/owner" || return 1
+    now=$(proc_start "$pid") || return 1
+    [ "$now" = "$start" ]
 }
 
 # All namespace names a sandbox may own; exact names, so prefix e2e1 never matches e2e10-*.
@@ -240,6 +266,8 @@ cmd_destroy() {
         ip netns del "$ns" 2>/dev/null || ! ns_exists "$ns" || die "cannot delete namespace $ns"
     done
     if [ -d "$SB_ROOT/$sb" ]; then
+        # The owner file last: a destroy cut short still leaves a sandbox `reap` finds.
+        find "$SB_ROOT/$sb" -mindepth 1 -maxdepth 1 ! -name owner -exec rm -rf -- {} +
         rm -rf -- "${SB_ROOT:?}/$sb"
         found=1
     fi
@@ -487,7 +515,7 @@ nm_inner() {
     # A private, empty /run (the real one may hold the machine's bus and NetworkManager state).
     mount --bind "$w/run" /run
     mount --bind "$w/var-lib-NetworkManager" /var/lib/NetworkManager
-    # Without udev NetworkManager manages devices only when /sys is read-only (NM-SANDBOX.md).
+    # Without udev NetworkManager manages devices only when /sys is read-only (README.md here).
     mount -o remount,bind,ro /sys
     # nm-dispatcher, D-Bus-activated, would log to a syslog that isn't there: have the bus start
     # it with --debug and its output (and that of the scripts it runs) in WORK/nm-dispatcher.log.
@@ -546,7 +574,7 @@ all_devs_in() { # all_devs_in STATE...: every uplink's device is in one of these
 }
 
 cmd_create() {
-    local t0 i up ups='' k dispatcher='' binary='' config=''
+    local t0 i up ups='' k dispatcher='' binary='' config='' owner_start=''
     SB=$1
     shift
     check_name "$SB"
@@ -564,7 +592,11 @@ cmd_create() {
     fi
     if [ -n "${SB_BINARY:-}" ]; then
         { [ -f "$SB_BINARY" ] && [ -x "$SB_BINARY" ]; } || die "SB_BINARY=$SB_BINARY: not an executable file"
-        binary=$(cd "$(dirname "$SB_BINARY")" && pwd -P)/$(basename "$SB_BINARY")
+        binary=$SB_BINARY
+    fi
+    if [ -n "${SB_OWNER:-}" ]; then
+        case "$SB_OWNER" in *[!0-9]* | '') die "SB_OWNER=$SB_OWNER: not a process id" ;; esac
+        owner_start=$(proc_start "$SB_OWNER") || die "SB_OWNER=$SB_OWNER: no such process"
     fi
     if [ -n "${SB_CONFIG:-}" ]; then
         [ -f "$SB_CONFIG" ] || die "SB_CONFIG=$SB_CONFIG: no such file"
@@ -577,6 +609,8 @@ cmd_create() {
 
     mkdir -p "$SB_ROOT"
     mkdir -m 0700 "$W"
+    # First of all, so that `reap` can tell a sandbox whose owner died half-way through.
+    [ -z "${SB_OWNER:-}" ] || printf '%s %s\n' "$SB_OWNER" "$owner_start" >"$W/owner"
     # From here on a failure removes the half-built sandbox (unless SB_KEEP=1).
     trap 'create_exit' EXIT
     trap 'exit 130' INT TERM
@@ -677,8 +711,11 @@ EOF
             "$W/ovl/etc/upper/dbus-1/system.d/$(basename "$SB_DBUS_POLICY")"
     fi
     if [ -n "$binary" ]; then
+        # A copy, not a link: a link into a checkout under a 0700 home directory would
+        # be unreachable for every user but root (the daemon tests run it as nobody).
         mkdir -p "$W/ovl/usrbin/upper" "$W/ovl/usrbin/work"
-        ln -s "$binary" "$W/ovl/usrbin/upper/nm-multiwan"
+        cp --reflink=auto -- "$binary" "$W/ovl/usrbin/upper/nm-multiwan"
+        chmod 0755 "$W/ovl/usrbin/upper/nm-multiwan"
     fi
     ip netns exec "$SB-host" setsid unshare -m --propagation private "$SELF" __nm-inner "$W" \
         </dev/null >>"$W/nm.log" 2>&1 &
@@ -831,6 +868,7 @@ cmd_info() {
     check_name "$sb"
     [ -d "$w" ] || die "no sandbox '$sb' ($w missing)"
     printf 'workdir=%s\n' "$w"
+    printf 'owner=%s\n' "$(cut -d' ' -f1 "$w/owner" 2>/dev/null || true)"
     printf 'nm_pid=%s\n' "$(cat "$w/nm.pid" 2>/dev/null || true)"
     printf 'host_pid=%s\n' "$(cat "$w/host.pid" 2>/dev/null || true)"
     printf 'keyfiles=%s\n' "$w/conns"
@@ -846,6 +884,24 @@ cmd_info() {
 cmd_list() {
     { ls "$SB_ROOT" 2>/dev/null || true; ip netns list 2>/dev/null | awk '{print $1}' |
         sed -n 's/^\([A-Za-z0-9_]*\)-\(host\|inet\|campus\|isp[1-8]\)$/\1/p'; } | sort -u
+}
+
+cmd_reap() {
+    local sb w
+    need_root
+    mkdir -p "$SB_ROOT"
+    # One reaper at a time (test runs start theirs together).
+    exec 9>"$SB_ROOT/.reap.lock"
+    flock 9
+    for sb in $(cmd_list); do
+        w="$SB_ROOT/$sb"
+        # No owner recorded: someone's own sandbox, not ours to judge.
+        [ -f "$w/owner" ] || continue
+        owner_alive "$w" && continue
+        printf '%s: destroying sandbox %s: its owner (pid %s) is gone\n' "$PROG" "$sb" \
+            "$(cut -d' ' -f1 "$w/owner")" >&2
+        (cmd_destroy "$sb") || printf '%s: could not destroy %s\n' "$PROG" "$sb" >&2
+    done
 }
 
 main() {
@@ -893,6 +949,10 @@ main() {
             cmd_info "$1"
             ;;
         list) cmd_list ;;
+        reap)
+            [ "$#" = 0 ] || die "usage: $0 reap"
+            cmd_reap
+            ;;
         check) cmd_check && say "all required commands present" ;;
         __nm-inner) nm_inner "$@" ;;
         __nm-exec) nm_exec "$@" ;;

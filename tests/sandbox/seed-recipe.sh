@@ -1,5 +1,5 @@
 #!/bin/bash
-# seed-recipe.sh: the hand-made recipe nm-multiwan automates (shared/seed: ip rule fwmark ->
+# seed-recipe.sh: the hand-made recipe nm-multiwan automates (see the README: ip rule fwmark ->
 # per-uplink table, iptables mangle OUTPUT nth marking + CONNMARK, MASQUERADE per uplink),
 # applied as written to a sandbox's host: a baseline for comparisons and benchmarks.
 #
