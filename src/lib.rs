@@ -10,6 +10,7 @@ pub mod daemon;
 pub mod error;
 pub mod firewall;
 pub mod health;
+pub mod kernel;
 pub mod model;
 pub mod netlink;
 pub mod nm;
