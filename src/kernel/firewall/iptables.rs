@@ -690,11 +690,14 @@ fn parse_hex(s: &str) -> Option<u32> {
 /// Deletes an empty iptables-nft table over nf_tables netlink; a failure only leaves an
 /// empty table behind, which is logged.
 fn remove_empty_table(family: Family, table: &str) {
+    use crate::kernel::nft;
     let nft_family = match family {
-        Family::V4 => crate::kernel::nft::Family::Ip,
-        Family::V6 => crate::kernel::nft::Family::Ip6,
+        Family::V4 => nft::Family::Ip,
+        Family::V6 => nft::Family::Ip6,
     };
-    match crate::kernel::nft::delete_table(nft_family, table) {
+    let mut batch = nft::Batch::new();
+    batch.delete_table_if_exists(nft_family, table);
+    match nft::Nft::new().and_then(|mut n| n.commit(&batch)) {
         Ok(()) => debug!(table, %family, "removed the empty table we created"),
         Err(e) => debug!(table, %family, error = %e, "empty table left in place"),
     }

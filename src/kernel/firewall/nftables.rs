@@ -1,7 +1,47 @@
-//! PLACEHOLDER: the nftables backend, written once the netlink client lands.
+//! The nftables backend: one table `inet nm-multiwan` for both families, replaced whole
+//! in one netlink transaction (no packet ever meets a half-built table; a refused batch
+//! changes nothing) and read back over netlink: a no-op reconcile is one `GETTABLE`
+//! that finds the plan's fingerprint in the table's comment.
+//!
+//! ```text
+//! table inet nm-multiwan {
+//!   chain output      type route hook output priority mangle      marks new connections
+//!   chain prerouting  type filter hook prerouting priority mangle marks inbound ones
+//!   chain postrouting type nat hook postrouting priority srcnat   masquerades ours
+//!   map round4_tcp ...  numgen inc mod N -> goto to4_MARK   (one per family and protocol)
+//!   chain to4_MARK    sets our mark bits on the packet and the connection, counts
+//!   map restore / save / inbound4 ...
+//! }
+//! ```
+//!
+//! Hook priorities are iptables' (mangle -150, srcnat 100), so that we behave as the
+//! iptables backend and the seed recipe do: after conntrack (-200), so the connection's
+//! state and mark are known; before the routing decision of output (a `route` chain
+//! reroutes a packet whose mark it changed) and of prerouting; NAT after routing.
+//! Every mark operation keeps the bits outside our mask: a value is set with
+//! `(mark & ~MASK) | VALUE`, one small chain per value, reached through a verdict map,
+//! because the kernel's bitwise expression combines a register only with constants.
 
-use super::{Backend, Counters, Firewall, FirewallPlan};
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{Backend, Counters, Firewall, FirewallPlan, Protocol};
 use crate::error::{Error, Result};
+use crate::kernel::nft::{
+    self, Batch, Chain, ChainKind, CmpOp, CtKey, DataType, Element, Expr, FibFlags, FibResult,
+    Hook, KeyType, MetaKey, Nft, NumgenMode, Policy, Reg, Rule, Set, SetData, Table, TableContents,
+    Verdict, matches, priority, value,
+};
+use crate::model::{Family, IpNet};
+
+pub const TABLE: &str = "nm-multiwan";
+
+/// Bumped whenever the rendering changes, so that an upgrade replaces the table.
+const RENDERING: u32 = 1;
+
+/// The table's comment: what a no-op reconcile reads back.
+fn comment(fingerprint: &str) -> String {
+    format!("nm-multiwan plan={fingerprint}")
+}
 
 #[derive(Default)]
 pub struct Nftables;
@@ -12,34 +52,749 @@ impl Nftables {
     }
 }
 
-fn todo() -> Error {
-    Error::Firewall("the nftables backend is not built yet".into())
+fn nft_error(what: &str, e: nft::Error) -> Error {
+    Error::Firewall(format!("{what}: {e}"))
+}
+
+fn open() -> Result<Nft> {
+    Nft::new().map_err(|e| nft_error("opening an nf_tables netlink socket", e))
+}
+
+/// A piece of a rule: its expressions and its text as `nft list` prints it.
+#[derive(Debug, Clone, Default)]
+struct Piece {
+    text: Vec<String>,
+    exprs: Vec<Expr>,
+}
+
+impl Piece {
+    fn new(text: impl Into<String>, exprs: Vec<Expr>) -> Piece {
+        Piece {
+            text: vec![text.into()],
+            exprs,
+        }
+    }
+
+    fn and(mut self, other: Piece) -> Piece {
+        self.text.extend(other.text);
+        self.exprs.extend(other.exprs);
+        self
+    }
+}
+
+fn family_name(f: Family) -> &'static str {
+    match f {
+        Family::V4 => "ipv4",
+        Family::V6 => "ipv6",
+    }
+}
+
+fn suffix(f: Family) -> &'static str {
+    match f {
+        Family::V4 => "4",
+        Family::V6 => "6",
+    }
+}
+
+fn nfproto(f: Family) -> Piece {
+    let proto = match f {
+        Family::V4 => value::NFPROTO_IPV4,
+        Family::V6 => value::NFPROTO_IPV6,
+    };
+    Piece::new(
+        format!("meta nfproto {}", family_name(f)),
+        matches::nfproto(proto),
+    )
+}
+
+fn l4proto(name: &str, proto: u8) -> Piece {
+    Piece::new(format!("meta l4proto {name}"), matches::l4proto(proto))
+}
+
+/// ICMPv6 in the inet table (nft prints it as `meta l4proto ipv6-icmp`, the family
+/// check being implied).
+fn icmpv6() -> Piece {
+    let mut exprs = matches::nfproto(value::NFPROTO_IPV6);
+    exprs.extend(matches::l4proto(value::IPPROTO_ICMPV6));
+    Piece::new("meta l4proto ipv6-icmp", exprs)
+}
+
+fn verdict(v: Verdict) -> Piece {
+    let text = match &v {
+        Verdict::Accept => "accept".to_string(),
+        Verdict::Drop => "drop".to_string(),
+        Verdict::Return => "return".to_string(),
+        Verdict::Continue => "continue".to_string(),
+        Verdict::Jump(c) => format!("jump {c}"),
+        Verdict::Goto(c) => format!("goto {c}"),
+    };
+    Piece::new(text, vec![Expr::verdict(v)])
+}
+
+fn ret() -> Piece {
+    verdict(Verdict::Return)
+}
+
+/// `meta mark & MASK` into register 1 (no `&` for an all-ones mask).
+fn mark_masked(mask: u32) -> (String, Vec<Expr>) {
+    let mut exprs = vec![Expr::meta(MetaKey::Mark, Reg::R1)];
+    if mask == u32::MAX {
+        return ("meta mark".into(), exprs);
+    }
+    exprs.push(Expr::bitwise_u32(Reg::R1, mask, 0));
+    (format!("meta mark & {mask:#010x}"), exprs)
+}
+
+fn mark_is_set(mask: u32) -> Piece {
+    let (text, mut exprs) = mark_masked(mask);
+    exprs.push(Expr::cmp(CmpOp::Neq, Reg::R1, value::u32_host(0)));
+    Piece::new(format!("{text} != 0x00000000"), exprs)
+}
+
+/// `meta mark & MASK vmap @MAP`.
+fn mark_vmap(mask: u32, map: &str) -> Piece {
+    let (text, mut exprs) = mark_masked(mask);
+    exprs.push(Expr::vmap(map, Reg::R1));
+    Piece::new(format!("{text} vmap @{map}"), exprs)
+}
+
+/// `ct mark & MASK vmap @MAP`.
+fn ct_mark_vmap(mask: u32, map: &str) -> Piece {
+    Piece::new(
+        format!("ct mark & {mask:#010x} vmap @{map}"),
+        vec![
+            Expr::ct(CtKey::Mark, Reg::R1),
+            Expr::bitwise_u32(Reg::R1, mask, 0),
+            Expr::vmap(map, Reg::R1),
+        ],
+    )
+}
+
+/// `meta mark set meta mark & ~MASK | VALUE`: our bits, the others kept.
+fn set_mark(mask: u32, v: u32) -> Piece {
+    Piece::new(
+        // nft prints the mask with the value's bits set (the same operation).
+        format!("meta mark set meta mark & {:#010x} | {v:#010x}", !mask | v),
+        vec![
+            Expr::meta(MetaKey::Mark, Reg::R1),
+            Expr::bitwise_u32(Reg::R1, !mask, v),
+            Expr::meta_set(MetaKey::Mark, Reg::R1),
+        ],
+    )
+}
+
+/// `ct mark set ct mark & ~MASK | VALUE`.
+fn set_ct_mark(mask: u32, v: u32) -> Piece {
+    Piece::new(
+        format!("ct mark set ct mark & {:#010x} | {v:#010x}", !mask | v),
+        vec![
+            Expr::ct(CtKey::Mark, Reg::R1),
+            Expr::bitwise_u32(Reg::R1, !mask, v),
+            Expr::ct_set(CtKey::Mark, Reg::R1),
+        ],
+    )
+}
+
+fn counter() -> Piece {
+    Piece::new("counter", vec![Expr::counter()])
+}
+
+fn ct_state_not_new() -> Piece {
+    Piece::new(
+        "ct state != new",
+        matches::ct_state(value::CT_STATE_NEW, false),
+    )
+}
+
+fn ct_state_new() -> Piece {
+    Piece::new(
+        "ct state == new",
+        matches::ct_state(value::CT_STATE_NEW, true),
+    )
+}
+
+/// `fib daddr type TYPE`.
+fn fib_daddr_type(name: &str, rtn: u32) -> Piece {
+    Piece::new(
+        format!("fib daddr type {name}"),
+        vec![
+            Expr::Fib {
+                flags: FibFlags::DADDR,
+                result: FibResult::AddrType,
+                dreg: Reg::R1,
+            },
+            Expr::cmp(CmpOp::Eq, Reg::R1, value::u32_host(rtn)),
+        ],
+    )
+}
+
+/// `ip daddr @SET` / `ip6 daddr @SET`.
+fn daddr_in(f: Family, set: &str) -> Piece {
+    match f {
+        Family::V4 => Piece::new(format!("ip daddr @{set}"), matches::ip_daddr_in(set)),
+        Family::V6 => Piece::new(format!("ip6 daddr @{set}"), matches::ip6_daddr_in(set)),
+    }
+}
+
+/// `ip6 saddr PREFIX` for a prefix (masked compare, as nft does).
+fn ip6_saddr_in(net: IpNet) -> Piece {
+    let std::net::IpAddr::V6(addr) = net.addr() else {
+        unreachable!("an IPv6 prefix");
+    };
+    let mask: u128 = u128::MAX
+        .checked_shl(128 - u32::from(net.prefix()))
+        .unwrap_or(0);
+    let mut exprs = matches::nfproto(value::NFPROTO_IPV6);
+    exprs.push(Expr::ip6_saddr(Reg::R1));
+    exprs.push(Expr::Bitwise {
+        sreg: Reg::R1,
+        dreg: Reg::R1,
+        mask: mask.to_be_bytes().to_vec(),
+        xor: vec![0; 16],
+    });
+    exprs.push(Expr::cmp(CmpOp::Eq, Reg::R1, value::ipv6(addr)));
+    Piece::new(format!("ip6 saddr {net}"), exprs)
+}
+
+/// `numgen inc mod N vmap @MAP`.
+fn numgen_vmap(modulus: u32, map: &str) -> Piece {
+    Piece::new(
+        format!("numgen inc mod {modulus} vmap @{map}"),
+        vec![
+            Expr::Numgen {
+                mode: NumgenMode::Incremental,
+                modulus,
+                offset: 0,
+                dreg: Reg::R1,
+            },
+            Expr::vmap(map, Reg::R1),
+        ],
+    )
+}
+
+/// Names of the per-value chains.
+fn to_chain(f: Family, mark: u32) -> String {
+    format!("to{}_{mark:08x}", suffix(f))
+}
+fn inbound_chain(mark: u32) -> String {
+    format!("in_{mark:08x}")
+}
+fn restore_chain(mark: u32) -> String {
+    format!("restore_{mark:08x}")
+}
+fn save_chain(mark: u32) -> String {
+    format!("save_{mark:08x}")
+}
+fn round_map(f: Family, p: Protocol) -> String {
+    format!("round{}_{}", suffix(f), p.name())
+}
+
+/// The table for a plan, with its text.
+struct Built {
+    contents: TableContents,
+    text: String,
+}
+
+/// Accumulates chains, sets and rules in order, with the text of each.
+#[derive(Default)]
+struct Builder {
+    chains: Vec<Chain>,
+    sets: Vec<(Set, String)>,
+    rules: BTreeMap<String, Vec<Piece>>,
+}
+
+impl Builder {
+    fn chain(&mut self, chain: Chain) {
+        self.rules.entry(chain.name.clone()).or_default();
+        self.chains.push(chain);
+    }
+
+    fn rule(&mut self, chain: &str, piece: Piece) {
+        self.rules.entry(chain.to_string()).or_default().push(piece);
+    }
+
+    fn set(&mut self, set: Set, text: String) {
+        self.sets.push((set, text));
+    }
+
+    fn finish(self, fingerprint: &str) -> Built {
+        let mut text = format!(
+            "table inet {TABLE} {{\n\tcomment \"{}\"\n",
+            comment(fingerprint)
+        );
+        for (_, t) in &self.sets {
+            text.push_str(t);
+        }
+        for chain in &self.chains {
+            text.push_str(&format!("\tchain {} {{\n", chain.name));
+            if let Some(b) = &chain.base {
+                let (kind, hook) = (
+                    match b.kind {
+                        ChainKind::Filter => "filter",
+                        ChainKind::Route => "route",
+                        ChainKind::Nat => "nat",
+                    },
+                    match b.hook {
+                        Hook::Prerouting => "prerouting",
+                        Hook::Input => "input",
+                        Hook::Forward => "forward",
+                        Hook::Output => "output",
+                        Hook::Postrouting => "postrouting",
+                    },
+                );
+                let prio = match b.priority {
+                    priority::MANGLE => "mangle".to_string(),
+                    priority::SRCNAT => "srcnat".to_string(),
+                    p => p.to_string(),
+                };
+                text.push_str(&format!(
+                    "\t\ttype {kind} hook {hook} priority {prio}; policy accept;\n"
+                ));
+            }
+            for piece in &self.rules[&chain.name] {
+                text.push_str(&format!("\t\t{}\n", piece.text.join(" ")));
+            }
+            text.push_str("\t}\n");
+        }
+        text.push_str("}\n");
+        let rules = self
+            .chains
+            .iter()
+            .flat_map(|c| {
+                self.rules[&c.name]
+                    .iter()
+                    .map(|p| Rule::new(c.name.clone(), p.exprs.clone()))
+            })
+            .collect();
+        Built {
+            contents: TableContents {
+                table: Table::new(nft::Family::Inet, TABLE).with_comment(comment(fingerprint)),
+                chains: self.chains,
+                sets: self.sets.into_iter().map(|(s, _)| s).collect(),
+                rules,
+            },
+            text,
+        }
+    }
+}
+
+/// Text of a set or map for the rendering.
+fn set_text(kind: &str, name: &str, typ: &str, flags: &str, elements: &[String]) -> String {
+    let mut t = format!("\t{kind} {name} {{\n\t\t{typ}\n");
+    if !flags.is_empty() {
+        t.push_str(&format!("\t\tflags {flags}\n"));
+    }
+    if !elements.is_empty() {
+        t.push_str(&format!("\t\telements = {{ {} }}\n", elements.join(", ")));
+    }
+    t.push_str("\t}\n");
+    t
+}
+
+fn prefix_element(net: &IpNet) -> Element {
+    match net.addr() {
+        std::net::IpAddr::V4(a) => Element::ipv4_prefix(a, net.prefix()),
+        std::net::IpAddr::V6(a) => Element::ipv6_prefix(a, net.prefix()),
+    }
+}
+
+fn build(p: &FirewallPlan, fingerprint: &str) -> Built {
+    let m = p.mark_mask;
+    let mut b = Builder::default();
+    let out = "output";
+    let pre = "prerouting";
+    let post = "postrouting";
+    b.chain(Chain::base(
+        out,
+        ChainKind::Route,
+        Hook::Output,
+        priority::MANGLE,
+        Policy::Accept,
+    ));
+    b.chain(Chain::base(
+        pre,
+        ChainKind::Filter,
+        Hook::Prerouting,
+        priority::MANGLE,
+        Policy::Accept,
+    ));
+    b.chain(Chain::base(
+        post,
+        ChainKind::Nat,
+        Hook::Postrouting,
+        priority::SRCNAT,
+        Policy::Accept,
+    ));
+
+    // Every value of ours a connection can carry: each uplink's outbound and inbound
+    // mark. `restore` puts it back on a packet; `save` records a socket's choice.
+    let values: BTreeSet<u32> = p
+        .uplinks
+        .iter()
+        .flat_map(|u| [u.mark, u.inbound_mark])
+        .collect();
+    let mut restore = Vec::new();
+    let mut restore_text = Vec::new();
+    let mut save = Vec::new();
+    let mut save_text = Vec::new();
+    for &v in &values {
+        b.chain(Chain::regular(restore_chain(v)));
+        b.rule(&restore_chain(v), set_mark(m, v));
+        restore.push(Element::u32_host(v).verdict(Verdict::Goto(restore_chain(v))));
+        restore_text.push(format!("{v:#010x} : goto {}", restore_chain(v)));
+        b.chain(Chain::regular(save_chain(v)));
+        b.rule(&save_chain(v), set_ct_mark(m, v));
+        save.push(Element::u32_host(v).verdict(Verdict::Goto(save_chain(v))));
+        save_text.push(format!("{v:#010x} : goto {}", save_chain(v)));
+    }
+    b.set(
+        Set::map("restore", KeyType::single(DataType::Mark), SetData::Verdict)
+            .with_elements(restore),
+        set_text("map", "restore", "type mark : verdict", "", &restore_text),
+    );
+    b.set(
+        Set::map("save", KeyType::single(DataType::Mark), SetData::Verdict).with_elements(save),
+        set_text("map", "save", "type mark : verdict", "", &save_text),
+    );
+
+    // Output: the decision for a connection's first packet.
+    // A socket that marks its packets with our bits (the daemon's health probes) chose
+    // its uplink: record it on the connection, so that the replies get the mark back
+    // and pass a strict rp_filter on an uplink that is not the main table's default.
+    b.rule(out, mark_is_set(m).and(mark_vmap(m, "save")));
+    // A packet that already carries any mark was routed on purpose by whoever set it
+    // (a VPN client's SO_MARK): leave it alone.
+    b.rule(out, mark_is_set(u32::MAX).and(ret()));
+    // A connection we marked keeps its mark.
+    b.rule(out, ct_mark_vmap(m, "restore"));
+    // Connections older than our table keep the route they started with.
+    b.rule(out, ct_state_not_new().and(ret()));
+    if p.has(Family::V6) {
+        // New ICMPv6 is never balanced: neighbour discovery, router advertisements and
+        // MLD belong to their link; errors and echo replies of a connection we marked
+        // carry its mark and follow it.
+        b.rule(out, icmpv6().and(ret()));
+    }
+    for (name, rtn) in [
+        ("local", value::RTN_LOCAL),
+        ("broadcast", value::RTN_BROADCAST),
+        ("multicast", value::RTN_MULTICAST),
+    ] {
+        b.rule(out, fib_daddr_type(name, rtn).and(ret()));
+    }
+    for &f in &p.families {
+        let set = format!("exclude{}", suffix(f));
+        let nets: Vec<&IpNet> = p.exclude_of(f).collect();
+        let (typ, data) = match f {
+            Family::V4 => ("type ipv4_addr", DataType::Ipv4Addr),
+            Family::V6 => ("type ipv6_addr", DataType::Ipv6Addr),
+        };
+        b.set(
+            Set::new(set.clone(), KeyType::single(data))
+                .interval()
+                .with_elements(nets.iter().map(|n| prefix_element(n)).collect()),
+            set_text(
+                "set",
+                &set,
+                typ,
+                "interval",
+                &nets.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+            ),
+        );
+        b.rule(out, daddr_in(f, &set).and(ret()));
+    }
+
+    // The rounds: one counter per family and protocol, a goto per slot.
+    for &f in &p.families {
+        for u in p.uplinks_of(f) {
+            let chain = to_chain(f, u.mark);
+            b.chain(Chain::regular(chain.clone()));
+            b.rule(
+                &chain,
+                set_mark(m, u.mark)
+                    .and(set_ct_mark(m, u.mark))
+                    .and(counter()),
+            );
+        }
+        for round in p.rounds_of(f) {
+            let map = round_map(f, round.protocol);
+            let n = round.slots.len() as u32;
+            let elements = round
+                .slots
+                .iter()
+                .enumerate()
+                .map(|(k, mark)| {
+                    Element::u32_host(k as u32).verdict(Verdict::Goto(to_chain(f, *mark)))
+                })
+                .collect();
+            let text: Vec<String> = round
+                .slots
+                .iter()
+                .enumerate()
+                .map(|(k, mark)| format!("{k} : goto {}", to_chain(f, *mark)))
+                .collect();
+            b.set(
+                Set::map(
+                    map.clone(),
+                    KeyType::single(DataType::Numgen {
+                        mode: NumgenMode::Incremental,
+                        modulus: n,
+                        offset: 0,
+                    }),
+                    SetData::Verdict,
+                )
+                .with_elements(elements),
+                set_text(
+                    "map",
+                    &map,
+                    &format!("typeof numgen inc mod {n} : verdict"),
+                    "",
+                    &text,
+                ),
+            );
+            let scope = match round.protocol {
+                Protocol::Tcp => nfproto(f).and(l4proto("tcp", value::IPPROTO_TCP)),
+                Protocol::Udp => nfproto(f).and(l4proto("udp", value::IPPROTO_UDP)),
+                Protocol::Other => nfproto(f),
+            };
+            b.rule(out, scope.and(numgen_vmap(n, &map)));
+        }
+    }
+
+    // Prerouting: inbound connections are marked with the uplink they came in on.
+    b.rule(pre, ct_mark_vmap(m, "restore"));
+    if p.has(Family::V6) {
+        // Link-local peers are on the link whatever the mark, and of ICMPv6 only echo
+        // requests open anything worth answering through the uplink they came in on.
+        b.rule(pre, ip6_saddr_in(IpNet::link_local6()).and(ret()));
+        let mut not_echo = icmpv6();
+        not_echo.text = vec!["icmpv6 type != echo-request".into()];
+        not_echo.exprs.extend([
+            Expr::icmpv6_type(Reg::R1),
+            Expr::cmp(CmpOp::Neq, Reg::R1, value::byte(value::ICMPV6_ECHO_REQUEST)),
+        ]);
+        b.rule(pre, not_echo.and(ret()));
+    }
+    for &f in &p.families {
+        let map = format!("inbound{}", suffix(f));
+        let mut elements = Vec::new();
+        let mut text = Vec::new();
+        for u in p.uplinks_of(f) {
+            let chain = inbound_chain(u.inbound_mark);
+            if !b.rules.contains_key(&chain) {
+                b.chain(Chain::regular(chain.clone()));
+                b.rule(
+                    &chain,
+                    set_mark(m, u.inbound_mark).and(set_ct_mark(m, u.inbound_mark)),
+                );
+            }
+            elements.push(Element::ifname(&u.iface).verdict(Verdict::Goto(chain.clone())));
+            text.push(format!("\"{}\" : goto {chain}", u.iface));
+        }
+        b.set(
+            Set::map(
+                map.clone(),
+                KeyType::single(DataType::Ifname),
+                SetData::Verdict,
+            )
+            .with_elements(elements),
+            set_text("map", &map, "type ifname : verdict", "", &text),
+        );
+        b.rule(
+            pre,
+            nfproto(f)
+                .and(ct_state_new())
+                .and(fib_daddr_type("local", value::RTN_LOCAL))
+                .and(Piece::new(
+                    format!("iifname vmap @{map}"),
+                    vec![
+                        Expr::meta(MetaKey::Iifname, Reg::R1),
+                        Expr::vmap(map.clone(), Reg::R1),
+                    ],
+                )),
+        );
+    }
+
+    // Postrouting: connections we sent out through an uplink are masqueraded there.
+    for &f in &p.families {
+        let set = format!("masq{}", suffix(f));
+        let ups: Vec<_> = p.uplinks_of(f).collect();
+        b.set(
+            Set::new(
+                set.clone(),
+                KeyType::concat(vec![DataType::Ifname, DataType::Mark]),
+            )
+            .with_elements(
+                ups.iter()
+                    .map(|u| Element::concat(&[&value::ifname(&u.iface), &value::u32_host(u.mark)]))
+                    .collect(),
+            ),
+            set_text(
+                "set",
+                &set,
+                "type ifname . mark",
+                "",
+                &ups.iter()
+                    .map(|u| format!("\"{}\" . {:#010x}", u.iface, u.mark))
+                    .collect::<Vec<_>>(),
+            ),
+        );
+        b.rule(
+            post,
+            nfproto(f).and(Piece::new(
+                format!("oifname . meta mark & {m:#010x} @{set} masquerade"),
+                vec![
+                    Expr::meta(MetaKey::Oifname, Reg::R1),
+                    Expr::meta(MetaKey::Mark, Reg::R2),
+                    Expr::bitwise_u32(Reg::R2, m, 0),
+                    Expr::lookup(set.clone(), Reg::R1),
+                    Expr::Masquerade {
+                        flags: 0,
+                        proto_min: None,
+                        proto_max: None,
+                    },
+                ],
+            )),
+        );
+    }
+    b.finish(fingerprint)
 }
 
 impl Firewall for Nftables {
     fn backend(&self) -> Backend {
         Backend::Nftables
     }
+
     fn installed(&self) -> Result<bool> {
-        Ok(false)
+        let mut nft = open()?;
+        let table = nft
+            .get_table(nft::Family::Inet, TABLE)
+            .map_err(|e| nft_error("reading our table", e))?;
+        Ok(table.is_some())
     }
-    fn is_current(&self, _: &FirewallPlan) -> Result<bool> {
-        Err(todo())
+
+    fn is_current(&self, p: &FirewallPlan) -> Result<bool> {
+        let mut nft = open()?;
+        let table = nft
+            .get_table(nft::Family::Inet, TABLE)
+            .map_err(|e| nft_error("reading our table", e))?;
+        let want = comment(&p.fingerprint(Backend::Nftables, RENDERING));
+        Ok(table.and_then(|t| t.comment).as_deref() == Some(want.as_str()))
     }
-    fn apply(
-        &self,
-        _: &FirewallPlan,
-        _: &std::collections::BTreeSet<String>,
-    ) -> Result<std::collections::BTreeSet<String>> {
-        Err(todo())
+
+    fn apply(&self, p: &FirewallPlan, created: &BTreeSet<String>) -> Result<BTreeSet<String>> {
+        let built = build(p, &p.fingerprint(Backend::Nftables, RENDERING));
+        let mut batch = Batch::new();
+        batch
+            .replace_table(&built.contents)
+            .map_err(|e| nft_error("building our table", e))?;
+        let mut nft = open()?;
+        nft.commit(&batch)
+            .map_err(|e| nft_error("the kernel refused our table (nothing was changed)", e))?;
+        Ok(created.clone())
     }
-    fn flush(&self, _: &std::collections::BTreeSet<String>) -> Result<()> {
-        Ok(())
+
+    fn flush(&self, _created: &BTreeSet<String>) -> Result<()> {
+        let mut batch = Batch::new();
+        batch.delete_table_if_exists(nft::Family::Inet, TABLE);
+        open()?
+            .commit(&batch)
+            .map_err(|e| nft_error("removing our table", e))
     }
+
     fn counters(&self) -> Result<Counters> {
-        Ok(Counters::default())
+        let mut nft = open()?;
+        let rules = nft
+            .list_rules(nft::Family::Inet, TABLE)
+            .map_err(|e| nft_error("reading our rules", e))?;
+        let mut out = Counters::default();
+        for r in rules {
+            let Some(c) = r.counter() else { continue };
+            let Some((f, mark)) = parse_to_chain(&r.chain) else {
+                continue;
+            };
+            *out.placed.entry((f, mark)).or_default() += c.packets;
+        }
+        Ok(out)
     }
-    fn render(&self, _: &FirewallPlan) -> String {
-        String::new()
+
+    fn render(&self, p: &FirewallPlan) -> String {
+        build(p, &p.fingerprint(Backend::Nftables, RENDERING)).text
+    }
+}
+
+/// The family and mark of a `toF_MARK` chain.
+fn parse_to_chain(name: &str) -> Option<(Family, u32)> {
+    let rest = name.strip_prefix("to")?;
+    let (f, mark) = rest.split_once('_')?;
+    let family = match f {
+        "4" => Family::V4,
+        "6" => Family::V6,
+        _ => return None,
+    };
+    Some((family, u32::from_str_radix(mark, 16).ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::two_dual_uplinks;
+
+    #[test]
+    fn renders_one_table_for_both_families() {
+        let p = two_dual_uplinks().firewall;
+        let text = Nftables::new().render(&p);
+        for want in [
+            "table inet nm-multiwan {",
+            "type route hook output priority mangle; policy accept;",
+            "type nat hook postrouting priority srcnat; policy accept;",
+            "meta nfproto ipv4 meta l4proto tcp numgen inc mod 2 vmap @round4_tcp",
+            "meta nfproto ipv6 meta l4proto udp numgen inc mod 2 vmap @round6_udp",
+            "meta nfproto ipv4 numgen inc mod 2 vmap @round4_other",
+            "0 : goto to4_01000000, 1 : goto to4_02000000",
+            "meta mark set meta mark & 0xc1ffffff | 0x01000000 ct mark set ct mark & 0xc1ffffff | 0x01000000 counter",
+            "elements = { 10.0.1.0/24, 10.0.2.0/24 }",
+            "elements = { 2001:db8:1::/64, 2001:db8:2::/64, fe80::/10, ff00::/8 }",
+            "meta l4proto ipv6-icmp return",
+            "ip6 saddr fe80::/10 return",
+            "\"wlan0\" : goto in_22000000",
+            "\"eth0\" . 0x01000000, \"wlan0\" . 0x02000000",
+            "meta nfproto ipv4 oifname . meta mark & 0x3f000000 @masq4 masquerade",
+        ] {
+            assert!(text.contains(want), "{want} not in\n{text}");
+        }
+        let built = build(&p, "x");
+        // One rule per line of text, each with its expressions.
+        let lines = text
+            .lines()
+            .filter(|l| {
+                l.starts_with("\t\t")
+                    && !l.contains("type ")
+                    && !l.contains("elements")
+                    && !l.contains("flags")
+            })
+            .count();
+        assert_eq!(built.contents.rules.len(), lines);
+        assert!(built.contents.rules.iter().all(|r| !r.exprs.is_empty()));
+    }
+
+    #[test]
+    fn counter_chains_name_their_mark() {
+        assert_eq!(
+            parse_to_chain(&to_chain(Family::V6, 0x0200_0000)),
+            Some((Family::V6, 0x0200_0000))
+        );
+        assert_eq!(parse_to_chain("output"), None);
+        assert_eq!(parse_to_chain("restore_01000000"), None);
+    }
+
+    #[test]
+    fn ipv4_only_has_nothing_ipv6() {
+        let mut p = two_dual_uplinks().firewall;
+        p.families = vec![Family::V4];
+        p.rounds.retain(|r| r.family == Family::V4);
+        p.exclude.retain(|n| n.family() == Family::V4);
+        let text = Nftables::new().render(&p);
+        assert!(!text.contains("ipv6") && !text.contains("round6") && !text.contains("exclude6"));
     }
 }
