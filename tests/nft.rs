@@ -1138,7 +1138,7 @@ fn userdata_round_trips() {
         assert_eq!(table.family, Family::Inet);
         assert_eq!(table.name, "nm-multiwan");
         assert!(table.handle > 0);
-        assert_eq!(table.chains, 1);
+        assert_eq!(table.use_count, 1); // one chain, no set
         let rules = nft.list_rules(Family::Inet, "nm-multiwan").unwrap();
         assert_eq!(rules[0].comment.as_deref(), Some("udp out"));
         // nft sees the same comments.

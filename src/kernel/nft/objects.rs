@@ -118,8 +118,8 @@ pub struct TableInfo {
     pub handle: u64,
     /// `NFT_TABLE_F_*` (dormant, owner).
     pub flags: u32,
-    /// How many chains the table holds.
-    pub chains: u32,
+    /// The kernel's use count: how many objects (chains, sets...) the table holds.
+    pub use_count: u32,
     /// The comment in the user data, if it holds one in `nft`'s format.
     pub comment: Option<String>,
     /// The raw user data.
@@ -133,7 +133,7 @@ impl TableInfo {
             name: String::new(),
             handle: 0,
             flags: 0,
-            chains: 0,
+            use_count: 0,
             comment: None,
             userdata: Vec::new(),
         };
@@ -143,7 +143,7 @@ impl TableInfo {
                 wire::table::NAME => t.name = attr.str()?,
                 wire::table::HANDLE => t.handle = attr.u64()?,
                 wire::table::FLAGS => t.flags = attr.u32()?,
-                wire::table::USE => t.chains = attr.u32()?,
+                wire::table::USE => t.use_count = attr.u32()?,
                 wire::table::USERDATA => {
                     t.userdata = attr.payload.to_vec();
                     t.comment = wire::udata_comment(attr.payload);
