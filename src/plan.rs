@@ -69,7 +69,8 @@ impl Namespace {
     pub fn prio_outbound(&self) -> u32 {
         self.rule_priority + 2
     }
-    pub fn priorities(&self) -> [u32; 3] {
+    /// Every priority we use (`RULE_PRIORITIES` of them, which the config validates).
+    pub fn priorities(&self) -> [u32; crate::config::RULE_PRIORITIES as usize] {
         [
             self.prio_inbound(),
             self.prio_suppress(),
