@@ -3,9 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use clap::{CommandFactory, Parser, Subcommand};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
-use crate::config::{self, Config};
+use crate::config;
 use crate::daemon;
 use crate::error::{Error, Result};
 use crate::firewall::Firewall;
@@ -136,7 +136,7 @@ pub fn main() -> i32 {
         }
     };
     match runtime.block_on(run(cli)) {
-        Ok(()) => 0,
+        Ok(code) => code,
         Err(e) => {
             tracing::error!("{e}");
             e.exit_code()
@@ -144,7 +144,23 @@ pub fn main() -> i32 {
     }
 }
 
-async fn run(cli: Cli) -> Result<()> {
+/// The configuration for a command that follows NetworkManager: a config file that
+/// fails to load never stops it; the last good configuration (or the defaults) is used
+/// and the error logged at ERROR level, on every run.
+fn following(config_path: &Path, run_dir: &Path) -> config::Loaded {
+    let loaded = config::load_or_last_good(config_path, run_dir);
+    loaded.log_error();
+    loaded
+}
+
+/// The exit code of a command that did its job with a fallback configuration: 2 (a
+/// bad config file) when the file failed, 0 when it was used.
+fn fallback_exit(loaded: &config::Loaded) -> i32 {
+    loaded.error.as_ref().map_or(0, Error::exit_code)
+}
+
+/// Runs the command; returns its exit code when it did its job.
+async fn run(cli: Cli) -> Result<i32> {
     let run_dir = state::run_dir();
     match cli.command {
         Command::Apply => apply(&cli.config, &run_dir, "apply").await,
@@ -158,27 +174,43 @@ async fn run(cli: Cli) -> Result<()> {
                 .await
             } else {
                 debug!(iface, action, "dispatcher event ignored");
-                Ok(())
+                Ok(0)
             }
         }
         Command::Flush => {
-            let config = Config::load(&cli.config)?;
-            let c = reconcile::flush(&config, &run_dir).await?;
+            // Removes what the last good configuration (and state.json) call ours,
+            // whatever the file says now: success whatever the file's state.
+            let loaded = following(&cli.config, &run_dir);
+            let c = reconcile::flush(&loaded.config, &run_dir).await?;
             info!(
                 rules = c.rules_deleted,
                 routes = c.routes_deleted,
                 sysctls = c.sysctls_restored,
                 "flushed"
             );
-            Ok(())
+            Ok(0)
         }
         Command::Status { json } => {
+            // Reads only (never keeps a last good configuration: any user may ask), and
+            // a broken file is part of the report, at its top, not a failure.
+            let loaded = config::load_or_last_good(&cli.config, &run_dir);
+            let own_error = status::ConfigErrorReport::from_loaded(&loaded);
             // A running daemon knows the health too; without one, read it ourselves.
             let report = match daemon::query_status(std::time::Duration::from_secs(3)).await {
-                Some(report) => report,
+                Some(mut report) => {
+                    // The file as it is now, unless we could not even read it (a user
+                    // the file is not readable for): then the daemon's word.
+                    if matches!(loaded.error, Some(Error::Config { .. })) {
+                        report.config_error = own_error;
+                    }
+                    report
+                }
                 None => {
-                    let config = Config::load(&cli.config)?;
-                    status::gather(&config, &health::published_verdicts(&run_dir)).await?
+                    let mut report =
+                        status::gather(&loaded.config, &health::published_verdicts(&run_dir))
+                            .await?;
+                    report.config_error = own_error;
+                    report
                 }
             };
             let text = if json {
@@ -186,11 +218,12 @@ async fn run(cli: Cli) -> Result<()> {
             } else {
                 status::render(&report)
             };
-            print_stdout(&text)
+            print_stdout(&text).map(|()| 0)
         }
         Command::Plan { json } => {
-            let config = Config::load(&cli.config)?;
-            let plan = status::current_plan(&config, &health::published_verdicts(&run_dir)).await?;
+            let loaded = following(&cli.config, &run_dir);
+            let config = &loaded.config;
+            let plan = status::current_plan(config, &health::published_verdicts(&run_dir)).await?;
             let text = if json {
                 serde_json::to_string_pretty(&plan).expect("serialises")
             } else {
@@ -204,28 +237,33 @@ async fn run(cli: Cli) -> Result<()> {
                     firewall6.as_deref(),
                 )
             };
-            print_stdout(&text)
+            print_stdout(&text)?;
+            Ok(fallback_exit(&loaded))
         }
-        Command::Daemon { flush_on_exit } => {
-            daemon::run(daemon::Options {
-                config_path: cli.config.clone(),
-                run_dir,
-                flush_on_exit,
-            })
-            .await
-        }
-        Command::GenerateAssets { dir } => generate_assets(&dir),
+        Command::Daemon { flush_on_exit } => daemon::run(daemon::Options {
+            config_path: cli.config.clone(),
+            run_dir,
+            flush_on_exit,
+        })
+        .await
+        .map(|()| 0),
+        Command::GenerateAssets { dir } => generate_assets(&dir).map(|()| 0),
     }
 }
 
-async fn apply(config_path: &Path, run_dir: &Path, why: &str) -> Result<()> {
-    // Config errors stop us before anything in the kernel is touched.
-    let config = Config::load(config_path)?;
+/// Reconciles; with a config file that fails, reconciles with the last good
+/// configuration all the same (following NetworkManager matters more than the typo),
+/// then exits 2 so that the person or script that ran it hears of the file.
+async fn apply(config_path: &Path, run_dir: &Path, why: &str) -> Result<i32> {
+    let loaded = following(config_path, run_dir);
+    if let Err(e) = loaded.keep_as_last_good(run_dir) {
+        warn!("cannot keep the configuration as the last good one: {e}");
+    }
     // A running daemon's verdicts, so that we reach the result it reaches.
     let health = health::published_verdicts(run_dir);
-    let (plan, changes) = reconcile::reconcile(&config, run_dir, &health).await?;
+    let (plan, changes) = reconcile::reconcile(&loaded.config, run_dir, &health).await?;
     reconcile::log_outcome(&why, &plan, &changes, tracing::Level::INFO);
-    Ok(())
+    Ok(fallback_exit(&loaded))
 }
 
 /// Results go to stdout; a closed pipe (`| head`) is not an error worth a panic.
