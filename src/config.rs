@@ -827,16 +827,106 @@ up_after = 4
             ]
         }
 
+        /// Integers around every edge our ranges have, and anywhere in u32.
+        fn number() -> impl Strategy<Value = i64> {
+            prop_oneof![
+                -3i64..=300,
+                32_700i64..=32_800,
+                (u32::MAX as i64 - 300)..=(u32::MAX as i64 + 2),
+                any::<u32>().prop_map(i64::from),
+            ]
+        }
+
+        /// Masks: runs of any length at any place (some cut at the top), and any u32.
+        fn mask() -> impl Strategy<Value = String> {
+            prop_oneof![
+                (1u32..=32, 0u32..32).prop_map(|(len, shift)| {
+                    let run = u32::MAX >> (32 - len);
+                    format!("\"{:#x}\"", run << shift)
+                }),
+                any::<u32>().prop_map(|m| format!("\"{m:#x}\"")),
+                any::<u32>().prop_map(|m| m.to_string()),
+            ]
+        }
+
+        /// Documents with every key in its place, so that many of them are valid and
+        /// the derived numbers are checked over the whole range of every key.
+        fn placed() -> impl Strategy<Value = String> {
+            let uplink = (
+                proptest::sample::select(vec!["wired", "usb0", "\"Wired connection 1\""]),
+                proptest::option::of(number()),
+                proptest::option::of(any::<bool>()),
+            );
+            let health = (
+                proptest::option::of(proptest::sample::select(vec![
+                    "[]",
+                    "[\"1.1.1.1\"]",
+                    "[\"tcp:192.0.2.1:443\", \"icmp:9.9.9.9\"]",
+                    "[\"2001:db8::1\"]",
+                ])),
+                proptest::option::of(number()),
+                proptest::option::of(number()),
+                proptest::option::of(number()),
+            );
+            (
+                proptest::option::of(mask()),
+                proptest::option::of(number()),
+                proptest::option::of(number()),
+                proptest::option::of(any::<bool>()),
+                proptest::collection::vec(uplink, 0..3),
+                proptest::option::of(health),
+            )
+                .prop_map(|(mask, base, prio, ipv6, uplinks, health)| {
+                    let mut doc = String::new();
+                    let mut set = |k: &str, v: Option<String>| {
+                        if let Some(v) = v {
+                            doc += &format!("{k} = {v}\n");
+                        }
+                    };
+                    set("mark_mask", mask);
+                    set("table_base", base.map(|v| v.to_string()));
+                    set("rule_priority", prio.map(|v| v.to_string()));
+                    set("ipv6", ipv6.map(|v| v.to_string()));
+                    for (name, weight, enabled) in uplinks {
+                        doc += &format!("[uplinks.{name}]\n");
+                        if let Some(w) = weight {
+                            doc += &format!("weight = {w}\n");
+                        }
+                        if let Some(e) = enabled {
+                            doc += &format!("enabled = {e}\n");
+                        }
+                    }
+                    if let Some((targets, interval, down, up)) = health {
+                        doc += "[health]\n";
+                        for (k, v) in [
+                            ("targets", targets.map(str::to_string)),
+                            ("interval_ms", interval.map(|v| v.to_string())),
+                            ("down_after", down.map(|v| v.to_string())),
+                            ("up_after", up.map(|v| v.to_string())),
+                        ] {
+                            if let Some(v) = v {
+                                doc += &format!("{k} = {v}\n");
+                            }
+                        }
+                    }
+                    doc
+                })
+        }
+
+        fn document() -> impl Strategy<Value = String> {
+            prop_oneof![
+                proptest::collection::vec(line(), 0..8).prop_map(|l| l.join("\n")),
+                placed(),
+            ]
+        }
+
         proptest! {
-            #![proptest_config(ProptestConfig::with_cases(2000))]
+            #![proptest_config(ProptestConfig::with_cases(3000))]
 
             /// Any document: a config whose derived numbers are all in range, or an
             /// error naming a key (or a syntax error with a position). Never a panic.
             #[test]
-            fn any_document_is_a_sound_config_or_a_named_error(
-                lines in proptest::collection::vec(line(), 0..8)
-            ) {
-                let text = lines.join("\n");
+            fn any_document_is_a_sound_config_or_a_named_error(text in document()) {
                 match parse(&text) {
                     Ok(c) => {
                         let ns = crate::plan::Namespace::from_config(&c);
