@@ -4,9 +4,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
-use crate::config::{self, Config};
+use crate::config;
 use crate::daemon;
 use crate::error::{Error, Result};
 use crate::health;
@@ -165,7 +165,7 @@ pub fn main() -> i32 {
         }
     };
     match runtime.block_on(run(cli)) {
-        Ok(()) => 0,
+        Ok(code) => code,
         Err(e) => {
             tracing::error!("{e}");
             e.exit_code()
@@ -173,7 +173,23 @@ pub fn main() -> i32 {
     }
 }
 
-async fn run(cli: Cli) -> Result<()> {
+/// The configuration for a command that follows NetworkManager: a config file that
+/// fails to load never stops it; the last good configuration (or the defaults) is used
+/// and the error logged at ERROR level, on every run.
+fn following(config_path: &Path, run_dir: &Path) -> config::Loaded {
+    let loaded = config::load_or_last_good(config_path, run_dir);
+    loaded.log_error();
+    loaded
+}
+
+/// The exit code of a command that did its job with a fallback configuration: 2 (a
+/// bad config file) when the file failed, 0 when it was used.
+fn fallback_exit(loaded: &config::Loaded) -> i32 {
+    loaded.error.as_ref().map_or(0, Error::exit_code)
+}
+
+/// Runs the command; returns its exit code when it did its job.
+async fn run(cli: Cli) -> Result<i32> {
     // Before anything is read or locked: without the capability every later step
     // would fail on its own, less clearly.
     if cli.command.changes_the_network() {
@@ -181,80 +197,104 @@ async fn run(cli: Cli) -> Result<()> {
     }
     let run_dir = state::run_dir();
     match cli.command {
-        Command::Apply => apply(&cli.config, &run_dir, "apply").await.map(drop),
+        Command::Apply => apply(&cli.config, &run_dir, "apply")
+            .await
+            .map(|(code, _)| code),
         Command::Dispatch {
             ref iface,
             ref action,
         } => {
             if RECONCILE_ACTIONS.contains(&action.as_str()) {
                 let why = format!("dispatcher: {iface} {action}");
-                let settled = apply(&cli.config, &run_dir, &why).await?;
+                let (code, settled) = apply(&cli.config, &run_dir, &why).await?;
                 if !settled {
                     spawn_follow_up(&cli.config);
                 }
-                Ok(())
+                Ok(code)
             } else {
                 debug!(iface, action, "dispatcher event ignored");
-                Ok(())
+                Ok(0)
             }
         }
-        Command::FollowUp => follow_up(&cli.config, &run_dir).await,
+        Command::FollowUp => follow_up(&cli.config, &run_dir).await.map(|()| 0),
         Command::Flush => {
-            let config = Config::load(&cli.config)?;
-            let done = reconcile::flush(&config, &run_dir).await?;
+            // Removes what the last good configuration (and state.json) call ours,
+            // whatever the file says now: success whatever the file's state.
+            let loaded = following(&cli.config, &run_dir);
+            let done = reconcile::flush(&loaded.config, &run_dir).await?;
             let done: Vec<String> = done.iter().map(|c| c.to_string()).collect();
             info!(changes = ?done, "flushed");
-            Ok(())
+            Ok(0)
         }
         Command::Status { json } => {
+            // Reads only (never keeps a last good configuration: any user may ask), and
+            // a broken file is part of the report, at its top, not a failure.
+            let loaded = config::load_or_last_good(&cli.config, &run_dir);
+            let own_error = status::ConfigErrorReport::from_loaded(&loaded);
             // A running daemon knows the health too; without one, read it ourselves.
-            let report = match daemon::query_status(daemon::STATUS_QUERY_TIMEOUT).await? {
-                Some(report) => report,
-                None => {
-                    let config = Config::load(&cli.config)?;
-                    status::gather(&config, &health::published_verdicts(&run_dir)).await?
+            let report = match daemon::query_status(daemon::STATUS_QUERY_TIMEOUT).await {
+                Ok(Some(mut report)) => {
+                    // The file as it is now, unless we could not even read it (a user
+                    // the file is not readable for): then the daemon's word.
+                    if matches!(loaded.error, Some(Error::Config { .. })) {
+                        report.config_error = own_error;
+                    }
+                    report
                 }
+                Ok(None) => {
+                    let mut report =
+                        status::gather(&loaded.config, &health::published_verdicts(&run_dir))
+                            .await?;
+                    report.config_error = own_error;
+                    report
+                }
+                Err(e) => return Err(e),
             };
             let text = if json {
                 serde_json::to_string_pretty(&report).expect("serialises")
             } else {
                 status::render(&report)
             };
-            print_stdout(&text)
+            print_stdout(&text).map(|()| 0)
         }
         Command::Plan { json } => {
-            let config = Config::load(&cli.config)?;
+            let loaded = following(&cli.config, &run_dir);
             let health = health::published_verdicts(&run_dir);
-            let (plan, fw, _) = status::current_plan(&config, &health).await?;
+            let (plan, fw, _) = status::current_plan(&loaded.config, &health).await?;
             let text = if json {
                 serde_json::to_string_pretty(&plan).expect("serialises")
             } else {
                 status::render_plan(&plan, fw.backend(), &fw.render(&plan.firewall))
             };
-            print_stdout(&text)
+            print_stdout(&text)?;
+            Ok(fallback_exit(&loaded))
         }
-        Command::Daemon { flush_on_exit } => {
-            daemon::run(daemon::Options {
-                config_path: cli.config.clone(),
-                run_dir,
-                flush_on_exit,
-            })
-            .await
-        }
-        Command::GenerateAssets { dir } => generate_assets(&dir),
+        Command::Daemon { flush_on_exit } => daemon::run(daemon::Options {
+            config_path: cli.config.clone(),
+            run_dir,
+            flush_on_exit,
+        })
+        .await
+        .map(|()| 0),
+        Command::GenerateAssets { dir } => generate_assets(&dir).map(|()| 0),
     }
 }
 
-/// One reconcile; returns whether it left nothing for later (see
+/// Reconciles; with a config file that fails, reconciles with the last good
+/// configuration all the same (following NetworkManager matters more than the typo),
+/// then exits 2 so that the person or script that ran it hears of the file. Returns
+/// the exit code and whether the run left nothing for later (see
 /// [`reconcile::Outcome::unsettled`]).
-async fn apply(config_path: &Path, run_dir: &Path, why: &str) -> Result<bool> {
-    // Config errors stop us before anything in the kernel is touched.
-    let config = Config::load(config_path)?;
+async fn apply(config_path: &Path, run_dir: &Path, why: &str) -> Result<(i32, bool)> {
+    let loaded = following(config_path, run_dir);
+    if let Err(e) = loaded.keep_as_last_good(run_dir) {
+        warn!("cannot keep the configuration as the last good one: {e}");
+    }
     // A running daemon's verdicts, so that we reach the result it reaches.
     let health = health::published_verdicts(run_dir);
-    let outcome = reconcile::reconcile(&config, run_dir, &health).await?;
+    let outcome = reconcile::reconcile(&loaded.config, run_dir, &health).await?;
     reconcile::log_outcome(&why, &outcome, tracing::Level::INFO);
-    Ok(!outcome.unsettled())
+    Ok((fallback_exit(&loaded), !outcome.unsettled()))
 }
 
 /// Waits between the follow-up's reconciles: about half a minute in all, time enough
@@ -304,8 +344,8 @@ async fn follow_up(config_path: &Path, run_dir: &Path) -> Result<()> {
     for delay in FOLLOW_UP_DELAYS {
         tokio::time::sleep(delay).await;
         match apply(config_path, run_dir, "follow-up").await {
-            Ok(true) => return Ok(()),
-            Ok(false) => {}
+            Ok((_, true)) => return Ok(()),
+            Ok((_, false)) => {}
             Err(e) => tracing::warn!("follow-up reconcile failed: {e}"),
         }
     }

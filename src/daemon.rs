@@ -29,13 +29,13 @@ use zbus::names::BusName;
 use zbus::zvariant::Value;
 use zbus::{Connection, MatchRule, MessageStream};
 
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::error::{Error, Result};
 use crate::health::{self, Board, DaemonLock, ProbeSpec, Prober, RoundOutcome, Thresholds};
 use crate::nm::NetworkManager;
 use crate::plan::Plan;
 use crate::reconcile;
-use crate::status::{self, StatusReport};
+use crate::status::{self, ConfigErrorReport, StatusReport};
 
 /// Our well-known name on the system bus.
 pub const BUS_NAME: &str = "net.nmmultiwan.Daemon1";
@@ -76,6 +76,8 @@ pub struct Options {
 /// What the D-Bus service and the main loop share.
 struct Shared {
     config: RwLock<Arc<Config>>,
+    /// Why the config file is not in use (it failed at start or at the last reload).
+    config_error: Mutex<Option<ConfigErrorReport>>,
     board: Mutex<Board>,
     control: mpsc::Sender<Control>,
     /// The live system-bus connection, when there is one.
@@ -150,8 +152,16 @@ struct Daemon {
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn run(opts: Options) -> Result<()> {
-    let config = Config::load(&opts.config_path)?;
+    // A broken config file never stops us: the last good configuration (or the
+    // defaults) runs, and the error is logged at every reconcile and shown by `status`.
+    let loaded = config::load_or_last_good(&opts.config_path, &opts.run_dir);
+    loaded.log_error();
     let lock = DaemonLock::acquire(&opts.run_dir)?;
+    if let Err(e) = loaded.keep_as_last_good(&opts.run_dir) {
+        warn!("cannot keep the configuration as the last good one: {e}");
+    }
+    let config_error = ConfigErrorReport::from_loaded(&loaded);
+    let config = loaded.config;
     let sig = |kind, name: &str| {
         signal(kind).map_err(|e| Error::io(format!("installing the {name} handler"), e))
     };
@@ -165,6 +175,7 @@ pub async fn run(opts: Options) -> Result<()> {
     let config = Arc::new(config);
     let shared = Arc::new(Shared {
         config: RwLock::new(config.clone()),
+        config_error: Mutex::new(config_error),
         board: Mutex::new(Board::default()),
         control: control_tx,
         bus: Mutex::new(None),
@@ -314,9 +325,21 @@ impl Daemon {
         }
     }
 
-    /// Re-reads the configuration; on success reconciles with it at once.
+    /// Re-reads the configuration; on success reconciles with it at once. A file that
+    /// fails keeps the running configuration, and `status` shows the error.
     async fn reload(&mut self, why: &str) -> std::result::Result<(), String> {
-        let config = Config::load(&self.opts.config_path).map_err(|e| e.to_string())?;
+        let loaded = config::load_or_last_good(&self.opts.config_path, &self.opts.run_dir);
+        if let Some(e) = &loaded.error {
+            *self.shared.config_error.lock().expect("config error lock") = Some(
+                ConfigErrorReport::new(e, "the configuration the daemon ran before"),
+            );
+            return Err(e.to_string());
+        }
+        if let Err(e) = loaded.keep_as_last_good(&self.opts.run_dir) {
+            warn!("cannot keep the configuration as the last good one: {e}");
+        }
+        *self.shared.config_error.lock().expect("config error lock") = None;
+        let config = loaded.config;
         let probes_changed = config.health.targets != self.config.health.targets
             || config.health.interval_ms != self.config.health.interval_ms;
         self.config = Arc::new(config);
@@ -334,6 +357,12 @@ impl Daemon {
     /// Runs the pending reconcile now.
     async fn reconcile_now(&mut self) -> std::result::Result<(), String> {
         let reasons = self.pending.take().map(|p| p.reasons).unwrap_or_default();
+        if let Some(e) = &*self.shared.config_error.lock().expect("config error lock") {
+            error!(
+                "{}; going on with {} until a reload succeeds",
+                e.message, e.using
+            );
+        }
         // While NetworkManager (re)starts, its devices are not activated yet: planning
         // then would tear every uplink down for a moment. Wait (boundedly) for it.
         if self.refresh_nm().await {
@@ -758,8 +787,15 @@ impl Service {
         .await
         .map_err(|e| zbus::fdo::Error::Failed(format!("status task: {e}")))?
         .map_err(|e| zbus::fdo::Error::Failed(e.to_string()))?;
+        let config_error = self
+            .shared
+            .config_error
+            .lock()
+            .expect("config error lock")
+            .clone();
         let report = StatusReport {
             health: Some(health),
+            config_error,
             ..report
         };
         serde_json::to_string(&report).map_err(|e| zbus::fdo::Error::Failed(e.to_string()))

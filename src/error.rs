@@ -5,11 +5,14 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{}:{line}:{column}: {reason}", path.display())]
+    /// `line` and `column` count from 1 (0: no position); `key` is the dotted key the
+    /// error is about (`uplinks.wired.weight`), when there is one.
+    #[error("{}:{line}:{column}: {}{reason}", path.display(), key.as_ref().map_or_else(String::new, |k| format!("{k}: ")))]
     Config {
         path: PathBuf,
         line: usize,
         column: usize,
+        key: Option<String>,
         reason: String,
     },
     #[error("cannot read {}: {source}", path.display())]

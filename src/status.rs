@@ -6,9 +6,9 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::Config;
+use crate::config::{self, Config};
 use crate::diff;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::health::HealthReport;
 use crate::kernel::firewall::{self, Firewall};
 use crate::kernel::routing::Routing;
@@ -39,6 +39,63 @@ pub struct StatusReport {
     /// per uplink, consecutive successes/failures, last RTT and last change.
     #[serde(default)]
     pub health: Option<HealthReport>,
+    /// Why the config file is not in use (`null` when it is): everything above then
+    /// comes from the configuration named in `using`.
+    #[serde(default)]
+    pub config_error: Option<ConfigErrorReport>,
+}
+
+/// A config file that failed to load, as `status` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigErrorReport {
+    /// The error as logged: `FILE:LINE:COLUMN: KEY: what was found; expects ...`.
+    pub message: String,
+    pub file: String,
+    /// 1-based; `null` when there is no position (an unreadable file).
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    /// The dotted key the error is about (`uplinks.wired.weight`), `null` for none.
+    pub key: Option<String>,
+    /// What is used instead, in words (the last good configuration and where it is
+    /// kept, or the defaults).
+    pub using: String,
+}
+
+impl ConfigErrorReport {
+    pub fn new(error: &Error, using: impl Into<String>) -> Self {
+        let (file, line, column, key) = match error {
+            Error::Config {
+                path,
+                line,
+                column,
+                key,
+                ..
+            } => (
+                path.display().to_string(),
+                (*line > 0).then_some(*line),
+                (*column > 0).then_some(*column),
+                key.clone(),
+            ),
+            Error::ConfigRead { path, .. } => (path.display().to_string(), None, None, None),
+            _ => (String::new(), None, None, None),
+        };
+        ConfigErrorReport {
+            message: error.to_string(),
+            file,
+            line,
+            column,
+            key,
+            using: using.into(),
+        }
+    }
+
+    /// The error of a configuration that fell back, if it did.
+    pub fn from_loaded(loaded: &config::Loaded) -> Option<Self> {
+        loaded
+            .error
+            .as_ref()
+            .map(|e| ConfigErrorReport::new(e, loaded.fallback()))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -161,6 +218,7 @@ pub async fn gather(config: &Config, health: &BTreeMap<String, bool>) -> Result<
         uplinks,
         warnings: plan.warnings,
         health: None,
+        config_error: None,
     })
 }
 
@@ -226,9 +284,18 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 pub fn render(r: &StatusReport) -> String {
+    // A broken config file comes first: everything below is from another configuration.
+    let mut s = match &r.config_error {
+        Some(e) => format!(
+            "CONFIG ERROR: {}\n  nm-multiwan goes on with {}; fix the file, then \
+             `nm-multiwan apply` (or reload the daemon)\n\n",
+            e.message, e.using
+        ),
+        None => String::new(),
+    };
     if r.uplinks.is_empty() {
-        return "no uplinks: no active NetworkManager device has an IPv4 or IPv6 default route"
-            .into();
+        s.push_str("no uplinks: no active NetworkManager device has an IPv4 or IPv6 default route");
+        return s;
     }
     let rows: Vec<Vec<String>> = r
         .uplinks
@@ -259,7 +326,7 @@ pub fn render(r: &StatusReport) -> String {
             ]
         })
         .collect();
-    let mut s = table(
+    s += &table(
         &[
             "IFACE",
             "CONNECTION",
@@ -496,8 +563,51 @@ mod tests {
             uplinks: vec![],
             warnings: vec![],
             health: None,
+            config_error: None,
         };
         assert!(render(&r).contains("no uplinks"));
+    }
+
+    #[test]
+    fn a_config_error_comes_first() {
+        let error = Error::Config {
+            path: "/etc/nm-multiwan/config.toml".into(),
+            line: 3,
+            column: 1,
+            key: Some("uplinks.wired.wieght".into()),
+            reason: "unknown key; the keys of uplinks.wired are weight, enabled".into(),
+        };
+        let r = StatusReport {
+            format: STATUS_FORMAT,
+            in_sync: true,
+            mark_mask: "0x3f000000".into(),
+            firewall: "nftables".into(),
+            ipv6: false,
+            uplinks: vec![],
+            warnings: vec![],
+            health: None,
+            config_error: Some(ConfigErrorReport::new(&error, "the built-in defaults")),
+        };
+        let text = render(&r);
+        assert!(
+            text.starts_with(
+                "CONFIG ERROR: /etc/nm-multiwan/config.toml:3:1: uplinks.wired.wieght: unknown key"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("goes on with the built-in defaults"),
+            "{text}"
+        );
+        assert!(text.contains("no uplinks"), "{text}");
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["config_error"]["key"], "uplinks.wired.wieght");
+        assert_eq!(json["config_error"]["line"], 3);
+        // An older daemon's report, without the field, still reads.
+        let mut old = json.clone();
+        old.as_object_mut().unwrap().remove("config_error");
+        let back: StatusReport = serde_json::from_value(old).unwrap();
+        assert_eq!(back.config_error, None);
     }
 
     #[test]
