@@ -14,10 +14,16 @@
 //! }
 //! ```
 //!
-//! Hook priorities are iptables' (mangle -150, srcnat 100), so that we behave as the
-//! iptables backend and the seed recipe do: after conntrack (-200), so the connection's
-//! state and mark are known; before the routing decision of output (a `route` chain
-//! reroutes a packet whose mark it changed) and of prerouting; NAT after routing.
+//! Hook priorities: one before iptables' (mangle - 1 = -151, srcnat - 1 = 99). After
+//! conntrack (-200), so the connection's state and mark are known; before the routing
+//! decision of output (a `route` chain reroutes a packet whose mark it changed) and of
+//! prerouting; NAT after routing. One before mangle because nf_tables runs chains of
+//! equal priority in the order they were registered, and ours is registered anew at
+//! every replace: at -151 our mark is in place before any mangle chain (iptables',
+//! firewalld's) sees the packet, every time, as the iptables backend's jump inserted
+//! first in mangle OUTPUT does. A mark such a chain sets afterwards is its own business;
+//! one set earlier (raw, a socket's SO_MARK) we leave alone. NAT one before srcnat for
+//! the same determinism: the first NAT chain to bind a connection wins.
 //! Every mark operation keeps the bits outside our mask: a value is set with
 //! `(mark & ~MASK) | VALUE`, one small chain per value, reached through a verdict map,
 //! because the kernel's bitwise expression combines a register only with constants.
@@ -37,6 +43,11 @@ pub const TABLE: &str = "nm-multiwan";
 
 /// Bumped whenever the rendering changes, so that an upgrade replaces the table.
 const RENDERING: u32 = 1;
+
+/// Our marking chains' priority: one before mangle (see the module's comment).
+pub const MARK_PRIORITY: i32 = priority::MANGLE - 1;
+/// Our NAT chain's priority: one before srcnat.
+pub const NAT_PRIORITY: i32 = priority::SRCNAT - 1;
 
 /// The table's comment: what a no-op reconcile reads back.
 fn comment(fingerprint: &str) -> String {
@@ -342,11 +353,18 @@ impl Builder {
                         Hook::Postrouting => "postrouting",
                     },
                 );
-                let prio = match b.priority {
-                    priority::MANGLE => "mangle".to_string(),
-                    priority::SRCNAT => "srcnat".to_string(),
-                    p => p.to_string(),
+                let named = |base: i32, name: &str| match b.priority - base {
+                    0 => Some(name.to_string()),
+                    d if d.abs() <= 10 => Some(format!(
+                        "{name} {} {}",
+                        if d < 0 { '-' } else { '+' },
+                        d.abs()
+                    )),
+                    _ => None,
                 };
+                let prio = named(priority::MANGLE, "mangle")
+                    .or_else(|| named(priority::SRCNAT, "srcnat"))
+                    .unwrap_or_else(|| b.priority.to_string());
                 text.push_str(&format!(
                     "\t\ttype {kind} hook {hook} priority {prio}; policy accept;\n"
                 ));
@@ -408,21 +426,21 @@ fn build(p: &FirewallPlan, fingerprint: &str) -> Built {
         out,
         ChainKind::Route,
         Hook::Output,
-        priority::MANGLE,
+        MARK_PRIORITY,
         Policy::Accept,
     ));
     b.chain(Chain::base(
         pre,
         ChainKind::Filter,
         Hook::Prerouting,
-        priority::MANGLE,
+        MARK_PRIORITY,
         Policy::Accept,
     ));
     b.chain(Chain::base(
         post,
         ChainKind::Nat,
         Hook::Postrouting,
-        priority::SRCNAT,
+        NAT_PRIORITY,
         Policy::Accept,
     ));
 
@@ -746,8 +764,8 @@ mod tests {
         let text = Nftables::new().render(&p);
         for want in [
             "table inet nm-multiwan {",
-            "type route hook output priority mangle; policy accept;",
-            "type nat hook postrouting priority srcnat; policy accept;",
+            "type route hook output priority mangle - 1; policy accept;",
+            "type nat hook postrouting priority srcnat - 1; policy accept;",
             "meta nfproto ipv4 meta l4proto tcp numgen inc mod 2 vmap @round4_tcp",
             "meta nfproto ipv6 meta l4proto udp numgen inc mod 2 vmap @round6_udp",
             "meta nfproto ipv4 numgen inc mod 2 vmap @round4_other",
