@@ -85,6 +85,28 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Carry several addresses on one wire: keep COUNT virtual uplinks (macvlan
+    /// connections named IFACE-v1.., each with its own stable, locally administered MAC
+    /// address and its own DHCP lease) on the wired interface IFACE and bring them up.
+    /// For networks that give every device an address and cap each address. Running it
+    /// again with the same COUNT changes nothing; another COUNT adds or removes the
+    /// difference; 0 removes them all. Only connections it created are ever touched.
+    /// Needs root.
+    #[command(
+        after_help = "At most 8 per interface. Refused (exit 2, nothing changed): an                             interface NetworkManager does not manage, Wi-Fi, a virtual                             interface, more than 8."
+    )]
+    Split {
+        /// The wired interface the cable is plugged into, e.g. eth0.
+        iface: String,
+        /// How many virtual uplinks it should carry besides its own address (0..8).
+        count: u32,
+    },
+    /// Remove every virtual uplink `split` created on IFACE (as `split IFACE 0`), and
+    /// nothing else. Needs root.
+    Unsplit {
+        /// The interface they sit on.
+        iface: String,
+    },
     /// Write the man page and shell completions into DIR (for packagers).
     #[command(hide = true)]
     GenerateAssets {
@@ -214,6 +236,8 @@ async fn run(cli: Cli) -> Result<()> {
             })
             .await
         }
+        Command::Split { iface, count } => split(&iface, count).await,
+        Command::Unsplit { iface } => split(&iface, 0).await,
         Command::GenerateAssets { dir } => generate_assets(&dir),
     }
 }
@@ -226,6 +250,11 @@ async fn apply(config_path: &Path, run_dir: &Path, why: &str) -> Result<()> {
     let (plan, changes) = reconcile::reconcile(&config, run_dir, &health).await?;
     reconcile::log_outcome(&why, &plan, &changes, tracing::Level::INFO);
     Ok(())
+}
+
+async fn split(iface: &str, count: u32) -> Result<()> {
+    let report = crate::split::split(iface, count).await?;
+    print_stdout(&crate::split::render(&report))
 }
 
 /// Results go to stdout; a closed pipe (`| head`) is not an error worth a panic.
@@ -276,11 +305,17 @@ mod tests {
             vec!["nm-multiwan", "status", "--jsno"],
             vec!["nm-multiwan", "-v", "-q", "apply"],
             vec!["nm-multiwan", "daemon", "--flush"],
+            vec!["nm-multiwan", "split", "eth0"],
+            vec!["nm-multiwan", "split", "eth0", "-1"],
+            vec!["nm-multiwan", "split", "eth0", "three"],
+            vec!["nm-multiwan", "unsplit"],
         ] {
             let err = Cli::try_parse_from(&args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}");
         }
         assert!(Cli::try_parse_from(["nm-multiwan", "dispatch", "$(reboot)", "up"]).is_ok());
         assert!(Cli::try_parse_from(["nm-multiwan", "daemon", "--flush-on-exit"]).is_ok());
+        assert!(Cli::try_parse_from(["nm-multiwan", "split", "eth0", "3"]).is_ok());
+        assert!(Cli::try_parse_from(["nm-multiwan", "unsplit", "eth0"]).is_ok());
     }
 }

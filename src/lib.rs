@@ -15,6 +15,7 @@ pub mod netlink;
 pub mod nm;
 pub mod plan;
 pub mod reconcile;
+pub mod split;
 pub mod state;
 pub mod status;
 
