@@ -234,7 +234,8 @@ fn split_multiplies_the_rate_of_one_wire() {
     let sb = campus("spr", &["eth0:campus", "wlan0:campus"], false);
     sb.up("up-eth0");
     const STREAMS: u32 = 16;
-    let one = download_rate(&sb, STREAMS);
+    // One address at its best: fewer connections through one capped address lose less.
+    let one = download_rate(&sb, 4);
 
     let out = split_ok(&sb, &["split", "eth0", "3"]);
     let links = macvlans(&sb);
