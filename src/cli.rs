@@ -85,24 +85,29 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Carry several addresses on one wire: keep COUNT virtual uplinks (macvlan
-    /// connections named IFACE-v1.., each with its own stable, locally administered MAC
-    /// address and its own DHCP lease) on the wired interface IFACE and bring them up.
-    /// For networks that give every device an address and cap each address. Running it
-    /// again with the same COUNT changes nothing; another COUNT adds or removes the
-    /// difference; 0 removes them all. Only connections it created are ever touched.
-    /// Needs root.
-    #[command(
-        after_help = "At most 8 per interface. Refused (exit 2, nothing changed): an                             interface NetworkManager does not manage, Wi-Fi, a virtual                             interface, more than 8."
-    )]
+    /// Carry several addresses on one wire: COUNT virtual uplinks on IFACE (needs root).
+    ///
+    /// Keeps COUNT virtual uplinks (macvlan connections named IFACE-v1.., each with its
+    /// own stable, locally administered MAC address and its own DHCP lease) on the wired
+    /// interface IFACE and brings them up, for networks that give every device an address
+    /// and cap each address. Running it again with the same COUNT changes nothing;
+    /// another COUNT adds or removes the difference; 0 removes them all. Only connections
+    /// it created (marked in their `user.data`) are ever touched.
+    #[command(after_help = concat!(
+        "At most 8 per interface. Refused with exit code 2, nothing changed: not root, ",
+        "an interface NetworkManager does not manage, Wi-Fi, a virtual interface, more ",
+        "than 8, a parent without an active connection, a name already taken."
+    ))]
     Split {
         /// The wired interface the cable is plugged into, e.g. eth0.
         iface: String,
         /// How many virtual uplinks it should carry besides its own address (0..8).
         count: u32,
     },
-    /// Remove every virtual uplink `split` created on IFACE (as `split IFACE 0`), and
-    /// nothing else. Needs root.
+    /// Remove the virtual uplinks `split` created on IFACE (needs root).
+    ///
+    /// The same as `split IFACE 0`: deactivates and deletes every connection `split`
+    /// created on IFACE, and nothing else.
     Unsplit {
         /// The interface they sit on.
         iface: String,

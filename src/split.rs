@@ -1228,6 +1228,41 @@ mod tests {
     }
 
     #[test]
+    fn report_renders_aligned() {
+        let r = SplitReport {
+            parent: "eth0".into(),
+            uplinks: vec![
+                VirtualUplink {
+                    name: "eth0-v1".into(),
+                    mac: Some("06:00:00:00:00:01".into()),
+                    address: Some("10.0.0.7/24".into()),
+                    activated: true,
+                    change: "kept",
+                },
+                VirtualUplink {
+                    name: "eth0-v2".into(),
+                    mac: Some("06:00:00:00:00:02".into()),
+                    address: None,
+                    activated: false,
+                    change: "created",
+                },
+            ],
+            removed: vec!["eth0-v3".into()],
+        };
+        assert_eq!(
+            render(&r),
+            "eth0-v1  06:00:00:00:00:01  10.0.0.7/24  activated\n\
+             eth0-v2  06:00:00:00:00:02  -            NOT ACTIVATED (created)\n\
+             eth0-v3  -                  -            removed"
+        );
+        let empty = SplitReport {
+            parent: "eth0".into(),
+            ..Default::default()
+        };
+        assert_eq!(render(&empty), "eth0: no virtual uplinks");
+    }
+
+    #[test]
     fn parent_from_a_sysfs_tree() {
         let root = std::env::temp_dir().join(format!("nmmw-split-sysfs-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
