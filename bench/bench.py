@@ -83,7 +83,7 @@ class Sandbox:
     registry = None
 
     def __init__(self, tag, specs, binary, rate=None, dispatcher=False, config=None, loose_rp=False,
-                 daemon=False):
+                 daemon=False, rate_per_address=None):
         self.name = f"bn{os.getpid()}{tag}"
         assert len(self.name) <= 16 and re.fullmatch(r"[A-Za-z0-9_]+", self.name), self.name
         self.specs = specs
@@ -96,6 +96,8 @@ class Sandbox:
         env = dict(os.environ, SB_QUIET="1", SB_BINARY=str(binary))
         if rate:
             env["SB_RATE"] = rate
+        if rate_per_address:
+            env["SB_RATE_PER_ADDRESS"] = rate_per_address
         if dispatcher:
             env["SB_DISPATCHER"] = str(DISPATCHER)
         if daemon and DBUS_POLICY.exists():
@@ -673,6 +675,51 @@ def scenario_footprint(binary, cfg, results):
             d.stop()
 
 
+# --- scenario 6: one wire ---------------------------------------------------------------
+
+ONEWIRE_GOALS = {"split3": 3.6, "split3_wifi": 4.5}  # multiples of one address (issue 13)
+
+
+def scenario_onewire(binary, cfg, results):
+    """A campus network capping each address at 10 Mbit/s (not each port): the wired
+    uplink alone (one address), with the Wi-Fi uplink (two), with 3 virtual uplinks on
+    the wire (`split eth0 3`: four addresses) and with both (five). Interleaved state by
+    state in every repetition; P connections, one after another, as in scenario 1. The
+    reference, one address's rate, is measured as scenario 1 measures an uplink alone
+    (4 connections): 16 connections through one 10 Mbit/s address lose more packets and
+    get less out of it, which would flatter the multiples."""
+    p = cfg["onewire_p"]
+    with Sandbox("onewire", ["eth0:campus", "wlan0:campus"], binary, rate_per_address="10mbit") as sb:
+        sb.up("up-eth0")
+
+        def wifi(on):
+            up = "up-wlan0" in sb.run("nmcli", "-g", "NAME", "con", "show", "--active")
+            if on and not up:
+                sb.up("up-wlan0")
+            elif up and not on:
+                sb.run("nmcli", "--wait", "30", "con", "down", "up-wlan0")
+
+        states = {
+            "plain": lambda: (sb.nmmw("unsplit", "eth0"), wifi(False)),
+            "wifi": lambda: (sb.nmmw("unsplit", "eth0"), wifi(True)),
+            "split3": lambda: (wifi(False), sb.nmmw("split", "eth0", "3")),
+            "split3_wifi": lambda: (sb.nmmw("split", "eth0", "3"), wifi(True)),
+        }
+        runs = {name: [] for name in ["one", *states]}
+        uplinks = {}
+        log(f"one wire: {', '.join(states)}, P={p}")
+        for _ in range(cfg["onewire_reps"]):
+            for name, setup in states.items():
+                setup()
+                sb.nmmw("apply")
+                uplinks[name] = len(json.loads(sb.run("/usr/bin/nm-multiwan", "status", "--json"))["uplinks"])
+                if name == "plain":
+                    runs["one"].append(sb.agent("goodput", 4, cfg["warmup"], cfg["window"], "eth0"))
+                runs[name].append(sb.agent("goodput", p, cfg["warmup"], cfg["window"], "eth0", "wlan0"))
+        sb.nmmw("unsplit", "eth0")
+        results["onewire"] = {"p": p, "rate_per_address": "10mbit", "uplinks": uplinks, "runs": runs}
+
+
 # --- table ------------------------------------------------------------------------------
 
 
@@ -851,6 +898,25 @@ def build_table(R):
                 f"< {CPU_REST_GOAL_PCT} % (no measurable CPU beyond probes)", dm["cpu_pct"] < CPU_REST_GOAL_PCT)
         else:
             row("5 footprint", "daemon memory and CPU", "not measured: daemon not available", "—", None, "—", None)
+    w = R.get("onewire")
+    if w:
+        s = {k: stats([r["mbps"] for r in v]) for k, v in w["runs"].items()}
+        one = s["one"]
+        row("6 one wire", f"one address: wired uplink alone, P=4, {w['rate_per_address']} per address",
+            f"{fmt(one)} Mbit/s (reference)", "—", None, "—", None)
+        labels = {"plain": "wired uplink alone (one address)",
+                  "wifi": "wired + Wi-Fi uplink, no split (two addresses)",
+                  "split3": "`split eth0 3`: wire + 3 virtual uplinks (four addresses)",
+                  "split3_wifi": "`split eth0 3` + Wi-Fi uplink (five addresses)"}
+        for k, label in labels.items():
+            x = ratio(s[k], one)
+            goal = ONEWIRE_GOALS.get(k)
+            n = w["uplinks"].get(k, "?")
+            row("6 one wire", f"{label}, {n} uplink{'' if n == 1 else 's'}, P={w['p']}, "
+                f"{w['rate_per_address']} per address",
+                f"{fmt(s[k])} Mbit/s = {x:.2f}× one address",
+                f"one address {fmt(one)} Mbit/s", x,
+                f"≥ {goal}× one address" if goal else "—", (x >= goal) if goal else None)
     return rows
 
 
@@ -997,6 +1063,7 @@ def config(quick):
             "react_reps": 1, "react_timeout": 5.0, "recipe_timeout": 3.0, "cut_timeout_none": 3.0, "cut_reps": 1,
             "daemon_intervals": [1000],
             "dp_reps": 3, "dp_seconds": 2, "rest_settle": 3, "rest_seconds": 10,
+            "onewire_reps": 1, "onewire_p": 16,
         }
     return {
         "full": True, "warmup": 0.5, "window": 2.0, "alone_reps": 3, "reps": 3, "spread_reps": 8,
@@ -1006,6 +1073,7 @@ def config(quick):
         "react_reps": 5, "react_timeout": 6.0, "recipe_timeout": 5.0, "cut_timeout_none": 5.0, "cut_reps": 3,
         "daemon_intervals": [1000, 250],
         "dp_reps": 8, "dp_seconds": 3, "rest_settle": 5, "rest_seconds": 30,
+        "onewire_reps": 3, "onewire_p": 16,
     }
 
 
@@ -1015,6 +1083,7 @@ SCENARIOS = {
     "react": scenario_react,
     "dataplane": scenario_dataplane,
     "footprint": scenario_footprint,
+    "onewire": scenario_onewire,
 }
 
 

@@ -88,6 +88,33 @@ pub enum Command {
     /// run had to leave something for later).
     #[command(hide = true)]
     FollowUp,
+    /// Carry several addresses on one wire: COUNT virtual uplinks on IFACE (needs root).
+    ///
+    /// Keeps COUNT virtual uplinks (macvlan connections named IFACE-v1.., each with its
+    /// own stable, locally administered MAC address and its own DHCP lease) on the wired
+    /// interface IFACE and brings them up, for networks that give every device an address
+    /// and cap each address. Running it again with the same COUNT changes nothing;
+    /// another COUNT adds or removes the difference; 0 removes them all. Only connections
+    /// it created (marked in their `user.data`) are ever touched.
+    #[command(after_help = concat!(
+        "At most 8 per interface. Refused with exit code 2, nothing changed: not root, ",
+        "an interface NetworkManager does not manage, Wi-Fi, a virtual interface, more ",
+        "than 8, a parent without an active connection, a name already taken."
+    ))]
+    Split {
+        /// The wired interface the cable is plugged into, e.g. eth0.
+        iface: String,
+        /// How many virtual uplinks it should carry besides its own address (0..8).
+        count: u32,
+    },
+    /// Remove the virtual uplinks `split` created on IFACE (needs root).
+    ///
+    /// The same as `split IFACE 0`: deactivates and deletes every connection `split`
+    /// created on IFACE, and nothing else.
+    Unsplit {
+        /// The interface they sit on.
+        iface: String,
+    },
     /// Write the man page and shell completions into DIR (for packagers).
     #[command(hide = true)]
     GenerateAssets {
@@ -107,6 +134,8 @@ impl Command {
             Command::Daemon { .. } => "daemon",
             Command::Plan { .. } => "plan",
             Command::FollowUp => "follow-up",
+            Command::Split { .. } => "split",
+            Command::Unsplit { .. } => "unsplit",
             Command::GenerateAssets { .. } => "generate-assets",
         }
     }
@@ -115,7 +144,12 @@ impl Command {
     /// needs `CAP_NET_ADMIN`). A dispatcher event we ignore writes nothing.
     pub fn changes_the_network(&self) -> bool {
         match self {
-            Command::Apply | Command::Flush | Command::Daemon { .. } | Command::FollowUp => true,
+            Command::Apply
+            | Command::Flush
+            | Command::Daemon { .. }
+            | Command::FollowUp
+            | Command::Split { .. }
+            | Command::Unsplit { .. } => true,
             Command::Dispatch { action, .. } => RECONCILE_ACTIONS.contains(&action.as_str()),
             Command::Status { .. } | Command::Plan { .. } | Command::GenerateAssets { .. } => false,
         }
@@ -276,6 +310,8 @@ async fn run(cli: Cli) -> Result<i32> {
         })
         .await
         .map(|()| 0),
+        Command::Split { ref iface, count } => split(iface, count).await.map(|()| 0),
+        Command::Unsplit { ref iface } => split(iface, 0).await.map(|()| 0),
         Command::GenerateAssets { dir } => generate_assets(&dir).map(|()| 0),
     }
 }
@@ -353,6 +389,11 @@ async fn follow_up(config_path: &Path, run_dir: &Path) -> Result<()> {
     Ok(())
 }
 
+async fn split(iface: &str, count: u32) -> Result<()> {
+    let report = crate::split::split(iface, count).await?;
+    print_stdout(&crate::split::render(&report))
+}
+
 /// Results go to stdout; a closed pipe (`| head`) is not an error worth a panic.
 fn print_stdout(text: &str) -> Result<()> {
     use std::io::Write;
@@ -401,12 +442,18 @@ mod tests {
             vec!["nm-multiwan", "status", "--jsno"],
             vec!["nm-multiwan", "-v", "-q", "apply"],
             vec!["nm-multiwan", "daemon", "--flush"],
+            vec!["nm-multiwan", "split", "eth0"],
+            vec!["nm-multiwan", "split", "eth0", "-1"],
+            vec!["nm-multiwan", "split", "eth0", "three"],
+            vec!["nm-multiwan", "unsplit"],
         ] {
             let err = Cli::try_parse_from(&args).unwrap_err();
             assert_eq!(err.exit_code(), 2, "{args:?}");
         }
         assert!(Cli::try_parse_from(["nm-multiwan", "dispatch", "$(reboot)", "up"]).is_ok());
         assert!(Cli::try_parse_from(["nm-multiwan", "daemon", "--flush-on-exit"]).is_ok());
+        assert!(Cli::try_parse_from(["nm-multiwan", "split", "eth0", "3"]).is_ok());
+        assert!(Cli::try_parse_from(["nm-multiwan", "unsplit", "eth0"]).is_ok());
     }
 
     #[test]

@@ -37,16 +37,20 @@ pub enum Error {
     },
     #[error("nm-multiwan {command} needs root (CAP_NET_ADMIN): run with sudo")]
     NeedsRoot { command: String },
+    /// A request refused before anything changed (what and why, in one sentence).
+    #[error("{0}")]
+    Refused(String),
     #[error("{0}")]
     Other(String),
 }
 
 impl Error {
-    /// Exit codes: 2 for bad input (config), 3 for NetworkManager unreachable, 4 for a
-    /// command that needs `CAP_NET_ADMIN` run without it, 1 otherwise.
+    /// Exit codes: 2 for bad input (config, refused requests), 3 for NetworkManager
+    /// unreachable, 4 for a command that needs `CAP_NET_ADMIN` run without it, 1
+    /// otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config { .. } | Error::ConfigRead { .. } => 2,
+            Error::Config { .. } | Error::ConfigRead { .. } | Error::Refused(_) => 2,
             Error::NetworkManager(_) => 3,
             Error::NeedsRoot { .. } => 4,
             _ => 1,

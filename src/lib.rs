@@ -19,6 +19,7 @@ pub mod nm;
 pub mod plan;
 pub mod privilege;
 pub mod reconcile;
+pub mod split;
 pub mod state;
 pub mod status;
 #[cfg(test)]

@@ -101,6 +101,9 @@ impl ConfigErrorReport {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UplinkStatus {
     pub iface: String,
+    /// The interface a virtual uplink (macvlan, VLAN) sits on; `null` for others.
+    #[serde(default)]
+    pub parent: Option<String>,
     pub connection: String,
     pub connection_uuid: String,
     /// IPv4 address/prefix; `null` for an uplink with IPv6 only.
@@ -174,6 +177,7 @@ pub async fn gather(config: &Config, health: &BTreeMap<String, bool>) -> Result<
             let (c4, c6) = (count(&conns), count(&conns6));
             UplinkStatus {
                 iface: u.iface.clone(),
+                parent: crate::split::parent_of(&u.iface),
                 connection: u.connection_id.clone(),
                 connection_uuid: u.connection_uuid.clone(),
                 address: u
@@ -302,7 +306,10 @@ pub fn render(r: &StatusReport) -> String {
         .iter()
         .map(|u| {
             vec![
-                u.iface.clone(),
+                match &u.parent {
+                    Some(p) => format!("{} (on {p})", u.iface),
+                    None => u.iface.clone(),
+                },
                 u.connection.clone(),
                 u.gateway.clone().unwrap_or_else(|| "-".into()),
                 match (&u.address6, u.ipv6_balanced) {
@@ -608,6 +615,51 @@ mod tests {
         old.as_object_mut().unwrap().remove("config_error");
         let back: StatusReport = serde_json::from_value(old).unwrap();
         assert_eq!(back.config_error, None);
+    }
+
+    #[test]
+    fn virtual_uplinks_show_their_parent() {
+        let uplink = |iface: &str, parent: Option<&str>| UplinkStatus {
+            iface: iface.into(),
+            parent: parent.map(str::to_string),
+            connection: iface.into(),
+            connection_uuid: String::new(),
+            address: None,
+            gateway: None,
+            address6: None,
+            gateway6: None,
+            ipv6_balanced: false,
+            mark: "0x1000000/0x3f000000".into(),
+            table: 6101,
+            weight: 1,
+            in_balance: true,
+            healthy: None,
+            connections: None,
+            connections6: None,
+            new_connections: 0,
+            new_connections6: 0,
+            rx_bytes: 0,
+            tx_bytes: 0,
+        };
+        let r = StatusReport {
+            format: STATUS_FORMAT,
+            in_sync: true,
+            mark_mask: "0x3f000000".into(),
+            firewall: "nftables".into(),
+            ipv6: false,
+            uplinks: vec![uplink("eth0", None), uplink("eth0-v1", Some("eth0"))],
+            warnings: vec![],
+            health: None,
+            config_error: None,
+        };
+        let text = render(&r);
+        assert!(text.contains("\neth0-v1 (on eth0)  "), "{text}");
+        assert!(text.contains("\neth0  "), "{text}");
+        // A report without the field (an older daemon's) still reads.
+        let mut v = serde_json::to_value(&r).unwrap();
+        v["uplinks"][1].as_object_mut().unwrap().remove("parent");
+        let back: StatusReport = serde_json::from_value(v).unwrap();
+        assert_eq!(back.uplinks[1].parent, None);
     }
 
     #[test]

@@ -96,6 +96,10 @@ pub struct Options<'a> {
     pub dbus_policy: bool,
     /// Dual-stack sandbox (`SB_IPV6=1`); IPv4 only otherwise.
     pub ipv6: bool,
+    /// Cap each address instead of each port (`SB_RATE_PER_ADDRESS`).
+    pub rate_per_address: Option<&'a str>,
+    /// Connections autoconnect (`SB_AUTOCONNECT=1`); `create` waits until they are up.
+    pub autoconnect: bool,
 }
 
 impl Default for Options<'_> {
@@ -106,6 +110,8 @@ impl Default for Options<'_> {
             rate: None,
             dbus_policy: false,
             ipv6: false,
+            rate_per_address: None,
+            autoconnect: false,
         }
     }
 }
@@ -196,6 +202,12 @@ impl Sandbox {
         }
         if opts.ipv6 {
             cmd.env("SB_IPV6", "1");
+        }
+        if let Some(r) = opts.rate_per_address {
+            cmd.env("SB_RATE_PER_ADDRESS", r);
+        }
+        if opts.autoconnect {
+            cmd.env("SB_AUTOCONNECT", "1");
         }
         let sb = Sandbox { name, work };
         let o = cmd.output().expect("run sandbox.sh");

@@ -26,9 +26,15 @@
 #                           is activated and the dispatcher has run every script for its `up`.
 #   wait-down SB CONN [T]   `nmcli con down CONN`, then wait for the dispatcher's `down`.
 #   wait-for SB T CMD...    Run CMD (as with exec) every 0.1 s until it succeeds; fail after T s.
-#   restart-nm SB [T]       Stop NetworkManager (SIGTERM, SIGKILL after 10 s) and start it again in
+#   restart-nm [--reboot] SB [T]
+#                           Stop NetworkManager (SIGTERM, SIGKILL after 10 s) and start it again in
 #                           the same namespaces on the same private bus; wait (T s, default 20)
 #                           until it answers. Its devices stay configured and are re-assumed.
+#                           --reboot: in between, do what a reboot does to the host's network:
+#                           delete its software links (macvlan, vlan, bridge, dummy ...), take
+#                           the uplinks' addresses, routes and links down, and empty
+#                           /run/NetworkManager, so that NetworkManager starts from its profiles
+#                           (keyfiles) and DHCP lease files alone.
 #   info SB                 key=value lines: work dir, owner, NetworkManager PID, keyfile dir, logs.
 #   list                    Sandboxes that have a work dir or a namespace.
 #   reap                    Destroy every sandbox whose owner (SB_OWNER at create) is gone: what
@@ -41,6 +47,15 @@
 #   SB_RATE=10mbit     tbf shaping of each uplink on the ISP/campus side, both directions
 #                      (downstream: tbf on the bridge port; upstream: port ingress -> ifb -> tbf).
 #   SB_RATE_BURST      tbf burst (default 32kbit), SB_RATE_LATENCY (default 50ms).
+#   SB_RATE_PER_ADDRESS=10mbit  cap each *address* instead (a network that limits every IP, not
+#                      every port): on each uplink's port of every ISP and the campus, htb with one
+#                      class per IPv4 address of the LAN (.2-.254) at this rate, both directions
+#                      (downstream: by destination on the port's egress; upstream: port ingress ->
+#                      ifb, by source), u32 filters on the address. Several addresses on one port
+#                      (macvlans, each with its own DHCP lease) get this rate each. Anything else
+#                      on the port (IPv6, ARP, other addresses) shares one more class at this rate.
+#                      With SB_RATE too, the port as a whole is capped at SB_RATE on top.
+#                      SB_RATE_QUEUE: packets queued per class (default 100).
 #   SB_DISPATCHER=PATH script installed root:root 0755 into the private dispatcher.d (basename
 #                      kept). A marker script zzzz-sandbox-marker always runs after it and
 #                      appends "ACTION IFACE CONNECTION_ID" to WORK/dispatcher.log.
@@ -382,7 +397,9 @@ setup_upstream() { # setup_upstream NAME: namespace, link to inet, bridge, NAT, 
         ip -n "$SB-host" link add "${U_IFACE[$i]}" type veth peer name "${U_IFACE[$i]}" netns "$ns"
         ip -n "$ns" link set "${U_IFACE[$i]}" master br0
         ip -n "$ns" link set "${U_IFACE[$i]}" up
-        if [ -n "${SB_RATE:-}" ]; then
+        if [ -n "${SB_RATE_PER_ADDRESS:-}" ]; then
+            shape_per_address "$ns" "${U_IFACE[$i]}" "ifb$i" "$lan"
+        elif [ -n "${SB_RATE:-}" ]; then
             shape "$ns" "${U_IFACE[$i]}" "ifb$i"
         fi
     done
@@ -441,6 +458,42 @@ shape() { # shape NS PORT IFB: tbf towards the host, and host->ISP via ingress r
     ip -n "$ns" link add "$ifb" type ifb
     ip -n "$ns" link set "$ifb" up
     tc -n "$ns" qdisc add dev "$ifb" root tbf rate "$SB_RATE" burst "$burst" latency "$lat"
+    tc -n "$ns" qdisc add dev "$port" handle ffff: ingress
+    tc -n "$ns" filter add dev "$port" parent ffff: protocol all u32 match u32 0 0 \
+        action mirred egress redirect dev "$ifb"
+}
+
+# shape_per_address NS PORT IFB LAN: htb with one class per IPv4 address of LAN (.2-.254) at
+# SB_RATE_PER_ADDRESS, under one class for the whole port at SB_RATE (unlimited without it).
+# Downstream: on the port's egress, by destination address; upstream: the port's ingress is
+# redirected to IFB, classified there by source address. Anything else (another address, IPv6,
+# ARP) shares one more class at the per-address rate. One `tc -batch` per device (~500 lines).
+shape_per_address() {
+    local ns=$1 port=$2 ifb=$3 lan=$4 rate=$SB_RATE_PER_ADDRESS dev dir n batch
+    local port_rate=${SB_RATE:-10gbit} q=${SB_RATE_QUEUE:-100}
+    ip -n "$ns" link add "$ifb" type ifb
+    ip -n "$ns" link set "$ifb" up
+    for dev in "$port" "$ifb"; do
+        dir=dst
+        [ "$dev" = "$port" ] || dir=src
+        batch="$W/tc-$ns-$dev.batch"
+        {
+            printf 'qdisc add dev %s root handle 1: htb default fff\n' "$dev"
+            printf 'class add dev %s parent 1: classid 1:1 htb rate %s ceil %s quantum 1514\n' \
+                "$dev" "$port_rate" "$port_rate"
+            printf 'class add dev %s parent 1:1 classid 1:fff htb rate %s ceil %s quantum 1514\n' \
+                "$dev" "$rate" "$rate"
+            printf 'qdisc add dev %s parent 1:fff pfifo limit %s\n' "$dev" "$q"
+            for n in $(seq 2 254); do
+                printf 'class add dev %s parent 1:1 classid 1:%x htb rate %s ceil %s quantum 1514\n' \
+                    "$dev" "$((0x100 + n))" "$rate" "$rate"
+                printf 'qdisc add dev %s parent 1:%x pfifo limit %s\n' "$dev" "$((0x100 + n))" "$q"
+                printf 'filter add dev %s parent 1: protocol ip prio 1 u32 match ip %s %s.%s/32 flowid 1:%x\n' \
+                    "$dev" "$dir" "$lan" "$n" "$((0x100 + n))"
+            done
+        } >"$batch"
+        tc -n "$ns" -batch "$batch"
+    done
     tc -n "$ns" qdisc add dev "$port" handle ffff: ingress
     tc -n "$ns" filter add dev "$port" parent ffff: protocol all u32 match u32 0 0 \
         action mirred egress redirect dev "$ifb"
@@ -831,8 +884,14 @@ pid_gone() { # pid_gone PID: exited (or a zombie nobody reaps yet)
     [ ! -d "/proc/$1" ] || [ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" = Z ]
 }
 
-cmd_restart_nm() { # cmd_restart_nm SB [TIMEOUT]
-    local sb=$1 timeout=${2:-20} old
+cmd_restart_nm() { # cmd_restart_nm [--reboot] SB [TIMEOUT]
+    local reboot=0 sb timeout old link ifaces
+    if [ "$1" = --reboot ]; then
+        reboot=1
+        shift
+    fi
+    sb=$1
+    timeout=${2:-20}
     check_name "$sb"
     need_root
     case "$timeout" in '' | *[!0-9]*) die "restart-nm: TIMEOUT must be whole seconds, got '$timeout'" ;; esac
@@ -846,6 +905,24 @@ cmd_restart_nm() { # cmd_restart_nm SB [TIMEOUT]
         wait_until 5 pid_gone "$old" || die "NetworkManager (pid $old) does not stop"
     fi
     rm -f "$W/nm.pid"
+    if [ "$reboot" = 1 ]; then
+        # Every link but loopback and the uplinks' veths was created by NetworkManager (or by
+        # hand): gone after a reboot. The veths stand for NICs: they stay, unconfigured.
+        ifaces=" lo $(sed 's/:.*//' "$W/specs" | tr '\n' ' ') "
+        for link in $(ip -n "$SB-host" -o link show | awk -F': ' '{print $2}' | sed 's/@.*//'); do
+            case "$ifaces" in
+                *" $link "*) ;;
+                *) ip -n "$SB-host" link del "$link" ;;
+            esac
+        done
+        for link in $ifaces; do
+            [ "$link" != lo ] || continue
+            ip -n "$SB-host" addr flush dev "$link"
+            ip -n "$SB-host" link set "$link" down
+        done
+        ip -n "$SB-host" route flush table main
+        find "$W/run/NetworkManager" -mindepth 1 -delete
+    fi
     # As nm_inner starts it: in the private mount namespace (entered through the private
     # dbus-daemon), with a mount namespace of its own when rp_filter is kept strict.
     if [ -d "$W/rp_filter" ]; then
@@ -941,7 +1018,7 @@ main() {
             cmd_wait_for "$@"
             ;;
         restart-nm)
-            { [ "$#" -ge 1 ] && [ "$#" -le 2 ]; } || die "usage: $0 restart-nm SB [TIMEOUT]"
+            { [ "$#" -ge 1 ] && [ "$#" -le 3 ]; } || die "usage: $0 restart-nm [--reboot] SB [TIMEOUT]"
             cmd_restart_nm "$@"
             ;;
         info)
