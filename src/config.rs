@@ -25,11 +25,13 @@ use crate::namespace::Namespace;
 mod errors;
 pub mod keys;
 mod last_good;
+mod target;
 
 use errors::{Diagnose, Invalid};
 use keys::Seg;
 pub use keys::{Accepts, KEYS, Key, key_paths};
 pub use last_good::{LAST_GOOD_FILE, Loaded, Source, load_or_last_good};
+pub use target::Target;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/nm-multiwan/config.toml";
 
@@ -235,7 +237,7 @@ impl Config {
         }
         self.layout()?;
         for (i, t) in self.health.targets.iter().enumerate() {
-            if let Err(reason) = t.parse::<crate::health::Target>() {
+            if let Err(reason) = t.parse::<Target>() {
                 let mut at = key(&["health", "targets"]);
                 at.push(Seg::Index(i));
                 return Err(Invalid::new(at, format!("{t:?}")).because(reason));

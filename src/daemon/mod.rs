@@ -1,0 +1,463 @@
+//! `nm-multiwan daemon`: follows NetworkManager on D-Bus, probes every uplink and takes
+//! dead ones out of the balance, through the same reconcile as `apply`.
+//!
+//! One task owns the state and runs every reconcile (here, [`run`]); around it:
+//! - [`signals`]: one system-bus connection that carries both the subscription to
+//!   NetworkManager's signals and our own D-Bus service ([`service`]), rebuilt whenever
+//!   the bus drops;
+//! - [`probes`]: one probe task per uplink ([`health::Prober`]), reporting every round;
+//! - Unix signals: SIGTERM/SIGINT stop, SIGHUP reloads.
+//!
+//! Triggers are coalesced: NetworkManager signals wait [`NM_DEBOUNCE`] (a burst of
+//! them costs one reconcile), health verdicts and reloads go at once, and a safety
+//! reconcile runs every [`SAFETY_INTERVAL`]. Reconcile is level-triggered and takes
+//! the same run lock as `apply` and the dispatcher, so they never fight; the daemon
+//! also publishes its verdicts (`health.json` in the run directory) so that their
+//! reconciles reach the same result. The lock is held only while reconciling.
+
+mod probes;
+mod service;
+mod signals;
+#[cfg(test)]
+mod tests;
+
+pub use service::{BUS_NAME, INTERFACE, OBJECT_PATH, STATUS_QUERY_TIMEOUT, query_status};
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime};
+
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
+use zbus::Connection;
+
+use crate::config::{self, Config};
+use crate::error::{Error, Result};
+use crate::health::{self, Board, DaemonLock, Thresholds};
+use crate::nm::NetworkManager;
+use crate::reconcile;
+use crate::status::{self, ConfigErrorReport, StatusReport};
+
+use probes::{ProbeReport, ProberHandle};
+use signals::{bus_task, nm_facts};
+
+const NM_BUS: &str = "org.freedesktop.NetworkManager";
+const NM_PATH: &str = "/org/freedesktop/NetworkManager";
+
+/// How long a NetworkManager signal waits for the rest of its burst.
+pub const NM_DEBOUNCE: Duration = Duration::from_millis(150);
+/// A reconcile this often whatever happens (repairs what someone else changed).
+pub const SAFETY_INTERVAL: Duration = Duration::from_secs(60);
+/// Longest a reconcile waits for NetworkManager to finish starting up.
+const NM_STARTUP_WAIT: Duration = Duration::from_secs(20);
+/// Longest wait between retries of a failing reconcile.
+const MAX_RETRY: Duration = Duration::from_secs(30);
+/// Longest wait between attempts to reach the system bus.
+const MAX_BUS_RETRY: Duration = Duration::from_secs(5);
+
+/// Properties whose change can change the uplinks (the interface named in
+/// `PropertiesChanged`); Wi-Fi scans, statistics and the like are ignored.
+const RELEVANT_INTERFACES: &[&str] = &[
+    "org.freedesktop.NetworkManager",
+    "org.freedesktop.NetworkManager.Device",
+    "org.freedesktop.NetworkManager.IP4Config",
+    "org.freedesktop.NetworkManager.IP6Config",
+    "org.freedesktop.NetworkManager.Connection.Active",
+];
+
+pub struct Options {
+    pub config_path: PathBuf,
+    pub run_dir: PathBuf,
+    /// Remove everything we installed on SIGTERM/SIGINT instead of leaving it in place.
+    pub flush_on_exit: bool,
+}
+
+/// What the D-Bus service and the main loop share.
+struct Shared {
+    config: RwLock<Arc<Config>>,
+    /// Why the config file is not in use (it failed at start or at the last reload).
+    config_error: Mutex<Option<ConfigErrorReport>>,
+    board: Mutex<Board>,
+    control: mpsc::Sender<Control>,
+    /// The live system-bus connection, when there is one.
+    bus: Mutex<Option<Connection>>,
+}
+
+impl Shared {
+    fn config(&self) -> Arc<Config> {
+        self.config.read().expect("config lock").clone()
+    }
+}
+
+enum Control {
+    Reload {
+        reply: oneshot::Sender<std::result::Result<(), String>>,
+    },
+}
+
+/// A reconcile asked for, not run yet.
+#[derive(Debug)]
+struct Pending {
+    at: Instant,
+    reasons: Vec<String>,
+}
+
+/// Adds a trigger to the pending reconcile: one reconcile at the earliest time asked
+/// for (a burst never postpones it), with the first few distinct reasons for the log.
+fn coalesce(pending: &mut Option<Pending>, at: Instant, why: String) {
+    match pending {
+        Some(p) => {
+            p.at = p.at.min(at);
+            if p.reasons.len() < 8 && !p.reasons.contains(&why) {
+                p.reasons.push(why);
+            }
+        }
+        None => {
+            *pending = Some(Pending {
+                at,
+                reasons: vec![why],
+            })
+        }
+    }
+}
+
+struct Daemon {
+    opts: Options,
+    config: Arc<Config>,
+    shared: Arc<Shared>,
+    lock: DaemonLock,
+    probers: BTreeMap<String, ProberHandle>,
+    generation: u64,
+    probe_tx: mpsc::Sender<ProbeReport>,
+    pending: Option<Pending>,
+    failures: u32,
+    /// NetworkManager's connectivity per interface, from the last read.
+    nm_connectivity: BTreeMap<String, Option<u32>>,
+    /// Since when NetworkManager says it is starting up.
+    nm_starting_since: Option<Instant>,
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn run(opts: Options) -> Result<()> {
+    // A broken config file never stops us: the last good configuration (or the
+    // defaults) runs, and the error is logged at every reconcile and shown by `status`.
+    let loaded = config::load_or_last_good(&opts.config_path, &opts.run_dir);
+    loaded.log_error();
+    let lock = DaemonLock::acquire(&opts.run_dir)?;
+    if let Err(e) = loaded.keep_as_last_good(&opts.run_dir) {
+        warn!("cannot keep the configuration as the last good one: {e}");
+    }
+    let config_error = ConfigErrorReport::from_loaded(&loaded);
+    let config = loaded.config;
+    let sig = |kind, name: &str| {
+        signal(kind).map_err(|e| Error::io(format!("installing the {name} handler"), e))
+    };
+    let mut sigterm = sig(SignalKind::terminate(), "SIGTERM")?;
+    let mut sigint = sig(SignalKind::interrupt(), "SIGINT")?;
+    let mut sighup = sig(SignalKind::hangup(), "SIGHUP")?;
+
+    let (nm_tx, mut nm_rx) = mpsc::channel::<String>(64);
+    let (probe_tx, mut probe_rx) = mpsc::channel::<ProbeReport>(256);
+    let (control_tx, mut control_rx) = mpsc::channel::<Control>(8);
+    let config = Arc::new(config);
+    let shared = Arc::new(Shared {
+        config: RwLock::new(config.clone()),
+        config_error: Mutex::new(config_error),
+        board: Mutex::new(Board::default()),
+        control: control_tx,
+        bus: Mutex::new(None),
+    });
+    info!(
+        config = %opts.config_path.display(),
+        run_dir = %opts.run_dir.display(),
+        targets = ?config.health.targets,
+        interval_ms = config.health.interval_ms,
+        down_after = config.health.down_after,
+        up_after = config.health.up_after,
+        "daemon starting"
+    );
+    let bus_task = tokio::spawn(bus_task(shared.clone(), nm_tx));
+
+    let mut d = Daemon {
+        opts,
+        config,
+        shared,
+        lock,
+        probers: BTreeMap::new(),
+        generation: 0,
+        probe_tx,
+        pending: None,
+        failures: 0,
+        nm_connectivity: BTreeMap::new(),
+        nm_starting_since: None,
+    };
+    d.schedule(Instant::now(), "start".into());
+    let mut safety = tokio::time::interval_at(Instant::now() + SAFETY_INTERVAL, SAFETY_INTERVAL);
+    safety.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    loop {
+        let deadline = d
+            .pending
+            .as_ref()
+            .map_or_else(|| Instant::now() + Duration::from_secs(3600), |p| p.at);
+        tokio::select! {
+            _ = sigterm.recv() => { info!("SIGTERM: stopping"); break; }
+            _ = sigint.recv() => { info!("SIGINT: stopping"); break; }
+            _ = sighup.recv() => {
+                if let Err(e) = d.reload("SIGHUP").await {
+                    error!("reload failed, keeping the previous configuration: {e}");
+                }
+            }
+            Some(c) = control_rx.recv() => match c {
+                Control::Reload { reply } => {
+                    let r = d.reload("D-Bus Reload").await;
+                    if let Err(e) = &r {
+                        error!("reload failed: {e}");
+                    }
+                    let _ = reply.send(r);
+                }
+            },
+            Some(why) = nm_rx.recv() => d.schedule(Instant::now() + NM_DEBOUNCE, why),
+            Some(report) = probe_rx.recv() => d.on_probe(report),
+            _ = safety.tick() => d.schedule(Instant::now(), "periodic check".into()),
+            _ = tokio::time::sleep_until(deadline), if d.pending.is_some() => {
+                let _ = d.reconcile_now().await; // failures are logged and retried
+            }
+        }
+    }
+
+    bus_task.abort();
+    for p in d.probers.values() {
+        p.task.abort();
+    }
+    d.lock.withdraw();
+    if d.opts.flush_on_exit {
+        let (config, run_dir) = (d.config.clone(), d.opts.run_dir.clone());
+        let handle = tokio::runtime::Handle::current();
+        let r = tokio::task::spawn_blocking(move || {
+            handle.block_on(reconcile::flush(&config, &run_dir))
+        })
+        .await
+        .map_err(|e| Error::Other(format!("flush task: {e}")))?;
+        let done: Vec<String> = r?.iter().map(|c| c.to_string()).collect();
+        info!(changes = ?done, "flushed on exit (--flush-on-exit)");
+    } else {
+        info!(
+            "stopped; the balanced state stays in place (--flush-on-exit removes it; \
+             the next `apply` or dispatcher event balances over every uplink again)"
+        );
+    }
+    Ok(())
+}
+
+impl Daemon {
+    /// Asks for a reconcile at `at` at the latest (earlier requests win).
+    fn schedule(&mut self, at: Instant, why: String) {
+        coalesce(&mut self.pending, at, why);
+    }
+
+    fn on_probe(&mut self, r: ProbeReport) {
+        if self
+            .probers
+            .get(&r.iface)
+            .is_none_or(|p| p.generation != r.generation)
+        {
+            return; // a round of a prober that has been replaced
+        }
+        let t = Thresholds::from(&self.config.health);
+        let flipped = {
+            let mut board = self.shared.board.lock().expect("board lock");
+            let flipped = board.record(&r.iface, &r.outcome, t, SystemTime::now());
+            if let Some(h) = board.get(&r.iface) {
+                debug!(
+                    iface = r.iface,
+                    success = r.outcome.success,
+                    rtt_ms = r.outcome.rtt.map(|d| d.as_secs_f64() * 1000.0),
+                    error = r.outcome.error.as_deref(),
+                    successes = h.probes.successes,
+                    failures = h.probes.failures,
+                    "probe round"
+                );
+            }
+            flipped
+        };
+        match flipped {
+            Some(false) => {
+                warn!(
+                    iface = r.iface,
+                    error = r.outcome.error.as_deref(),
+                    "uplink unhealthy: {} probe rounds failed in a row; taking it out of the balance",
+                    t.down_after
+                );
+                self.publish();
+                self.schedule(Instant::now(), format!("health: {} down", r.iface));
+            }
+            Some(true) => {
+                info!(
+                    iface = r.iface,
+                    "uplink healthy again: {} probe rounds answered in a row; back in the balance",
+                    t.up_after
+                );
+                self.publish();
+                self.schedule(Instant::now(), format!("health: {} up", r.iface));
+            }
+            None => {}
+        }
+    }
+
+    fn publish(&self) {
+        let verdicts = self.shared.board.lock().expect("board lock").verdicts();
+        if let Err(e) = self.lock.publish(&verdicts) {
+            warn!("cannot publish health verdicts: {e}");
+        }
+    }
+
+    /// Re-reads the configuration; on success reconciles with it at once. A file that
+    /// fails keeps the running configuration, and `status` shows the error.
+    async fn reload(&mut self, why: &str) -> std::result::Result<(), String> {
+        let loaded = config::load_or_last_good(&self.opts.config_path, &self.opts.run_dir);
+        if let Some(e) = &loaded.error {
+            *self.shared.config_error.lock().expect("config error lock") = Some(
+                ConfigErrorReport::new(e, "the configuration the daemon ran before"),
+            );
+            return Err(e.to_string());
+        }
+        if let Err(e) = loaded.keep_as_last_good(&self.opts.run_dir) {
+            warn!("cannot keep the configuration as the last good one: {e}");
+        }
+        *self.shared.config_error.lock().expect("config error lock") = None;
+        let config = loaded.config;
+        let probes_changed = config.health.targets != self.config.health.targets
+            || config.health.interval_ms != self.config.health.interval_ms;
+        self.config = Arc::new(config);
+        *self.shared.config.write().expect("config lock") = self.config.clone();
+        if probes_changed {
+            for (_, p) in std::mem::take(&mut self.probers) {
+                p.task.abort();
+            }
+        }
+        info!(trigger = why, "configuration reloaded");
+        self.schedule(Instant::now(), why.to_string());
+        self.reconcile_now().await
+    }
+
+    /// Runs the pending reconcile now.
+    async fn reconcile_now(&mut self) -> std::result::Result<(), String> {
+        let reasons = self.pending.take().map(|p| p.reasons).unwrap_or_default();
+        if let Some(e) = &*self.shared.config_error.lock().expect("config error lock") {
+            error!(
+                "{}; going on with {} until a reload succeeds",
+                e.message, e.using
+            );
+        }
+        // While NetworkManager (re)starts, its devices are not activated yet: planning
+        // then would tear every uplink down for a moment. Wait (boundedly) for it.
+        if self.refresh_nm().await {
+            let since = *self.nm_starting_since.get_or_insert_with(Instant::now);
+            if since.elapsed() < NM_STARTUP_WAIT {
+                debug!("NetworkManager is starting up; reconcile postponed");
+                for r in reasons {
+                    self.schedule(Instant::now() + Duration::from_millis(250), r);
+                }
+                return Ok(());
+            }
+        } else {
+            self.nm_starting_since = None;
+        }
+        let verdicts = self.shared.board.lock().expect("board lock").verdicts();
+        if let Err(e) = self.lock.publish(&verdicts) {
+            warn!("cannot publish health verdicts: {e}");
+        }
+        let (config, run_dir) = (self.config.clone(), self.opts.run_dir.clone());
+        let handle = tokio::runtime::Handle::current();
+        let result = tokio::task::spawn_blocking(move || {
+            handle.block_on(reconcile::reconcile(&config, &run_dir, &verdicts))
+        })
+        .await
+        .unwrap_or_else(|e| Err(Error::Other(format!("reconcile task: {e}"))));
+        match result {
+            Ok(outcome) => {
+                reconcile::log_outcome(&reasons, &outcome, tracing::Level::DEBUG);
+                // Uplinks left out of this run (NetworkManager's view in flux, or the
+                // kernel refused them) or held while NetworkManager re-activates them
+                // are looked at again like after a failed run.
+                let unsettled = outcome.unsettled();
+                let plan = outcome.plan;
+                if !unsettled {
+                    self.failures = 0;
+                } else {
+                    self.failures += 1;
+                    let delay = retry_delay(self.failures);
+                    self.schedule(Instant::now() + delay, "retry left-out uplinks".into());
+                }
+                for w in &plan.warnings {
+                    debug!("plan: {w}");
+                }
+                if self.sync_probers(&plan) {
+                    // A new uplink NetworkManager already calls dead: plan again.
+                    self.schedule(Instant::now(), "NetworkManager connectivity".into());
+                }
+                self.publish();
+                Ok(())
+            }
+            Err(e) => {
+                self.failures += 1;
+                let delay = retry_delay(self.failures);
+                warn!(trigger = ?reasons, "reconcile failed: {e}; retrying in {delay:?}");
+                self.schedule(Instant::now() + delay, "retry".into());
+                Err(e.to_string())
+            }
+        }
+    }
+
+    /// Reads NetworkManager's per-device connectivity and feeds it to the board.
+    /// Returns whether NetworkManager is still starting up.
+    async fn refresh_nm(&mut self) -> bool {
+        let conn = self.shared.bus.lock().expect("bus lock").clone();
+        let Some(conn) = conn else { return false };
+        let mut starting = false;
+        match tokio::time::timeout(Duration::from_secs(2), nm_facts(&conn)).await {
+            Ok(Ok(facts)) => {
+                starting = facts.starting;
+                self.nm_connectivity = facts.connectivity;
+            }
+            Ok(Err(e)) => debug!("cannot read NetworkManager's connectivity: {e}"),
+            Err(_) => debug!("reading NetworkManager's connectivity timed out"),
+        }
+        self.apply_nm_connectivity();
+        starting
+    }
+
+    /// Returns whether a verdict flipped.
+    fn apply_nm_connectivity(&mut self) -> bool {
+        let mut board = self.shared.board.lock().expect("board lock");
+        let ifaces: Vec<String> = board.ifaces().map(str::to_string).collect();
+        let mut flipped = false;
+        for iface in ifaces {
+            let c = self.nm_connectivity.get(&iface).copied().flatten();
+            if let Some(v) = board.set_nm_connectivity(&iface, c, SystemTime::now()) {
+                flipped = true;
+                if v {
+                    info!(iface, "NetworkManager reports connectivity again");
+                } else {
+                    warn!(
+                        iface,
+                        connectivity = health::nm_connectivity::name(c.unwrap_or(0)),
+                        "NetworkManager's connectivity check fails on this uplink; \
+                         taking it out of the balance"
+                    );
+                }
+            }
+        }
+        flipped
+    }
+}
+
+/// 1 s, 2 s, 4 s ... up to [`MAX_RETRY`].
+fn retry_delay(failures: u32) -> Duration {
+    let secs = 1u64 << failures.saturating_sub(1).min(5);
+    Duration::from_secs(secs).min(MAX_RETRY)
+}

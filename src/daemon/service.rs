@@ -1,0 +1,129 @@
+//! Our D-Bus service, `net.nmmultiwan.Daemon1`, and the client side `status` uses.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tracing::{debug, warn};
+use zbus::Connection;
+use zbus::message::Header;
+use zbus::names::BusName;
+
+use super::*;
+
+/// Our well-known name on the system bus.
+pub const BUS_NAME: &str = "net.nmmultiwan.Daemon1";
+pub const OBJECT_PATH: &str = "/net/nmmultiwan/Daemon1";
+pub const INTERFACE: &str = "net.nmmultiwan.Daemon1";
+
+/// `net.nmmultiwan.Daemon1` at `/net/nmmultiwan/Daemon1`.
+pub(super) struct Service {
+    pub shared: Arc<Shared>,
+}
+
+#[zbus::interface(name = "net.nmmultiwan.Daemon1")]
+impl Service {
+    /// The `status --json` document, with each uplink's `healthy` and the `health`
+    /// section filled in. Anyone may call it.
+    async fn status(&self) -> zbus::fdo::Result<String> {
+        let config = self.shared.config();
+        let (verdicts, health) = {
+            let board = self.shared.board.lock().expect("board lock");
+            (board.verdicts(), board.report(&config.health))
+        };
+        let handle = tokio::runtime::Handle::current();
+        let report = tokio::task::spawn_blocking(move || {
+            handle.block_on(status::gather(&config, &verdicts))
+        })
+        .await
+        .map_err(|e| zbus::fdo::Error::Failed(format!("status task: {e}")))?
+        .map_err(|e| zbus::fdo::Error::Failed(e.to_string()))?;
+        let config_error = self
+            .shared
+            .config_error
+            .lock()
+            .expect("config error lock")
+            .clone();
+        let report = StatusReport {
+            health: Some(health),
+            config_error,
+            ..report
+        };
+        serde_json::to_string(&report).map_err(|e| zbus::fdo::Error::Failed(e.to_string()))
+    }
+
+    /// Re-reads the configuration and reconciles. Root only, whatever the bus policy.
+    async fn reload(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> zbus::fdo::Result<()> {
+        let sender = hdr
+            .sender()
+            .ok_or_else(|| zbus::fdo::Error::AccessDenied("caller unknown".into()))?;
+        let uid = zbus::fdo::DBusProxy::new(conn)
+            .await?
+            .get_connection_unix_user(BusName::Unique(sender.clone()))
+            .await?;
+        authorize_reload(uid).inspect_err(|_| {
+            warn!(%sender, uid, "refused Reload from a non-root caller");
+        })?;
+        let (reply, answer) = oneshot::channel();
+        self.shared
+            .control
+            .send(Control::Reload { reply })
+            .await
+            .map_err(|_| zbus::fdo::Error::Failed("the daemon is stopping".into()))?;
+        answer
+            .await
+            .map_err(|_| zbus::fdo::Error::Failed("the daemon is stopping".into()))?
+            .map_err(zbus::fdo::Error::Failed)
+    }
+}
+
+/// Only root may act on the daemon.
+pub(super) fn authorize_reload(uid: u32) -> zbus::fdo::Result<()> {
+    if uid == 0 {
+        Ok(())
+    } else {
+        Err(zbus::fdo::Error::AccessDenied(format!(
+            "only root may reload nm-multiwan (caller uid {uid})"
+        )))
+    }
+}
+
+/// How long `status` waits for a running daemon's answer before reading the state
+/// itself.
+pub const STATUS_QUERY_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Asks a running daemon for its status over the system bus. `Ok(None)` when no daemon
+/// answers within `timeout` (none running, or an error): callers then gather the
+/// status themselves. A bus that cannot be reached within [`crate::bus::DBUS_TIMEOUT`]
+/// is an error: without it there is no NetworkManager to read either.
+pub async fn query_status(timeout: Duration) -> Result<Option<StatusReport>> {
+    let conn = crate::bus::system(timeout).await?;
+    let ask = async {
+        let reply = conn
+            .call_method(Some(BUS_NAME), OBJECT_PATH, Some(INTERFACE), "Status", &())
+            .await?;
+        let text: String = reply.body().deserialize()?;
+        Ok::<_, zbus::Error>(text)
+    };
+    Ok(match tokio::time::timeout(timeout, ask).await {
+        Ok(Ok(text)) => match serde_json::from_str(&text) {
+            Ok(report) => Some(report),
+            Err(e) => {
+                debug!("daemon status unreadable: {e}");
+                None
+            }
+        },
+        Ok(Err(e)) => {
+            debug!("no daemon status: {e}");
+            None
+        }
+        Err(_) => {
+            debug!("no daemon status within {timeout:?}");
+            None
+        }
+    })
+}
