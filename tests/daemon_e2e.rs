@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{Options, SERVER, Sandbox, isp_addr, tally};
+use common::{Fw, Options, SERVER, Sandbox, isp_addr, tally};
 
 /// Probes every 500 ms straight at the sandbox's internet server: out after 3 lost
 /// rounds, back after 3 answered ones.
@@ -293,12 +293,7 @@ fn cut_upstream(sb: &Sandbox, k: u32, cut: bool) {
 
 /// The nth slots of our firewall chain, as marks.
 fn balanced_marks(sb: &Sandbox) -> BTreeSet<String> {
-    sb.host_ok(&["iptables-save", "-t", "mangle"])
-        .lines()
-        .filter(|l| l.starts_with("-A nm-multiwan-tcp") && l.contains("-j MARK"))
-        .filter_map(|l| l.split("--set-xmark ").nth(1))
-        .map(|m| m.split('/').next().unwrap_or("").to_string())
-        .collect()
+    sb.balanced_marks()
 }
 
 /// The mark of an uplink, as `status --json` shows it.
@@ -341,13 +336,13 @@ fn stderr(o: &std::process::Output) -> String {
 /// Without any dispatcher script the daemon follows `nmcli con up/down`; an upstream
 /// cut behind its gateway leaves the balance and comes back when it heals. Failover
 /// and recovery are measured from the traffic.
-#[test]
-fn daemon_follows_nmcli_and_fails_over_dead_upstreams() {
+fn daemon_follows_nmcli_and_fails_over_dead_upstreams(fw: Fw) {
     require_root!();
     let sb = Sandbox::create(
         "dmnf",
         &["eth0:static:1", "wlan0:dhcp:2"],
         Options {
+            firewall: fw,
             dispatcher: false,
             config: Some(CONFIG),
             dbus_policy: true,
@@ -491,13 +486,13 @@ fn daemon_follows_nmcli_and_fails_over_dead_upstreams() {
 
 /// The D-Bus interface and its policy; SIGHUP; NetworkManager restarted under the
 /// daemon's feet; SIGTERM leaves the balanced state, --flush-on-exit removes it.
-#[test]
-fn daemon_dbus_policy_reload_and_networkmanager_restart() {
+fn daemon_dbus_policy_reload_and_networkmanager_restart(fw: Fw) {
     require_root!();
     let sb = Sandbox::create(
         "dmnd",
         &["eth0:static:1", "wlan0:static:2"],
         Options {
+            firewall: fw,
             dispatcher: false,
             config: Some(CONFIG),
             dbus_policy: true,
@@ -640,13 +635,13 @@ fn daemon_dbus_policy_reload_and_networkmanager_restart() {
 /// With the dispatcher script installed too, the two never fight: a dispatcher run
 /// while an uplink is unhealthy reaches the daemon's result (the dead uplink stays out).
 /// Probes here are TCP handshakes; with every upstream dead, all uplinks stay balanced.
-#[test]
-fn daemon_and_dispatcher_agree() {
+fn daemon_and_dispatcher_agree(fw: Fw) {
     require_root!();
     let sb = Sandbox::create(
         "dmna",
         &["eth0:static:1", "wlan0:static:2", "usb0:static:3"],
         Options {
+            firewall: fw,
             config: Some(&CONFIG.replace("\"198.51.100.10\"", "\"tcp:198.51.100.10:7000\"")),
             dbus_policy: true,
             ..Default::default()
@@ -702,3 +697,9 @@ fn daemon_and_dispatcher_agree() {
     spread_is(&sb, 6, &[(1, 2), (2, 2), (3, 2)]);
     drop(daemon);
 }
+
+on_both_backends!(
+    daemon_follows_nmcli_and_fails_over_dead_upstreams,
+    daemon_dbus_policy_reload_and_networkmanager_restart,
+    daemon_and_dispatcher_agree,
+);

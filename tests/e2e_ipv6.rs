@@ -9,7 +9,7 @@ mod common;
 
 use std::process::{Child, Command, Stdio};
 
-use common::{Options, SERVER, SERVER6, Sandbox, isp_addr, isp_addr6, tally};
+use common::{Fw, Options, SERVER, SERVER6, Sandbox, isp_addr, isp_addr6, tally};
 
 /// What the internet server sees of connections through the campus network.
 const CAMPUS: &str = "203.0.113.38";
@@ -92,13 +92,13 @@ fn status_json(sb: &Sandbox) -> serde_json::Value {
 /// Spread over static, DHCPv6 and SLAAC uplinks, local destinations (on-link prefixes,
 /// link-local), inbound replies, status, and up/down cycles through the real
 /// dispatcher; IPv4 keeps spreading in the same dual-stack sandbox.
-#[test]
-fn ipv6_balances_over_dual_stack_uplinks_and_follows_nmcli() {
+fn ipv6_balances_over_dual_stack_uplinks_and_follows_nmcli(fw: Fw) {
     require_root!();
     let sb = Sandbox::create_up(
         "v6bal",
         &["eth0:static:1", "wlan0:dhcp:2", "usb0:campus"],
         Options {
+            firewall: fw,
             ipv6: true,
             ..Default::default()
         },
@@ -264,13 +264,13 @@ fn ipv6_balances_over_dual_stack_uplinks_and_follows_nmcli() {
 
 /// `apply` twice changes nothing the second time, and `flush` leaves the machine exactly
 /// as it was, in both families. Two uplinks share one SLAAC prefix (campus).
-#[test]
-fn ipv6_apply_is_idempotent_and_flush_restores_everything() {
+fn ipv6_apply_is_idempotent_and_flush_restores_everything(fw: Fw) {
     require_root!();
     let sb = Sandbox::create_up(
         "v6flush",
         &["eth0:campus", "wlan0:campus", "usb0:dhcp:2"],
         Options {
+            firewall: fw,
             dispatcher: false,
             ipv6: true,
             ..Default::default()
@@ -280,7 +280,12 @@ fn ipv6_apply_is_idempotent_and_flush_restores_everything() {
     sb.host_ok(&["/usr/bin/nm-multiwan", "apply"]);
     let applied = snapshot_all(&sb);
     assert_ne!(before, applied, "apply changed nothing");
-    assert!(applied.contains("-A nm-multiwan-out -p ipv6-icmp -j RETURN"));
+    let fw_text = sb.firewall_text();
+    assert!(
+        fw_text.contains("-A nm-multiwan-out -p ipv6-icmp -j RETURN")
+            || fw_text.contains("meta l4proto ipv6-icmp return"),
+        "new ICMPv6 is never balanced: {fw_text}"
+    );
     sb.host_ok(&["/usr/bin/nm-multiwan", "apply"]);
     assert_eq!(
         snapshot_all(&sb),
@@ -331,13 +336,13 @@ fn ipv6_apply_is_idempotent_and_flush_restores_everything() {
 /// `ipv6 = false` installs nothing IPv6; automatic mode turns IPv6 on with two IPv6
 /// uplinks (weights apply to it) and removes exactly what it installed when one leaves;
 /// an IPv6-only uplink gets an id and takes part in IPv6 only.
-#[test]
-fn ipv6_switches_on_and_off_cleanly_and_ipv6_only_uplinks_count() {
+fn ipv6_switches_on_and_off_cleanly_and_ipv6_only_uplinks_count(fw: Fw) {
     require_root!();
     let sb = Sandbox::create_up(
         "v6off",
         &["eth0:static:1", "wlan0:static:2"],
         Options {
+            firewall: fw,
             dispatcher: false,
             ipv6: true,
             config: Some("ipv6 = false\n"),
@@ -419,13 +424,13 @@ fn ipv6_switches_on_and_off_cleanly_and_ipv6_only_uplinks_count() {
 
 /// A machine without IPv6 (the sandbox disables it everywhere) gets nothing IPv6, and
 /// IPv4 is balanced as it always was.
-#[test]
-fn ipv4_only_machine_gets_nothing_ipv6() {
+fn ipv4_only_machine_gets_nothing_ipv6(fw: Fw) {
     require_root!();
     let sb = Sandbox::create_up(
         "v4only",
         &["eth0:static:1", "wlan0:dhcp:2"],
         Options {
+            firewall: fw,
             dispatcher: false,
             ..Default::default()
         },
@@ -452,3 +457,10 @@ fn ipv4_only_machine_gets_nothing_ipv6() {
     sb.host_ok(&["/usr/bin/nm-multiwan", "flush"]);
     assert_eq!(sb.snapshot6(), before6);
 }
+
+on_both_backends!(
+    ipv6_balances_over_dual_stack_uplinks_and_follows_nmcli,
+    ipv6_apply_is_idempotent_and_flush_restores_everything,
+    ipv6_switches_on_and_off_cleanly_and_ipv6_only_uplinks_count,
+    ipv4_only_machine_gets_nothing_ipv6,
+);

@@ -88,7 +88,50 @@ fn describe(args: &[&str], o: &Output) -> String {
     )
 }
 
+/// The firewall backend a test runs on. End-to-end tests run on both: a test is written
+/// as `fn name(fw: Fw)` and listed in its file's [`on_both_backends!`] call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fw {
+    Nftables,
+    Iptables,
+}
+
+impl Fw {
+    pub fn name(self) -> &'static str {
+        match self {
+            Fw::Nftables => "nftables",
+            Fw::Iptables => "iptables",
+        }
+    }
+}
+
+/// Generates, for each listed `fn name(fw: Fw)`, the tests `nftables::name` and
+/// `iptables::name`: one body, both backends.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod nftables {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(super::common::Fw::Nftables)
+                }
+            )*
+        }
+        mod iptables {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(super::common::Fw::Iptables)
+                }
+            )*
+        }
+    };
+}
+
 pub struct Options<'a> {
+    /// The firewall backend (`firewall = ...` is put first in the sandbox's config).
+    pub firewall: Fw,
     pub dispatcher: bool,
     pub config: Option<&'a str>,
     pub rate: Option<&'a str>,
@@ -105,6 +148,7 @@ pub struct Options<'a> {
 impl Default for Options<'_> {
     fn default() -> Self {
         Options {
+            firewall: Fw::Nftables,
             dispatcher: true,
             config: None,
             rate: None,
@@ -184,13 +228,16 @@ impl Sandbox {
         if opts.dispatcher {
             cmd.env("SB_DISPATCHER", repo().join("dispatcher.d/90-nm-multiwan"));
         }
-        let mut config_file = None;
-        if let Some(c) = opts.config {
-            let path = std::env::temp_dir().join(format!("{name}-config.toml"));
-            std::fs::write(&path, c).unwrap();
-            cmd.env("SB_CONFIG", &path);
-            config_file = Some(path);
-        }
+        // The backend is chosen first, whatever else the test's config says.
+        let config = format!(
+            "firewall = \"{}\"\n{}",
+            opts.firewall.name(),
+            opts.config.unwrap_or("")
+        );
+        let path = std::env::temp_dir().join(format!("{name}-config.toml"));
+        std::fs::write(&path, config).unwrap();
+        cmd.env("SB_CONFIG", &path);
+        let config_file = Some(path);
         if let Some(r) = opts.rate {
             cmd.env("SB_RATE", r);
         }
@@ -334,12 +381,80 @@ impl Sandbox {
 
     fn snapshot_filtered(&self, keep_route: impl Fn(&str) -> bool) -> String {
         let mut s = self.family_state("-4", "iptables-save", keep_route);
+        s += &self.nft_ruleset();
         s += &self.host_ok(&[
             "sh",
             "-c",
             "for f in /proc/sys/net/ipv4/conf/*/rp_filter /proc/sys/net/ipv4/conf/*/src_valid_mark /proc/sys/net/ipv4/conf/*/arp_ignore /proc/sys/net/ipv4/conf/*/arp_announce; do echo \"$f $(cat $f)\"; done",
         ]);
         s
+    }
+
+    /// The whole nf_tables ruleset (iptables-nft's tables included), counters left
+    /// out.
+    pub fn nft_ruleset(&self) -> String {
+        let mut out = String::new();
+        for line in self.host_ok(&["nft", "list", "ruleset"]).lines() {
+            let line = match line.find("counter packets") {
+                Some(i) => {
+                    let rest = &line[i..];
+                    // "counter packets N bytes M" -> "counter"
+                    let after = rest
+                        .split_whitespace()
+                        .skip(5)
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    format!("{}counter {after}", &line[..i])
+                }
+                None => line.to_string(),
+            };
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Everything our firewall shows, whichever backend: our iptables chains (both
+    /// families) and our nftables table.
+    pub fn firewall_text(&self) -> String {
+        let mut s = String::new();
+        for save in ["iptables-save", "ip6tables-save"] {
+            if let Ok(o) = std::str::from_utf8(&self.host(&[save]).stdout) {
+                s += o;
+            }
+        }
+        let o = self.host(&["nft", "list", "table", "inet", "nm-multiwan"]);
+        if o.status.success() {
+            s += &text(&o);
+        }
+        s
+    }
+
+    /// The marks the IPv4 TCP round gives new connections, whichever backend holds it:
+    /// the uplinks in the balance.
+    pub fn balanced_marks(&self) -> std::collections::BTreeSet<String> {
+        let mut marks = std::collections::BTreeSet::new();
+        for l in text(&self.host(&["iptables-save", "-t", "mangle"])).lines() {
+            if l.starts_with("-A nm-multiwan-tcp")
+                && l.contains("-j MARK")
+                && let Some(m) = l.split("--set-xmark ").nth(1)
+            {
+                marks.insert(m.split('/').next().unwrap_or("").to_string());
+            }
+        }
+        let o = self.host(&["nft", "list", "map", "inet", "nm-multiwan", "round4_tcp"]);
+        if o.status.success() {
+            for chain in text(&o).split("goto to4_").skip(1) {
+                let hex: String = chain
+                    .chars()
+                    .take_while(|c| c.is_ascii_hexdigit())
+                    .collect();
+                if let Ok(m) = u32::from_str_radix(&hex, 16) {
+                    marks.insert(format!("{m:#x}"));
+                }
+            }
+        }
+        marks
     }
 
     /// IPv6 state relevant to us, normalised: every IPv6 rule, the routes in our tables,
