@@ -10,14 +10,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read as _};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{Fw, Options, SERVER, Sandbox, isp_addr, tally};
+use common::{Daemon, Fw, Options, SERVER, Sandbox, isp_addr, tally};
 
 /// Probes every 500 ms straight at the sandbox's internet server: out after 3 lost
 /// rounds, back after 3 answered ones.
@@ -28,80 +28,6 @@ interval_ms = 500
 down_after = 3
 up_after = 3
 ";
-
-/// `nm-multiwan daemon` running in the sandbox's host; killed on drop. On a failing
-/// test its log is printed.
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(sb: &Sandbox, extra: &[&str]) -> Daemon {
-        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = STARTED.fetch_add(1, Ordering::Relaxed);
-        let log = sb.work_file(&format!("daemon-{n}.log"));
-        let out = std::fs::File::create(&log).unwrap();
-        let mut cmd = Command::new(common::sandbox_script());
-        cmd.args(["exec", &sb.name, "/usr/bin/nm-multiwan", "-v", "daemon"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out);
-        let child = cmd.spawn().expect("start the daemon");
-        let d = Daemon { child, log };
-        // Ready once it has reconciled and owns its bus name (or said it cannot).
-        sb.wait_until(15, "the daemon's first reconcile", || {
-            d.log_text().contains("reconciled") || d.log_text().contains("in sync")
-        });
-        d
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our own child's pid.
-        assert_eq!(unsafe { libc::kill(self.pid(), sig) }, 0, "kill {sig}");
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    /// SIGTERM and wait (at most 10 s) for a clean exit.
-    fn stop(mut self) -> std::process::ExitStatus {
-        self.signal(libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "daemon ignores SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let text = self.log_text();
-            let lines: Vec<&str> = text.lines().collect();
-            eprintln!("--- daemon log (last 80 lines) ---");
-            for l in &lines[lines.len().saturating_sub(80)..] {
-                eprintln!("{l}");
-            }
-        }
-    }
-}
 
 /// One new connection made by the observer: when it started and which ISP address
 /// the server saw (or why it failed).

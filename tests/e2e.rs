@@ -24,27 +24,6 @@ fn expect_spread(sb: &Sandbox, n: usize, want: &[(u32, usize)]) {
     assert_eq!(got, want, "connections per ISP address");
 }
 
-/// Starts a server in the host answering each connection with the peer address.
-fn host_listener(sb: &Sandbox, port: u16) -> std::process::Child {
-    let child = Command::new(common::sandbox_script())
-        .args(["exec-ns", &sb.name, "host", "python3"])
-        .arg(common::repo().join("tests/sandbox/peer_server.py"))
-        .arg("0.0.0.0")
-        .arg(port.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("socat");
-    sb.wait_until(10, "host listener", || {
-        sb.ns("host", &["ss", "-ltn"])
-            .stdout
-            .windows(port.to_string().len() + 1)
-            .any(|w| w == format!(":{port}").as_bytes())
-    });
-    child
-}
-
 /// Points 3, 4, 5 and 10, spread over static and DHCP uplinks, driven by `nmcli` through
 /// the real dispatcher; point 7 over repeated up/down cycles.
 fn balances_over_uplinks_and_follows_nmcli(fw: Fw) {
@@ -95,7 +74,7 @@ fn balances_over_uplinks_and_follows_nmcli(fw: Fw) {
 
     // Point 4: connections coming in through each uplink, from its LAN and from the
     // internet, are answered (through the same uplink, or the ISP/rp_filter drops them).
-    let mut listener = host_listener(&sb, 7100);
+    let listener = common::Listener::start(&sb, "0.0.0.0", 7100);
     let client = sb.client();
     for (k, iface) in [(1, "eth0"), (2, "wlan0"), (3, "usb0")] {
         let addr = sb.addr(iface);
@@ -109,8 +88,7 @@ fn balances_over_uplinks_and_follows_nmcli(fw: Fw) {
         }
     }
 
-    let _ = listener.kill();
-    let _ = listener.wait();
+    drop(listener);
 
     // Point 10: an uplink that goes away leaves the balance at once.
     sb.down("up-wlan0");

@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use common::{Fw, Options, SERVER, SERVER6, Sandbox, isp_addr, isp_addr6, tally};
 
@@ -34,35 +34,6 @@ fn expect_spread4(sb: &Sandbox, n: usize, want: &[(String, usize)]) {
 /// Everything of ours in both families, and the netfilter tables.
 fn snapshot_all(sb: &Sandbox) -> String {
     sb.snapshot() + &sb.snapshot6()
-}
-
-/// A server in the host answering each IPv6 connection with the peer address; killed on
-/// drop.
-struct Listener(Child);
-
-impl Listener {
-    fn start(sb: &Sandbox, port: u16) -> Listener {
-        let child = Command::new(common::sandbox_script())
-            .args(["exec-ns", &sb.name, "host", "socat"])
-            .arg(format!("TCP6-LISTEN:{port},ipv6only=1,fork,reuseaddr"))
-            .arg("SYSTEM:echo $SOCAT_PEERADDR")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("socat");
-        sb.wait_until(10, "host listener", || {
-            common::text(&sb.ns("host", &["ss", "-6", "-ltn"])).contains(&format!(":{port}"))
-        });
-        Listener(child)
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// `count` connections from namespace SB-`from` to `addr:port`; each must be answered.
@@ -144,7 +115,7 @@ fn ipv6_balances_over_dual_stack_uplinks_and_follows_nmcli(fw: Fw) {
     // Inbound replies: connections coming in through each uplink, from its router and
     // from the internet, are answered through the same uplink (each ISP drops what does
     // not come from its own prefix, so a wrong way fails).
-    let listener = Listener::start(&sb, 7100);
+    let listener = common::Listener::start(&sb, "::", 7100);
     for (iface, ns) in [("eth0", "isp1"), ("wlan0", "isp2"), ("usb0", "campus")] {
         let addr = sb.addr6(iface);
         for from in [ns, "inet"] {

@@ -628,3 +628,162 @@ pub fn isp_addr6(k: u32) -> String {
 pub fn exists(p: &Path) -> bool {
     p.exists()
 }
+
+/// `nm-multiwan daemon` running in the sandbox's host; killed on drop. On a failing
+/// test its log is printed.
+pub struct Daemon {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(sb: &Sandbox, extra: &[&str]) -> Daemon {
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = sb.work_file(&format!("daemon-{n}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(sandbox_script());
+        cmd.args(["exec", &sb.name, "/usr/bin/nm-multiwan", "-v", "daemon"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        let child = cmd.spawn().expect("start the daemon");
+        let d = Daemon { child, log };
+        // Ready once it has reconciled and owns its bus name (or said it cannot).
+        sb.wait_until(15, "the daemon's first reconcile", || {
+            d.log_text().contains("reconciled") || d.log_text().contains("in sync")
+        });
+        d
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.pid(), sig) }, 0, "kill {sig}");
+    }
+
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// SIGTERM and wait (at most 10 s) for a clean exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "daemon ignores SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let text = self.log_text();
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!("--- daemon log (last 80 lines) ---");
+            for l in &lines[lines.len().saturating_sub(80)..] {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+/// One long-lived connection of a [`Hold`]: the ISP address the server saw, and
+/// whether it kept working to the end.
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub isp: String,
+    pub ok: bool,
+    pub failed_at: Option<f64>,
+}
+
+/// `client.py hold`: COUNT long-lived connections to an echo server, exercised every
+/// 0.2 s for SECONDS, running in the background while the test does something else.
+pub struct Hold {
+    child: std::process::Child,
+}
+
+impl Hold {
+    /// Starts COUNT connections to `host:port` (IPv4 or IPv6 echo server on 7002).
+    pub fn start(sb: &Sandbox, count: usize, seconds: f64, host: &str) -> Hold {
+        let child = Command::new(sandbox_script())
+            .args(["exec", &sb.name, "python3", &sb.client(), "hold"])
+            .arg(count.to_string())
+            .arg(seconds.to_string())
+            .args([host, "7002"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the hold client");
+        Hold { child }
+    }
+
+    /// Waits for the end; every connection's fate.
+    pub fn finish(self) -> Vec<Held> {
+        let out = self.child.wait_with_output().expect("hold client");
+        let report = String::from_utf8_lossy(&out.stdout);
+        let v: serde_json::Value = serde_json::from_str(report.trim()).unwrap_or_else(|e| {
+            panic!(
+                "hold output {report:?}: {e}; {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        v.as_array()
+            .expect("a list")
+            .iter()
+            .map(|c| Held {
+                isp: normalise_addr(c["isp"].as_str().unwrap_or("")),
+                ok: c["ok"] == true,
+                failed_at: c["failed_at"].as_f64(),
+            })
+            .collect()
+    }
+}
+
+/// A server in the sandbox's host answering each connection with the peer address
+/// (`peer_server.py`): on `addr` ("0.0.0.0" for IPv4, "::" for IPv6 only); killed on
+/// drop.
+pub struct Listener(std::process::Child);
+
+impl Listener {
+    pub fn start(sb: &Sandbox, addr: &str, port: u16) -> Listener {
+        let child = Command::new(sandbox_script())
+            .args(["exec-ns", &sb.name, "host", "python3"])
+            .arg(repo().join("tests/sandbox/peer_server.py"))
+            .arg(addr)
+            .arg(port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("peer_server.py");
+        let family = if addr.contains(':') { "-6" } else { "-4" };
+        sb.wait_until(10, "host listener", || {
+            text(&sb.ns("host", &["ss", family, "-ltn"])).contains(&format!(":{port} "))
+        });
+        Listener(child)
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

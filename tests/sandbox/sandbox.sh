@@ -35,6 +35,9 @@
 #                           the uplinks' addresses, routes and links down, and empty
 #                           /run/NetworkManager, so that NetworkManager starts from its profiles
 #                           (keyfiles) and DHCP lease files alone.
+#   lanhost SB K A4 [A6]    Another host on ISP K's LAN: namespace SB-lanK, its eth0 on the ISP's
+#                           bridge with address A4 (e.g. 10.200.1.77/24) and optionally A6
+#                           (e.g. 2001:db8:1::77/64), default routes via the ISP router.
 #   info SB                 key=value lines: work dir, owner, NetworkManager PID, keyfile dir, logs.
 #   list                    Sandboxes that have a work dir or a namespace.
 #   reap                    Destroy every sandbox whose owner (SB_OWNER at create) is gone: what
@@ -222,7 +225,7 @@ owner_alive() { # owner_alive WORK: WORK/owner ("PID STARTTIME") names a live pr
 all_ns() {
     local k
     printf '%s\n' "$1-host" "$1-inet" "$1-campus"
-    for k in 1 2 3 4 5 6 7 8; do printf '%s\n' "$1-isp$k"; done
+    for k in 1 2 3 4 5 6 7 8; do printf '%s\n' "$1-isp$k" "$1-lan$k"; done
 }
 
 # The private mount namespace is entered through the private dbus-daemon (HOST_PID), which
@@ -714,6 +717,7 @@ cmd_create() {
     if [ "${SB_IPV6:-0}" = 1 ]; then
         spawn "$SB-inet" echo6-inet python3 "$SELF_DIR/peer_server.py" "$SERVER6" 7000
         spawn "$SB-inet" zero6-inet socat -U TCP6-LISTEN:7001,bind="[$SERVER6]",fork,reuseaddr OPEN:/dev/zero
+        spawn "$SB-inet" hold6-inet python3 "$SELF_DIR/peer_server.py" "$SERVER6" 7002 --echo
     fi
     for k in 1 2 3 4 5 6 7 8; do
         spawn "$SB-inet" "iperf3-520$k" iperf3 -s -B "$SERVER" -p "520$k"
@@ -790,7 +794,7 @@ EOF
         wait_until 5 listening "$SB-inet" tcp "$k" || die "no server on $SERVER:$k in $SB-inet; see $W/log/"
     done
     if [ "${SB_IPV6:-0}" = 1 ]; then
-        for k in 7000 7001; do
+        for k in 7000 7001 7002; do
             wait_until 5 listening "$SB-inet" tcp "$k" 6 || die "no server on [$SERVER6]:$k in $SB-inet; see $W/log/"
         done
     fi
@@ -940,6 +944,32 @@ cmd_restart_nm() { # cmd_restart_nm [--reboot] SB [TIMEOUT]
     say "NetworkManager of '$sb' restarted (pid $old -> $NM_PID)"
 }
 
+cmd_lanhost() { # cmd_lanhost SB K ADDR4/PREFIX [ADDR6/PREFIX]
+    local sb=$1 k=$2 a4=$3 a6=${4:-} ns up
+    check_name "$sb"
+    need_root
+    case "$k" in [1-8]) ;; *) die "lanhost: K must be 1..8, got '$k'" ;; esac
+    up="$sb-isp$k"
+    ns="$sb-lan$k"
+    ns_exists "$up" || die "lanhost: no ISP $k in sandbox '$sb'"
+    ! ns_exists "$ns" || die "lanhost: $ns exists"
+    ip netns add "$ns"
+    ip -n "$ns" link set lo up
+    ip -n "$up" link add "lanhost" type veth peer name eth0 netns "$ns"
+    ip -n "$up" link set lanhost master br0
+    ip -n "$up" link set lanhost up
+    ip -n "$ns" addr add "$a4" dev eth0
+    ip -n "$ns" link set eth0 up
+    ip -n "$ns" route add default via "10.200.$k.1"
+    if [ -n "$a6" ]; then
+        ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.eth0.disable_ipv6=0 \
+            net.ipv6.conf.eth0.accept_ra=0
+        ip -n "$ns" addr add "$a6" dev eth0 nodad
+        ip -n "$ns" -6 route add default via "$(up_lan6 "isp$k")::1"
+    fi
+    say "LAN host $ns on ISP $k: $a4 ${a6}"
+}
+
 cmd_info() {
     local sb=$1 w="$SB_ROOT/$1"
     check_name "$sb"
@@ -960,7 +990,7 @@ cmd_info() {
 
 cmd_list() {
     { ls "$SB_ROOT" 2>/dev/null || true; ip netns list 2>/dev/null | awk '{print $1}' |
-        sed -n 's/^\([A-Za-z0-9_]*\)-\(host\|inet\|campus\|isp[1-8]\)$/\1/p'; } | sort -u
+        sed -n 's/^\([A-Za-z0-9_]*\)-\(host\|inet\|campus\|isp[1-8]\|lan[1-8]\)$/\1/p'; } | sort -u
 }
 
 cmd_reap() {
@@ -1020,6 +1050,10 @@ main() {
         restart-nm)
             { [ "$#" -ge 1 ] && [ "$#" -le 3 ]; } || die "usage: $0 restart-nm [--reboot] SB [TIMEOUT]"
             cmd_restart_nm "$@"
+            ;;
+        lanhost)
+            { [ "$#" -ge 3 ] && [ "$#" -le 4 ]; } || die "usage: $0 lanhost SB K ADDR4/PREFIX [ADDR6/PREFIX]"
+            cmd_lanhost "$@"
             ;;
         info)
             [ "$#" = 1 ] || die "usage: $0 info SB"

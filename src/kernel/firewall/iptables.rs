@@ -584,7 +584,15 @@ impl Firewall for Iptables {
                 if saved.holds(&r, &fp) {
                     continue;
                 }
-                tables.restore(&Tables::full_batch(&r, &saved))?;
+                let mut batch = Tables::full_batch(&r, &saved);
+                if super::fault_injected() {
+                    batch = batch.replacen(
+                        "COMMIT\n",
+                        &format!("-A {OUT_CHAIN} -j nm-multiwan-missing\nCOMMIT\n"),
+                        1,
+                    );
+                }
+                tables.restore(&batch)?;
                 created.extend(
                     ["mangle", "nat"]
                         .into_iter()

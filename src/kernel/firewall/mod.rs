@@ -51,6 +51,14 @@ pub enum Choice {
     Iptables,
 }
 
+/// Test hook: with `NM_MULTIWAN_FAULT=firewall-refused` in its environment a backend
+/// adds one rule the kernel refuses (a jump to a chain that does not exist) to its
+/// batch, so that the suite can show a refused batch changes nothing. Read per call,
+/// never set by nm-multiwan itself.
+pub fn fault_injected() -> bool {
+    std::env::var_os("NM_MULTIWAN_FAULT").is_some_and(|v| v == "firewall-refused")
+}
+
 /// The backend `choice` means on this machine: `auto` asks the kernel whether it has
 /// nf_tables (not whether an `nft` binary exists: we never run it).
 pub fn resolve(choice: Choice) -> Backend {

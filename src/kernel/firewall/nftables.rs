@@ -701,7 +701,13 @@ impl Firewall for Nftables {
     }
 
     fn apply(&self, p: &FirewallPlan, created: &BTreeSet<String>) -> Result<BTreeSet<String>> {
-        let built = build(p, &p.fingerprint(Backend::Nftables, RENDERING));
+        let mut built = build(p, &p.fingerprint(Backend::Nftables, RENDERING));
+        if super::fault_injected() {
+            built.contents.rules.push(Rule::new(
+                "output",
+                vec![Expr::verdict(Verdict::Jump("nm-multiwan-missing".into()))],
+            ));
+        }
         let mut batch = Batch::new();
         batch
             .replace_table(&built.contents)
