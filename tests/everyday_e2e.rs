@@ -220,6 +220,55 @@ fn reapply_with_a_new_address_moves_at_once(fw: Fw) {
     );
 }
 
+/// NetworkManager's view disagrees with the kernel and never settles (wlan0's address
+/// taken away behind its back): the run waits a bounded while, then applies every other
+/// uplink and leaves wlan0 out of the balance rather than marking for a table it cannot
+/// fill; once the kernel agrees again, wlan0 is back.
+fn a_view_that_never_settles_leaves_only_that_uplink_out(fw: Fw) {
+    require_root!();
+    let sb = Sandbox::create_up(
+        "flux",
+        &["eth0:static:1", "wlan0:static:2", "usb0:static:3"],
+        Options {
+            firewall: fw,
+            ..Default::default()
+        },
+    );
+    sb.wait_until(10, "rules for three uplinks", || sb.our_table_rules() == 6);
+    sb.host_ok(&["ip", "addr", "del", "10.200.2.2/24", "dev", "wlan0"]);
+    let o = sb.host(&["/usr/bin/nm-multiwan", "apply"]);
+    assert!(
+        o.status.success(),
+        "the other uplinks were applied: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let got = sb.spread(6);
+    assert_eq!(
+        [1, 2, 3].map(|k| got.get(&isp_addr(k)).copied()),
+        [Some(3), None, Some(3)],
+        "wlan0 left out, nothing marked for it: {got:?}"
+    );
+    assert_eq!(sb.our_table_rules(), 4);
+    sb.host_ok(&["ip", "addr", "add", "10.200.2.2/24", "dev", "wlan0"]);
+    sb.host_ok(&[
+        "ip",
+        "route",
+        "replace",
+        "default",
+        "via",
+        "10.200.2.1",
+        "dev",
+        "wlan0",
+        "metric",
+        "101",
+    ]);
+    sb.host_ok(&["/usr/bin/nm-multiwan", "apply"]);
+    assert_eq!(
+        sb.spread(6).values().copied().collect::<Vec<_>>(),
+        [2, 2, 2]
+    );
+}
+
 /// An uplink configured by DHCPv6 holds a /128; the on-link prefix comes from the
 /// router advertisement. Another host on that LAN connects in; the router does not
 /// hairpin (it drops what it would route back out of the LAN), so the answers must go
@@ -299,5 +348,6 @@ on_both_backends!(
     networkmanager_restart_with_the_daemon,
     networkmanager_restart_with_both,
     reapply_with_a_new_address_moves_at_once,
+    a_view_that_never_settles_leaves_only_that_uplink_out,
     dhcpv6_uplink_answers_hosts_on_its_lan,
 );
