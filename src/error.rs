@@ -26,10 +26,14 @@ pub enum Error {
     Netlink(String),
     #[error("firewall: {0}")]
     Firewall(String),
-    #[error("conntrack: {0}")]
-    Conntrack(#[from] crate::kernel::conntrack::Error),
-    #[error("keeping departed addresses: {0}")]
-    Keeper(#[from] crate::kernel::keeper::Error),
+    /// A kernel interface of ours failed (conntrack, the address keeper, ...): what we
+    /// were doing, and the module's own error with its cause.
+    #[error("{what}: {source}")]
+    Kernel {
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("{what}: {source}")]
     Io {
         what: String,
