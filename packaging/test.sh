@@ -67,6 +67,7 @@ version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n1)
 expected="\
 /usr/bin/nm-multiwan 755
 /usr/lib/NetworkManager/dispatcher.d/90-nm-multiwan 755
+/usr/lib/NetworkManager/conf.d/90-nm-multiwan.conf 644
 /usr/lib/systemd/system/nm-multiwan.service 644
 /usr/share/dbus-1/system.d/net.nmmultiwan.Daemon1.conf 644
 /usr/share/man/man1/nm-multiwan.1.gz 644

@@ -36,8 +36,6 @@ const OBJECT_MANAGER_PATH: &str = "/org/freedesktop";
 pub const DEVICE_STATE_PREPARE: u32 = 40;
 /// `NM_DEVICE_STATE_ACTIVATED`.
 pub const DEVICE_STATE_ACTIVATED: u32 = 100;
-/// `NM_DEVICE_STATE_DEACTIVATING`.
-pub const DEVICE_STATE_DEACTIVATING: u32 = 110;
 /// `NM_DEVICE_TYPE_LOOPBACK`.
 pub const DEVICE_TYPE_LOOPBACK: u32 = 32;
 /// The main routing table; NetworkManager leaves `table` out of `RouteData` for it.
@@ -320,15 +318,15 @@ pub struct NmView {
 }
 
 impl NmView {
-    /// Whether NetworkManager is in the middle of (re)activating or deactivating the
-    /// device on `iface` (prepare .. secondaries, or deactivating), or starting up:
-    /// then its view of the device says nothing about the kernel's.
+    /// Whether NetworkManager is (re)activating the device on `iface` (prepare ..
+    /// secondaries) or starting up: then its view of the device says nothing about the
+    /// kernel's. (A device it deactivates is going away: nothing to wait for.)
     pub fn in_transition(&self, iface: &str) -> bool {
         self.starting
-            || self.devices.get(iface).is_some_and(|s| {
-                (DEVICE_STATE_PREPARE..DEVICE_STATE_ACTIVATED).contains(s)
-                    || *s == DEVICE_STATE_DEACTIVATING
-            })
+            || self
+                .devices
+                .get(iface)
+                .is_some_and(|s| (DEVICE_STATE_PREPARE..DEVICE_STATE_ACTIVATED).contains(s))
     }
 }
 

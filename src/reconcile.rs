@@ -111,12 +111,6 @@ pub async fn observe(
         }
     }
 
-    let local: BTreeSet<IpAddr> = kernel
-        .addresses
-        .iter()
-        .filter(|(iface, _)| iface.as_str() != keeper::DUMMY_NAME)
-        .flat_map(|(_, addrs)| addrs.iter().copied())
-        .collect();
     let kept: BTreeSet<IpAddr> = kernel
         .addresses
         .get(keeper::DUMMY_NAME)
@@ -124,17 +118,19 @@ pub async fn observe(
         .flatten()
         .copied()
         .collect();
-    // Connections still using a departed uplink's address: looked for only when an
-    // address departed or is kept, so that a quiet run never reads conntrack.
-    let departed = state
+    let now: BTreeSet<IpAddr> = uplinks.iter().flat_map(Uplink::addresses).collect();
+    let departed: BTreeSet<IpAddr> = state
         .uplinks
         .iter()
         .flat_map(Uplink::addresses)
-        .any(|a| !local.contains(&a));
-    let translated = if departed || !kept.is_empty() {
+        .filter(|a| !now.contains(a))
+        .collect();
+    // Conntrack is read only when an address departed or one we keep is no uplink's
+    // any more: a quiet run never reads it.
+    let translated = if !departed.is_empty() || kept.iter().any(|a| !now.contains(a)) {
         translated_sources(&ns).await
     } else {
-        Vec::new()
+        None
     };
 
     let facts = Facts {
@@ -142,7 +138,8 @@ pub async fn observe(
         health: health.clone(),
         ids,
         translated,
-        local,
+        departed,
+        kept: kept.clone(),
     };
     let observed = Observed {
         routes: kernel.routes.clone(),
@@ -233,8 +230,8 @@ fn held_uplinks(nm: &NmView, kernel: &RoutingState, last: &[Uplink]) -> Vec<Upli
 }
 
 /// Original sources of translated connections carrying one of our outbound marks:
-/// (source, mark). A failure to read conntrack keeps nothing, which is logged.
-async fn translated_sources(ns: &Namespace) -> Vec<(IpAddr, u32)> {
+/// (source, mark); `None` when conntrack cannot be read (logged).
+async fn translated_sources(ns: &Namespace) -> Option<Vec<(IpAddr, u32)>> {
     // The kernel filters on `mark & mask == value`, which cannot say "any id": the
     // inbound flag clear is the narrowest one filter can ask for.
     let entries = match conntrack::Conntrack::open() {
@@ -245,15 +242,17 @@ async fn translated_sources(ns: &Namespace) -> Vec<(IpAddr, u32)> {
         Err(e) => Err(e),
     };
     match entries {
-        Ok(entries) => entries
-            .into_iter()
-            .filter(|e| ns.decode(e.mark).is_some_and(|m| !m.inbound))
-            .filter(|e| e.orig.src != e.reply.dst)
-            .map(|e| (e.orig.src, e.mark & ns.id_mask()))
-            .collect(),
+        Ok(entries) => Some(
+            entries
+                .into_iter()
+                .filter(|e| ns.decode(e.mark).is_some_and(|m| !m.inbound))
+                .filter(|e| e.orig.src != e.reply.dst)
+                .map(|e| (e.orig.src, e.mark & ns.id_mask()))
+                .collect(),
+        ),
         Err(e) => {
-            warn!("cannot read conntrack: {e}; departed addresses are not kept");
-            Vec::new()
+            warn!("cannot read conntrack: {e}; keeping every departed address for now");
+            None
         }
     }
 }

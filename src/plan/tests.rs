@@ -437,23 +437,33 @@ fn ipv6_offlink_global_gateway_and_point_to_point() {
     assert!(ppp_default.gateway.is_none() && !ppp_default.onlink);
 }
 
-/// A departed uplink's address is kept while connections marked for a planned uplink
-/// still use it as their translated source; not when it is local again, not for
-/// connections of uplinks that are gone too.
+/// The primary uplink's address (lowest metric: the source of every unbound socket) is
+/// kept whenever another uplink could carry its connections; a departed address while
+/// connections marked for a planned uplink still use it as their translated source, not
+/// once it is an uplink's again, not for connections of uplinks that are gone too.
 #[test]
-fn departed_addresses_in_use_are_kept() {
+fn primary_and_departed_addresses_in_use_are_kept() {
+    let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
     let mut f = facts(vec![uplink("wlan0", 2), uplink("usb0", 3)]);
-    f.local = ["10.0.2.2".parse().unwrap(), "10.0.3.2".parse().unwrap()].into();
-    let gone: IpAddr = "10.0.1.2".parse().unwrap();
     f.ids.kernel = [("wlan0".to_string(), 2), ("usb0".to_string(), 3)].into();
-    f.translated = vec![(gone, 0x0200_0000), (gone, 0x0900_0000)];
-    let p = plan(&Config::default(), &f);
-    assert_eq!(p.keep, [gone]);
-    f.translated = vec![(gone, 0x0900_0000)];
-    assert!(plan(&Config::default(), &f).keep.is_empty());
-    f.translated = vec![(gone, 0x0200_0000)];
-    f.local.insert(gone);
-    assert!(plan(&Config::default(), &f).keep.is_empty());
+    // wlan0 (metric 102) is the primary now; nothing read from conntrack.
+    assert_eq!(plan(&Config::default(), &f).keep, [ip("10.0.2.2")]);
+    // One uplink alone: nothing to translate, nothing to keep.
+    let single = facts(vec![uplink("wlan0", 2)]);
+    assert!(plan(&Config::default(), &single).keep.is_empty());
+    let gone = ip("10.0.1.2");
+    f.departed = [gone].into();
+    f.translated = Some(vec![(gone, 0x0200_0000), (gone, 0x0900_0000)]);
+    assert_eq!(plan(&Config::default(), &f).keep, [gone, ip("10.0.2.2")]);
+    f.translated = Some(vec![(gone, 0x0900_0000)]);
+    assert_eq!(plan(&Config::default(), &f).keep, [ip("10.0.2.2")]);
+    // Conntrack unreadable: what departed stays kept rather than break connections.
+    f.translated = None;
+    assert_eq!(plan(&Config::default(), &f).keep, [gone, ip("10.0.2.2")]);
+    // Back on an uplink: its own again.
+    f.uplinks.push(uplink("eth0", 1));
+    f.translated = Some(vec![(gone, 0x0200_0000)]);
+    assert_eq!(plan(&Config::default(), &f).keep, [gone]);
 }
 
 /// An uplink of any kind: 0 IPv4 only, 1 IPv6 only, 2 dual-stack.

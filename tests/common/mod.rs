@@ -710,6 +710,8 @@ pub struct Held {
     pub isp: String,
     pub ok: bool,
     pub failed_at: Option<f64>,
+    /// The longest an echo took to come back, in seconds.
+    pub max_wait: f64,
 }
 
 /// `client.py hold`: COUNT long-lived connections to an echo server, exercised every
@@ -751,6 +753,7 @@ impl Hold {
                 isp: normalise_addr(c["isp"].as_str().unwrap_or("")),
                 ok: c["ok"] == true,
                 failed_at: c["failed_at"].as_f64(),
+                max_wait: c["max_wait"].as_f64().unwrap_or(0.0),
             })
             .collect()
     }

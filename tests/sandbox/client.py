@@ -7,7 +7,8 @@
   client.py hold COUNT SECONDS [HOST [PORT]]
       COUNT long-lived connections to an echo server that first sends the peer
       address; each is exercised every 0.2 s for SECONDS. Prints one JSON list:
-      [{"isp": "...", "ok": true|false, "failed_at": seconds|null}, ...].
+      [{"isp": "...", "ok": true|false, "failed_at": seconds|null,
+        "max_wait": seconds}, ...]  (max_wait: the longest an echo took to come back).
 """
 import json
 import socket
@@ -41,13 +42,15 @@ def hold(count, seconds, host, port):
         isp = b""
         while not isp.endswith(b"\n"):
             isp += s.recv(1)
-        conns.append({"sock": s, "isp": isp.decode().strip(), "ok": True, "failed_at": None})
+        conns.append({"sock": s, "isp": isp.decode().strip(), "ok": True, "failed_at": None,
+                      "max_wait": 0.0})
     start = time.monotonic()
     while time.monotonic() - start < seconds:
         for c in conns:
             if not c["ok"]:
                 continue
             try:
+                sent = time.monotonic()
                 c["sock"].sendall(b"ping\n")
                 got = b""
                 while not got.endswith(b"\n"):
@@ -57,11 +60,13 @@ def hold(count, seconds, host, port):
                     got += chunk
                 if got != b"ping\n":
                     raise OSError(f"unexpected {got!r}")
+                c["max_wait"] = max(c["max_wait"], round(time.monotonic() - sent, 3))
             except OSError:
                 c["ok"] = False
                 c["failed_at"] = round(time.monotonic() - start, 2)
         time.sleep(0.2)
-    print(json.dumps([{k: c[k] for k in ("isp", "ok", "failed_at")} for c in conns]), flush=True)
+    print(json.dumps([{k: c[k] for k in ("isp", "ok", "failed_at", "max_wait")} for c in conns]),
+          flush=True)
 
 
 def main(argv):

@@ -743,7 +743,11 @@ managed=1
 
 [connectivity]
 enabled=false
+
 EOF
+    # What the packages install into NetworkManager's conf.d (the sandbox's NetworkManager
+    # reads this one file only).
+    cat "$SELF_DIR/../../packaging/NetworkManager/90-nm-multiwan.conf" >>"$W/NetworkManager.conf"
     for i in "${!U_IFACE[@]}"; do
         write_keyfile "$i"
     done
