@@ -417,9 +417,9 @@ async fn apply(
                 }
             }
             Change::RemoveFirewall(b) => {
-                firewall::backend(*b).flush(&state.created)?;
-                if *b == Backend::Iptables {
-                    state.created.clear();
+                let created = firewall::backend(*b).flush(&state.created)?;
+                if created != state.created {
+                    state.created = created;
                     state.save(run_dir)?;
                 }
             }
@@ -488,15 +488,15 @@ pub async fn flush(config: &Config, run_dir: &Path) -> Result<Vec<Change>> {
     let state = State::load(run_dir);
     let mut done = Vec::new();
     // Firewall first: stop marking before the rules and tables go.
-    let created = &state.created;
+    let mut created = state.created.clone();
     for b in Backend::ALL {
         let fw = firewall::backend(b);
         let present = fw.installed().unwrap_or_else(|e| {
             debug!(backend = %b, error = %e, "cannot read that backend: nothing of ours there");
             false
         });
-        if present || (b == Backend::Iptables && !created.is_empty()) {
-            fw.flush(created)?;
+        if present || !created.is_empty() {
+            created = fw.flush(&created)?;
             done.push(Change::RemoveFirewall(b));
         }
     }

@@ -30,7 +30,9 @@ fn kept(sb: &Sandbox) -> std::collections::BTreeSet<String> {
         .lines()
         .filter_map(|l| {
             let mut w = l.split_whitespace().skip_while(|w| !w.starts_with("inet"));
-            w.nth(1).and_then(|a| a.split('/').next()).map(str::to_string)
+            w.nth(1)
+                .and_then(|a| a.split('/').next())
+                .map(str::to_string)
         })
         .collect()
 }
@@ -70,7 +72,9 @@ fn primary_leaving_by_nmcli_and_by_carrier_loss_keeps_the_others(fw: Fw) {
 
     // Back, and the primary again: its addresses, and nothing else, are kept.
     sb.up("up-eth0");
-    sb.wait_until(10, "only the primary's addresses kept", || kept(&sb) == primary);
+    sb.wait_until(10, "only the primary's addresses kept", || {
+        kept(&sb) == primary
+    });
     assert_eq!(
         sb.spread(9).values().copied().collect::<Vec<_>>(),
         [3, 3, 3]

@@ -612,15 +612,16 @@ impl Firewall for Iptables {
         Ok(created)
     }
 
-    fn flush(&self, created: &BTreeSet<String>) -> Result<()> {
+    fn flush(&self, created: &BTreeSet<String>) -> Result<BTreeSet<String>> {
+        let mut created = created.clone();
         for family in Family::ALL {
             let saved = self.dump_lenient(family)?;
             if saved.has_any() {
                 self.of(family).flush_chains(&saved)?;
             }
-            self.remove_created(family, &mut created.clone())?;
+            self.remove_created(family, &mut created)?;
         }
-        Ok(())
+        Ok(created)
     }
 
     fn counters(&self) -> Result<Counters> {

@@ -206,9 +206,10 @@ pub trait Firewall {
     /// containers earlier runs created (which flush removes once empty); returns that
     /// set as it is now.
     fn apply(&self, plan: &FirewallPlan, created: &BTreeSet<String>) -> Result<BTreeSet<String>>;
-    /// Removes everything of ours (and `created` containers left empty); nothing else.
-    /// Idempotent.
-    fn flush(&self, created: &BTreeSet<String>) -> Result<()>;
+    /// Removes everything of ours (and those of the `created` containers that are this
+    /// backend's and left empty); nothing else. Idempotent. Returns what is left of
+    /// `created`.
+    fn flush(&self, created: &BTreeSet<String>) -> Result<BTreeSet<String>>;
     fn counters(&self) -> Result<Counters>;
     /// The plan in this backend's own syntax, as its tools would print it.
     fn render(&self, plan: &FirewallPlan) -> String;

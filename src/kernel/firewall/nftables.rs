@@ -718,12 +718,14 @@ impl Firewall for Nftables {
         Ok(created.clone())
     }
 
-    fn flush(&self, _created: &BTreeSet<String>) -> Result<()> {
+    fn flush(&self, created: &BTreeSet<String>) -> Result<BTreeSet<String>> {
         let mut batch = Batch::new();
         batch.delete_table_if_exists(nft::Family::Inet, TABLE);
         open()?
             .commit(&batch)
-            .map_err(|e| nft_error("removing our table", e))
+            .map_err(|e| nft_error("removing our table", e))?;
+        // Our table is the only container we use, and it goes whole.
+        Ok(created.clone())
     }
 
     fn counters(&self) -> Result<Counters> {
