@@ -295,10 +295,25 @@ async fn run(cli: Cli) -> Result<i32> {
             let loaded = following(&cli.config, &run_dir);
             let health = health::published_verdicts(&run_dir);
             let (plan, fw, _) = status::current_plan(&loaded.config, &health).await?;
+            let rendered = fw.render(&plan.firewall);
             let text = if json {
-                serde_json::to_string_pretty(&plan).expect("serialises")
+                // The plan's own fields, plus what the chosen backend would install, so
+                // that a script sees the same as a person.
+                #[derive(serde::Serialize)]
+                struct PlanReport<'a> {
+                    #[serde(flatten)]
+                    plan: &'a crate::plan::Plan,
+                    backend: crate::kernel::firewall::Backend,
+                    firewall_rendered: &'a str,
+                }
+                serde_json::to_string_pretty(&PlanReport {
+                    plan: &plan,
+                    backend: fw.backend(),
+                    firewall_rendered: &rendered,
+                })
+                .expect("serialises")
             } else {
-                status::render_plan(&plan, fw.backend(), &fw.render(&plan.firewall))
+                status::render_plan(&plan, fw.backend(), &rendered)
             };
             print_stdout(&text)?;
             Ok(fallback_exit(&loaded))
