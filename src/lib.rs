@@ -22,6 +22,7 @@ pub mod reconcile;
 pub mod split;
 pub mod state;
 pub mod status;
+pub mod traffic;
 #[cfg(test)]
 pub mod testing;
 
