@@ -70,6 +70,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A live view of the uplinks, refreshed every second (q quits).
+    ///
+    /// Per uplink its state and health, download and upload rate, tracked connections,
+    /// probe RTT and loss (with the daemon running) and the last minute's download; the
+    /// total against the best single uplink. Reads a running daemon, or the state
+    /// itself without one. Without a terminal (TERM=dumb, or a pipe) it prints one
+    /// line per second.
+    Top,
     /// Run in the foreground: follow NetworkManager on D-Bus, probe every uplink and
     /// take uplinks whose upstream is dead out of the balance.
     Daemon {
@@ -131,6 +139,7 @@ impl Command {
             Command::Dispatch { .. } => "dispatch",
             Command::Flush => "flush",
             Command::Status { .. } => "status",
+            Command::Top => "top",
             Command::Daemon { .. } => "daemon",
             Command::Plan { .. } => "plan",
             Command::FollowUp => "follow-up",
@@ -151,7 +160,10 @@ impl Command {
             | Command::Split { .. }
             | Command::Unsplit { .. } => true,
             Command::Dispatch { action, .. } => RECONCILE_ACTIONS.contains(&action.as_str()),
-            Command::Status { .. } | Command::Plan { .. } | Command::GenerateAssets { .. } => false,
+            Command::Status { .. }
+            | Command::Top
+            | Command::Plan { .. }
+            | Command::GenerateAssets { .. } => false,
         }
     }
 }
@@ -290,6 +302,11 @@ async fn run(cli: Cli) -> Result<i32> {
                 status::render(&report)
             };
             print_stdout(&text).map(|()| 0)
+        }
+        Command::Top => {
+            // Reads only, like status: a broken file is shown, not a failure.
+            let loaded = config::load_or_last_good(&cli.config, &run_dir);
+            crate::top::run(&loaded, &run_dir).await.map(|()| 0)
         }
         Command::Plan { json } => {
             let loaded = following(&cli.config, &run_dir);
@@ -479,6 +496,7 @@ mod tests {
         for args in [
             &["status"][..],
             &["status", "--json"],
+            &["top"],
             &["plan"],
             &["dispatch", "eth0", "pre-up"],
             &["dispatch", "eth0", "hostname"],

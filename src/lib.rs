@@ -23,8 +23,9 @@ pub mod reconcile;
 pub mod split;
 pub mod state;
 pub mod status;
-pub mod traffic;
 #[cfg(test)]
 pub mod testing;
+pub mod top;
+pub mod traffic;
 
 pub use error::{Error, Result};
