@@ -78,6 +78,9 @@ pub enum Command {
     /// itself without one. Without a terminal (TERM=dumb, or a pipe) it prints one
     /// line per second.
     Top,
+    /// Show desktop notifications when an uplink loses or regains its internet, joins
+    /// or leaves (run in the desktop session; the packages start it at login).
+    Notify,
     /// Run in the foreground: follow NetworkManager on D-Bus, probe every uplink and
     /// take uplinks whose upstream is dead out of the balance.
     Daemon {
@@ -140,6 +143,7 @@ impl Command {
             Command::Flush => "flush",
             Command::Status { .. } => "status",
             Command::Top => "top",
+            Command::Notify => "notify",
             Command::Daemon { .. } => "daemon",
             Command::Plan { .. } => "plan",
             Command::FollowUp => "follow-up",
@@ -162,6 +166,7 @@ impl Command {
             Command::Dispatch { action, .. } => RECONCILE_ACTIONS.contains(&action.as_str()),
             Command::Status { .. }
             | Command::Top
+            | Command::Notify
             | Command::Plan { .. }
             | Command::GenerateAssets { .. } => false,
         }
@@ -308,6 +313,7 @@ async fn run(cli: Cli) -> Result<i32> {
             let loaded = config::load_or_last_good(&cli.config, &run_dir);
             crate::top::run(&loaded, &run_dir).await.map(|()| 0)
         }
+        Command::Notify => crate::notify::run().await.map(|()| 0),
         Command::Plan { json } => {
             let loaded = following(&cli.config, &run_dir);
             let health = health::published_verdicts(&run_dir);
@@ -497,6 +503,7 @@ mod tests {
             &["status"][..],
             &["status", "--json"],
             &["top"],
+            &["notify"],
             &["plan"],
             &["dispatch", "eth0", "pre-up"],
             &["dispatch", "eth0", "hostname"],

@@ -17,6 +17,7 @@ pub mod kernel;
 pub mod model;
 pub mod namespace;
 pub mod nm;
+pub mod notify;
 pub mod plan;
 pub mod privilege;
 pub mod reconcile;
