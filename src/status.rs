@@ -249,7 +249,7 @@ pub async fn gather(config: &Config, health: &BTreeMap<String, bool>) -> Result<
             conntrack_by_id(config, Family::V6).await,
         )
     } else {
-        for what in [UNREADABLE_FIREWALL, UNREADABLE_CONNTRACK] {
+        for what in [UNREADABLE_CONNTRACK, UNREADABLE_FIREWALL] {
             unreadable.push(Unreadable {
                 what: what.into(),
                 why: NEEDS_CAP_NET_ADMIN.into(),
@@ -518,12 +518,9 @@ pub fn render(r: &StatusReport) -> String {
 fn health_line(r: &StatusReport, now: std::time::SystemTime) -> String {
     let Some(h) = &r.health else {
         return if r.uplinks.iter().any(|u| u.nm_connectivity.is_some()) {
-            "health: NetworkManager's connectivity check (no daemon probing; \
-             `nm-multiwan daemon` probes every uplink)"
-                .into()
+            "health: NetworkManager's connectivity check (no daemon probes the uplinks)".into()
         } else {
-            "health: - (no daemon probing, NetworkManager's connectivity check is off; \
-             `nm-multiwan daemon` probes every uplink)"
+            "health: - (no daemon probes the uplinks; NetworkManager's connectivity check is off)"
                 .into()
         };
     };
@@ -568,11 +565,11 @@ fn traffic_line(r: &StatusReport) -> String {
                 r.uplinks.iter().filter_map(f).sum()
             };
             format!(
-                "traffic: {} down, {} up in all (bytes per second over the last {} ms, \
-                 sampled by the daemon)",
+                "traffic: {} down, {} up in all (rates over the last {} s, sampled by the \
+                 daemon)",
                 human_rate(sum(|u| u.rx_rate)),
                 human_rate(sum(|u| u.tx_rate)),
-                t.interval_ms
+                t.interval_ms as f64 / 1000.0
             )
         }
         None => "traffic: totals since each interface came up (rates: with the daemon \
@@ -595,8 +592,8 @@ fn unreadable_line(unreadable: &[Unreadable]) -> String {
     whys.dedup();
     if whys == [NEEDS_CAP_NET_ADMIN] {
         format!(
-            "not shown without root: {} (reading them needs CAP_NET_ADMIN; \
-             a running daemon shows everything)",
+            "not shown without root: {} (they need CAP_NET_ADMIN; a running daemon shows \
+             them)",
             shown.join(", ")
         )
     } else {
@@ -947,11 +944,11 @@ mod tests {
         let mut r = report(vec![eth0, wlan0]);
         r.unreadable = vec![
             Unreadable {
-                what: UNREADABLE_FIREWALL.into(),
+                what: UNREADABLE_CONNTRACK.into(),
                 why: NEEDS_CAP_NET_ADMIN.into(),
             },
             Unreadable {
-                what: UNREADABLE_CONNTRACK.into(),
+                what: UNREADABLE_FIREWALL.into(),
                 why: NEEDS_CAP_NET_ADMIN.into(),
             },
         ];
@@ -968,7 +965,7 @@ mod tests {
         );
         assert_eq!(row(&text, "wlan0")[3], "DOWN", "{text}");
         assert!(
-            text.contains("health: NetworkManager's connectivity check (no daemon probing"),
+            text.contains("health: NetworkManager's connectivity check (no daemon probes"),
             "{text}"
         );
         assert!(
@@ -977,8 +974,8 @@ mod tests {
         );
         assert!(
             text.contains(
-                "\nnot shown without root: whether the firewall is in sync, tracked \
-                 connections (CONNS) (reading them needs CAP_NET_ADMIN"
+                "\nnot shown without root: tracked connections (CONNS), whether the \
+                 firewall is in sync (they need CAP_NET_ADMIN"
             ),
             "{text}"
         );
@@ -997,7 +994,7 @@ mod tests {
         }
         let text = render(&r);
         assert_eq!(row(&text, "eth0")[3], "-", "{text}");
-        assert!(text.contains("health: - (no daemon probing"), "{text}");
+        assert!(text.contains("health: - (no daemon probes"), "{text}");
     }
 
     #[test]

@@ -151,8 +151,8 @@ pub fn view(r: &StatusReport, tracker: &Tracker, from_daemon: bool) -> View {
             }
         })
         .collect();
-    let mut notes = vec![match (&r.health, from_daemon) {
-        (Some(h), _) => format!(
+    let mut notes = vec![match &r.health {
+        Some(h) => format!(
             "health: the daemon's probes to {} every {} ms",
             if h.targets.is_empty() {
                 "nothing (probing off)".to_string()
@@ -161,13 +161,18 @@ pub fn view(r: &StatusReport, tracker: &Tracker, from_daemon: bool) -> View {
             },
             h.interval_ms
         ),
-        (None, _) if r.uplinks.iter().any(|u| u.nm_connectivity.is_some()) => {
+        None if r.uplinks.iter().any(|u| u.nm_connectivity.is_some()) => {
             "health: NetworkManager's connectivity check (no daemon: no probes, RTT or loss)".into()
         }
-        (None, _) => {
-            "health: - (no daemon probing, NetworkManager's connectivity check is off)".into()
-        }
+        None => "health: - (no daemon probes the uplinks; NetworkManager's connectivity check \
+                 is off)"
+            .into(),
     }];
+    notes.push(if from_daemon {
+        "figures from the daemon (rates sampled every second)".into()
+    } else {
+        "figures read directly: no daemon answered (rates sampled by top itself)".into()
+    });
     if !r.unreadable.is_empty() {
         notes.push(
             "CONNS: not readable without root (CAP_NET_ADMIN); a running daemon shows them".into(),
@@ -183,7 +188,7 @@ pub fn view(r: &StatusReport, tracker: &Tracker, from_daemon: bool) -> View {
     }
 }
 
-/// "total: 18.8 Mbit/s down, 0.4 Mbit/s up — x1.9 over Wired connection 1 alone".
+/// "total: 18 Mbit/s down, 400 kbit/s up; x1.9 over Wired connection 1 alone".
 fn total_line(r: &StatusReport) -> String {
     let Some(t) = &r.traffic else {
         return "total: -".into();
@@ -212,7 +217,7 @@ fn total_line(r: &StatusReport) -> String {
         && bd + bu >= 1000
     {
         let ratio = (down + up) as f64 / (bd + bu) as f64;
-        s.push_str(&format!(" — x{ratio:.1} over {name} alone"));
+        s.push_str(&format!("; x{ratio:.1} over {name} alone"));
     }
     s
 }
@@ -656,7 +661,7 @@ mod tests {
         assert_eq!(v.rows[0].upload, "80 kbit/s");
         assert_eq!(
             v.total,
-            "total: 15 Mbit/s down, 160 kbit/s up — x1.9 over Wired alone"
+            "total: 15 Mbit/s down, 160 kbit/s up; x1.9 over Wired alone"
         );
         assert_eq!(v.rows[0].loss, "-", "no daemon, no loss");
         assert!(
