@@ -329,6 +329,31 @@ fn top_shows_rates_and_health_and_quits_cleanly(fw: Fw) {
         "{out}"
     );
     drop(daemon);
+
+    // No daemon: top reads the state and samples the counters itself; health is "-"
+    // (no probes, and NetworkManager's check is off in the sandbox).
+    let _downloads = Downloads::start(&sb, 4);
+    let o = sb.host(&[
+        "timeout",
+        "30",
+        "sh",
+        "-c",
+        &format!(
+            "{} /usr/bin/nm-multiwan top | head -n 4",
+            AS_NOBODY.join(" ")
+        ),
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    let last = out.lines().nth(3).unwrap_or_else(|| panic!("{out}"));
+    for iface in ["eth0", "wlan0"] {
+        let after = last
+            .split(&format!(" {iface} (up-{iface}) active - down "))
+            .nth(1)
+            .unwrap_or_else(|| panic!("{iface} without health or rate: {out}"));
+        let down = rate(after.split(" up ").next().unwrap_or("")).unwrap_or(0.0);
+        assert!(down > 1e6, "{iface} downloads without the daemon: {out}");
+    }
 }
 
 on_both_backends!(top_shows_rates_and_health_and_quits_cleanly);

@@ -31,6 +31,11 @@ impl Daemon {
     /// applied, or `None` when the reconcile failed (the uplinks stay as they were,
     /// but a verdict may have flipped).
     pub(super) async fn announce(&mut self, plan: Option<&Plan>) {
+        // Before the first plan there are no uplinks to compare with: a failed first
+        // reconcile must not make every uplink "join" at the next one.
+        if plan.is_none() && self.announced.last.is_none() {
+            return;
+        }
         if let Some(plan) = plan {
             self.announced.uplinks = plan
                 .uplinks
