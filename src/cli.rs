@@ -70,6 +70,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A live view of the uplinks, refreshed every second (q quits).
+    ///
+    /// Per uplink its state and health, download and upload rate, tracked connections,
+    /// probe RTT and loss (with the daemon running) and the last minute's download; the
+    /// total against the best single uplink. Reads a running daemon, or the state
+    /// itself without one. Without a terminal (TERM=dumb, or a pipe) it prints one
+    /// line per second.
+    Top,
+    /// Show desktop notifications when an uplink loses or regains its internet, joins
+    /// or leaves (run in the desktop session; the packages start it at login).
+    Notify,
     /// Run in the foreground: follow NetworkManager on D-Bus, probe every uplink and
     /// take uplinks whose upstream is dead out of the balance.
     Daemon {
@@ -131,6 +142,8 @@ impl Command {
             Command::Dispatch { .. } => "dispatch",
             Command::Flush => "flush",
             Command::Status { .. } => "status",
+            Command::Top => "top",
+            Command::Notify => "notify",
             Command::Daemon { .. } => "daemon",
             Command::Plan { .. } => "plan",
             Command::FollowUp => "follow-up",
@@ -151,7 +164,11 @@ impl Command {
             | Command::Split { .. }
             | Command::Unsplit { .. } => true,
             Command::Dispatch { action, .. } => RECONCILE_ACTIONS.contains(&action.as_str()),
-            Command::Status { .. } | Command::Plan { .. } | Command::GenerateAssets { .. } => false,
+            Command::Status { .. }
+            | Command::Top
+            | Command::Notify
+            | Command::Plan { .. }
+            | Command::GenerateAssets { .. } => false,
         }
     }
 }
@@ -291,6 +308,12 @@ async fn run(cli: Cli) -> Result<i32> {
             };
             print_stdout(&text).map(|()| 0)
         }
+        Command::Top => {
+            // Reads only, like status: a broken file is shown, not a failure.
+            let loaded = config::load_or_last_good(&cli.config, &run_dir);
+            crate::top::run(&loaded, &run_dir).await.map(|()| 0)
+        }
+        Command::Notify => crate::notify::run().await.map(|()| 0),
         Command::Plan { json } => {
             let loaded = following(&cli.config, &run_dir);
             let health = health::published_verdicts(&run_dir);
@@ -494,6 +517,8 @@ mod tests {
         for args in [
             &["status"][..],
             &["status", "--json"],
+            &["top"],
+            &["notify"],
             &["plan"],
             &["dispatch", "eth0", "pre-up"],
             &["dispatch", "eth0", "hostname"],

@@ -22,6 +22,10 @@ pub enum Error {
     },
     #[error("NetworkManager over D-Bus: {0}")]
     NetworkManager(String),
+    /// A D-Bus bus other than NetworkManager's side of it (the session bus), out of
+    /// reach.
+    #[error("{0}")]
+    Bus(String),
     #[error("netlink: {0}")]
     Netlink(String),
     #[error("firewall: {0}")]
@@ -50,12 +54,12 @@ pub enum Error {
 
 impl Error {
     /// Exit codes: 2 for bad input (config, refused requests), 3 for NetworkManager
-    /// unreachable, 4 for a command that needs `CAP_NET_ADMIN` run without it, 1
+    /// (or a bus) unreachable, 4 for a command that needs `CAP_NET_ADMIN` run without it, 1
     /// otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Config { .. } | Error::ConfigRead { .. } | Error::Refused(_) => 2,
-            Error::NetworkManager(_) => 3,
+            Error::NetworkManager(_) | Error::Bus(_) => 3,
             Error::NeedsRoot { .. } => 4,
             _ => 1,
         }

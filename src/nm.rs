@@ -143,6 +143,11 @@ impl NetworkManager {
 
     /// NetworkManager's `Startup` property (false when it cannot be read).
     async fn starting(&self) -> bool {
+        self.manager_flag("Startup").await
+    }
+
+    /// A boolean property of NetworkManager itself (false when it cannot be read).
+    async fn manager_flag(&self, name: &str) -> bool {
         let reply = self
             .conn
             .call_method(
@@ -150,7 +155,7 @@ impl NetworkManager {
                 NM_PATH,
                 Some(PROPERTIES_IFACE),
                 "Get",
-                &(NM_IFACE, "Startup"),
+                &(NM_IFACE, name),
             )
             .await;
         reply
@@ -205,6 +210,20 @@ impl NetworkManager {
             .filter_map(|d| Some((d.iface(), d.u32("Ip4Connectivity")?)))
             .filter(|(iface, _)| !iface.is_empty())
             .collect())
+    }
+
+    /// [`Self::ip4_connectivity`] when NetworkManager's connectivity check is available
+    /// and enabled; `None` when it is not (every device then reports a connectivity that
+    /// says nothing about its upstream).
+    pub async fn checked_connectivity(&self) -> Result<Option<BTreeMap<String, u32>>> {
+        let (available, enabled) = futures::join!(
+            self.manager_flag("ConnectivityCheckAvailable"),
+            self.manager_flag("ConnectivityCheckEnabled")
+        );
+        if !(available && enabled) {
+            return Ok(None);
+        }
+        self.ip4_connectivity().await.map(Some)
     }
 
     /// Lists the devices and reads each one's properties, concurrently. Devices that

@@ -167,15 +167,20 @@ pub fn observe_for(
     fw: &dyn Firewall,
     state: &State,
 ) -> Result<()> {
+    observe_sysctls(plan, observed, state);
+    observed.firewall_current = fw.is_current(&plan.firewall)?;
+    observed.stale_backends = stale_backends(fw.backend(), state);
+    Ok(())
+}
+
+/// The sysctls part of [`observe_for`], which needs no privilege (`status` as a user).
+pub fn observe_sysctls(plan: &Plan, observed: &mut Observed, state: &State) {
     observed.sysctls = sysctl::read(
         plan.sysctls
             .iter()
             .map(|s| s.path())
             .chain(state.sysctls.keys().cloned()),
     );
-    observed.firewall_current = fw.is_current(&plan.firewall)?;
-    observed.stale_backends = stale_backends(fw.backend(), state);
-    Ok(())
 }
 
 /// Other backends that may hold objects of ours: those the state records, or all of

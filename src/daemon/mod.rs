@@ -15,13 +15,17 @@
 //! also publishes its verdicts (`health.json` in the run directory) so that their
 //! reconciles reach the same result. The lock is held only while reconciling.
 
+mod announce;
 mod probes;
+mod sampling;
 mod service;
 mod signals;
 #[cfg(test)]
 mod tests;
 
-pub use service::{BUS_NAME, INTERFACE, OBJECT_PATH, STATUS_QUERY_TIMEOUT, query_status};
+pub use service::{
+    BUS_NAME, INTERFACE, OBJECT_PATH, STATUS_QUERY_TIMEOUT, query_status, status_on,
+};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -84,6 +88,8 @@ struct Shared {
     control: mpsc::Sender<Control>,
     /// The live system-bus connection, when there is one.
     bus: Mutex<Option<Connection>>,
+    /// The uplinks' byte counters, sampled every second.
+    traffic: Mutex<sampling::Sampling>,
 }
 
 impl Shared {
@@ -138,6 +144,8 @@ struct Daemon {
     nm_connectivity: BTreeMap<String, Option<u32>>,
     /// Since when NetworkManager says it is starting up.
     nm_starting_since: Option<Instant>,
+    /// What `UplinksChanged` last said.
+    announced: announce::Announced,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -169,6 +177,7 @@ pub async fn run(opts: Options) -> Result<()> {
         board: Mutex::new(Board::default()),
         control: control_tx,
         bus: Mutex::new(None),
+        traffic: Mutex::default(),
     });
     info!(
         config = %opts.config_path.display(),
@@ -180,6 +189,7 @@ pub async fn run(opts: Options) -> Result<()> {
         "daemon starting"
     );
     let bus_task = tokio::spawn(bus_task(shared.clone(), nm_tx));
+    let sample_task = tokio::spawn(sampling::sample_loop(shared.clone()));
 
     let mut d = Daemon {
         opts,
@@ -193,6 +203,7 @@ pub async fn run(opts: Options) -> Result<()> {
         failures: 0,
         nm_connectivity: BTreeMap::new(),
         nm_starting_since: None,
+        announced: Default::default(),
     };
     d.schedule(Instant::now(), "start".into());
     let mut safety = tokio::time::interval_at(Instant::now() + SAFETY_INTERVAL, SAFETY_INTERVAL);
@@ -230,6 +241,7 @@ pub async fn run(opts: Options) -> Result<()> {
     }
 
     bus_task.abort();
+    sample_task.abort();
     for p in d.probers.values() {
         p.task.abort();
     }
@@ -401,6 +413,8 @@ impl Daemon {
                     self.schedule(Instant::now(), "NetworkManager connectivity".into());
                 }
                 self.publish();
+                self.watch_traffic(&plan);
+                self.announce(Some(&plan)).await;
                 Ok(())
             }
             Err(e) => {
@@ -408,6 +422,7 @@ impl Daemon {
                 let delay = retry_delay(self.failures);
                 warn!(trigger = ?reasons, "reconcile failed: {e}; retrying in {delay:?}");
                 self.schedule(Instant::now() + delay, "retry".into());
+                self.announce(None).await;
                 Err(e.to_string())
             }
         }

@@ -3,6 +3,8 @@
 //! namespaces. Everything is observed from outside: traffic and kernel state.
 #![allow(dead_code)]
 
+pub mod daemon;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
