@@ -25,12 +25,14 @@ use crate::namespace::Namespace;
 mod errors;
 pub mod keys;
 mod last_good;
+pub mod policy;
 mod target;
 
 use errors::{Diagnose, Invalid};
 use keys::Seg;
 pub use keys::{Accepts, KEYS, Key, key_paths};
 pub use last_good::{LAST_GOOD_FILE, Loaded, Source, load_or_last_good};
+pub use policy::{Mode, PolicyConfig};
 pub use target::Target;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/nm-multiwan/config.toml";
@@ -79,6 +81,9 @@ pub struct Config {
     pub uplinks: BTreeMap<String, UplinkConfig>,
     /// Health probing (daemon only).
     pub health: HealthConfig,
+    /// Policies (`[[policy]]`), checked in order before the rounds; the first that
+    /// matches a new connection decides.
+    pub policy: Vec<PolicyConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +121,7 @@ impl Default for Config {
             firewall: Default::default(),
             uplinks: BTreeMap::new(),
             health: HealthConfig::default(),
+            policy: Vec::new(),
         }
     }
 }
@@ -241,6 +247,85 @@ impl Config {
                 let mut at = key(&["health", "targets"]);
                 at.push(Seg::Index(i));
                 return Err(Invalid::new(at, format!("{t:?}")).because(reason));
+            }
+        }
+        for (i, p) in self.policy.iter().enumerate() {
+            self.validate_policy(i, p)?;
+        }
+        Ok(())
+    }
+
+    /// One `[[policy]]`: every key in its accepted form, and the keys together.
+    fn validate_policy(&self, i: usize, p: &PolicyConfig) -> Result<(), Invalid> {
+        use policy::{STICKY_MAX_SECS, WITH_PORTS};
+        let at = |name: &str| vec![Seg::key("policy"), Seg::Index(i), Seg::key(name)];
+        let item = |name: &str, j: usize| {
+            let mut k = at(name);
+            k.push(Seg::Index(j));
+            k
+        };
+        if p.name.trim().is_empty() {
+            return Err(Invalid::new(at("name"), "\"\"").because("a policy needs a name"));
+        }
+        if let Some(first) = self.policy[..i].iter().position(|o| o.name == p.name) {
+            return Err(Invalid::new(at("name"), format!("{:?}", p.name))
+                .because(format!("policy {first} has that name already")));
+        }
+        for (j, t) in p.to.iter().enumerate() {
+            if let Err(reason) = t.parse::<policy::Destination>() {
+                return Err(Invalid::new(item("to", j), format!("{t:?}")).because(reason));
+            }
+        }
+        for (j, port) in p.ports.iter().enumerate() {
+            if let Err(reason) = port.range() {
+                return Err(Invalid::new(item("ports", j), format!("{port:?}")).because(reason));
+            }
+        }
+        let protocol = match &p.protocol {
+            Some(spec) => Some(spec.number().map_err(|reason| {
+                Invalid::new(at("protocol"), format!("{spec:?}")).because(reason)
+            })?),
+            None => None,
+        };
+        if let Some(proto) = protocol
+            && !p.ports.is_empty()
+            && !WITH_PORTS.contains(&proto)
+        {
+            return Err(Invalid::new(at("ports"), format!("{:?}", p.ports))
+                .because(format!("protocol {proto} has no ports")));
+        }
+        if let Some(user) = &p.user
+            && let Err(reason) = user.uid()
+        {
+            return Err(Invalid::new(at("user"), format!("{user:?}")).because(reason));
+        }
+        for (j, u) in p.uplinks.iter().enumerate() {
+            if u.trim().is_empty() {
+                return Err(
+                    Invalid::new(item("uplinks", j), "\"\"").because("an empty uplink name")
+                );
+            }
+            if p.uplinks[..j].contains(u) {
+                return Err(
+                    Invalid::new(item("uplinks", j), format!("{u:?}")).because("listed twice")
+                );
+            }
+        }
+        if let Some(sticky) = &p.sticky {
+            let secs = policy::parse_duration(sticky).map_err(|reason| {
+                Invalid::new(at("sticky"), format!("{sticky:?}")).because(reason)
+            })?;
+            if secs == 0 || secs > STICKY_MAX_SECS {
+                return Err(Invalid::new(at("sticky"), format!("{sticky:?}"))
+                    .because(format!("{secs} s is not within 1 s ..= 1 day")));
+            }
+            if p.mode != Mode::Balance {
+                return Err(
+                    Invalid::new(at("sticky"), format!("{sticky:?}")).because(format!(
+                        "sticky needs mode = \"balance\" (this policy is {})",
+                        p.mode.name()
+                    )),
+                );
             }
         }
         Ok(())

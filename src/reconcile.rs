@@ -13,7 +13,7 @@ use crate::diff::{self, Change, Observed};
 use crate::error::{Error, Result};
 use crate::kernel::firewall::{self, Backend, Firewall};
 use crate::kernel::routing::{Routing, RoutingState};
-use crate::kernel::{conntrack, keeper, sysctl};
+use crate::kernel::{cgroup, conntrack, keeper, sysctl};
 use crate::model::Uplink;
 use crate::namespace::Namespace;
 use crate::nm::{NetworkManager, NmView};
@@ -56,6 +56,8 @@ pub struct View {
     pub unsettled: BTreeMap<String, String>,
     /// Uplinks of the last run kept while NetworkManager (re)activates their device.
     pub held: Vec<String>,
+    /// Every interface and active connection NetworkManager knows (for policies).
+    pub known: BTreeSet<String>,
 }
 
 /// Reads NetworkManager and the kernel. Writes nothing.
@@ -137,12 +139,23 @@ pub async fn observe(
         Vec::new()
     };
 
+    let mut known: BTreeSet<String> = nm_view.devices.keys().cloned().collect();
+    known.extend(nm_view.uplinks.iter().map(|u| u.connection_id.clone()));
     let facts = Facts {
         uplinks,
         health: health.clone(),
         ids,
         translated,
         local,
+        addresses: kernel
+            .addresses
+            .iter()
+            .filter(|(iface, _)| iface.as_str() != keeper::DUMMY_NAME)
+            .map(|(i, a)| (i.clone(), a.clone()))
+            .collect(),
+        resolved: resolve_names(config),
+        users: users(config),
+        via: cgroup::existing(),
     };
     let observed = Observed {
         routes: kernel.routes.clone(),
@@ -159,7 +172,43 @@ pub async fn observe(
         routing: kernel,
         unsettled,
         held,
+        known,
     })
+}
+
+/// The addresses of every host name the policies name, resolved now (the system's
+/// resolver: /etc/hosts, then DNS). A name that does not resolve is left out: the
+/// planner warns, the rest of its policy applies.
+pub fn resolve_names(config: &Config) -> BTreeMap<String, Vec<IpAddr>> {
+    let mut out = BTreeMap::new();
+    for name in config.policy.iter().flat_map(|p| p.host_names()) {
+        if out.contains_key(&name) {
+            continue;
+        }
+        match crate::config::policy::resolve(&name) {
+            Ok(addrs) if !addrs.is_empty() => {
+                debug!(name, ?addrs, "resolved a policy's host name");
+                out.insert(name, addrs);
+            }
+            Ok(_) => warn!(name, "a policy's host name has no address"),
+            Err(e) => warn!(name, "cannot resolve a policy's host name: {e}"),
+        }
+    }
+    out
+}
+
+/// The uids of the user names the policies name.
+fn users(config: &Config) -> BTreeMap<String, u32> {
+    config
+        .policy
+        .iter()
+        .filter_map(|p| match p.user.as_ref()? {
+            crate::config::policy::UserSpec::Name(n) => {
+                Some((n.clone(), crate::config::policy::uid_of(n)?))
+            }
+            crate::config::policy::UserSpec::Uid(_) => None,
+        })
+        .collect()
 }
 
 /// Completes `observed` for `plan`: the sysctls it wants, whether the firewall holds
@@ -284,7 +333,10 @@ pub async fn reconcile(
         state.ids = Default::default();
     }
 
+    // The cgroups of `run --via` programs that have all exited go first.
+    cgroup::remove_unused();
     let view = observe(config, &nm, &routing, &state, health).await?;
+    check_policy_uplinks(config, &nm, &view.known).await?;
     let mut failed = view.unsettled.clone();
     let held = view.held.clone();
     let mut facts = view.facts;
@@ -346,6 +398,30 @@ pub async fn reconcile(
         failed,
         held,
     })
+}
+
+/// Every uplink a policy names must be a connection or interface NetworkManager knows
+/// (active or not): a typo is an error before anything changes. The profiles are read
+/// only when a name is not an interface or an active connection.
+pub async fn check_policy_uplinks(
+    config: &Config,
+    nm: &NetworkManager,
+    known: &BTreeSet<String>,
+) -> Result<()> {
+    let unknown = plan::ladder::unknown_uplinks(config, known);
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let ids: BTreeSet<String> = nm.connection_ids().await?.into_iter().collect();
+    let unknown: Vec<_> = unknown
+        .into_iter()
+        .filter(|(_, _, name)| !ids.contains(name))
+        .collect();
+    if unknown.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::UnknownUplinks(unknown))
+    }
 }
 
 enum Failure {
