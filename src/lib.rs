@@ -11,6 +11,7 @@ pub mod config;
 pub mod daemon;
 pub mod diff;
 pub mod error;
+pub mod explain;
 pub mod health;
 pub mod kernel;
 pub mod model;

@@ -110,7 +110,8 @@
 # PRIVATE MOUNTS (in SB-host only, nothing on the real filesystem changes): /run (WORK/run),
 #   /var/lib/NetworkManager, /etc/NetworkManager/dispatcher.d (WORK/dispatcher.d),
 #   /etc/nm-multiwan (WORK/etc-nm-multiwan) through an overlay on /etc, /usr/bin overlay with
-#   SB_BINARY, read-only /sys (NetworkManager without udev), the bus's nm-dispatcher service
+#   SB_BINARY, read-only /sys (NetworkManager without udev) with cgroup2 on /sys/fs/cgroup, the
+#   bus's nm-dispatcher service
 #   file (--debug), and for NetworkManager alone the devices' rp_filter files (SB_RP_FILTER).
 #
 # ADDRESSES (IPv6, with SB_IPV6=1)
@@ -594,6 +595,9 @@ nm_inner() {
     mount --bind "$w/var-lib-NetworkManager" /var/lib/NetworkManager
     # Without udev NetworkManager manages devices only when /sys is read-only (README.md here).
     mount -o remount,bind,ro /sys
+    # `ip netns exec` gave us a sysfs of our own, without the cgroup2 file system below it:
+    # mounted again (the same hierarchy), for `nm-multiwan run --via`.
+    mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null || true
     # nm-dispatcher, D-Bus-activated, would log to a syslog that isn't there: have the bus start
     # it with --debug and its output (and that of the scripts it runs) in WORK/nm-dispatcher.log.
     svc=/usr/share/dbus-1/system-services/org.freedesktop.nm_dispatcher.service

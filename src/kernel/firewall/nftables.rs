@@ -746,21 +746,22 @@ fn ladder(b: &mut Builder, p: &FirewallPlan, keep: &BTreeMap<String, Vec<Element
                     b.chain(Chain::regular(st.clone()));
                     b.rule(
                         &st,
-                        Piece::new(
-                            format!("update @{map} {{ {} : {mark:#010x} }}", daddr.0),
-                            vec![
-                                daddr.1.clone(),
-                                Expr::immediate(Reg::R2, value::u32_host(mark)),
-                                Expr::Dynset {
-                                    op: DynsetOp::Update,
-                                    set: map.clone(),
-                                    sreg_key: Reg::R1,
-                                    sreg_data: Some(Reg::R2),
-                                    timeout: None,
-                                },
-                            ],
-                        )
-                        .and(verdict(Verdict::Goto(to_chain(f, mark)))),
+                        nfproto(f)
+                            .and(Piece::new(
+                                format!("update @{map} {{ {} : {mark:#010x} }}", daddr.0),
+                                vec![
+                                    daddr.1.clone(),
+                                    Expr::immediate(Reg::R2, value::u32_host(mark)),
+                                    Expr::Dynset {
+                                        op: DynsetOp::Update,
+                                        set: map.clone(),
+                                        sreg_key: Reg::R1,
+                                        sreg_data: Some(Reg::R2),
+                                        timeout: None,
+                                    },
+                                ],
+                            ))
+                            .and(verdict(Verdict::Goto(to_chain(f, mark)))),
                     );
                     go_elements.push(Element::u32_host(mark).verdict(Verdict::Goto(st.clone())));
                     go_text.push(format!("{mark:#010x} : goto {st}"));
@@ -778,7 +779,7 @@ fn ladder(b: &mut Builder, p: &FirewallPlan, keep: &BTreeMap<String, Vec<Element
                 // was 0 up to here: any mark makes the output chain return early).
                 b.rule(
                     &chain,
-                    Piece::new(
+                    nfproto(f).and(Piece::new(
                         format!("meta mark set {} map @{map} meta mark vmap @{go}", daddr.0),
                         vec![
                             daddr.1,
@@ -787,7 +788,7 @@ fn ladder(b: &mut Builder, p: &FirewallPlan, keep: &BTreeMap<String, Vec<Element
                             Expr::meta(MetaKey::Mark, Reg::R1),
                             Expr::vmap(go.clone(), Reg::R1),
                         ],
-                    ),
+                    )),
                 );
                 // Never reached unless the map held a mark not in the verdict map.
                 b.rule(&chain, set_mark(m, 0));
@@ -1141,10 +1142,10 @@ impl Firewall for Nftables {
                 let mark = u32::from_ne_bytes(bytes);
                 let destination = match e.key.start().len() {
                     4 => <[u8; 4]>::try_from(e.key.start())
-                        .map(|b| std::net::IpAddr::from(b))
+                        .map(std::net::IpAddr::from)
                         .ok(),
                     16 => <[u8; 16]>::try_from(e.key.start())
-                        .map(|b| std::net::IpAddr::from(b))
+                        .map(std::net::IpAddr::from)
                         .ok(),
                     _ => None,
                 };
@@ -1155,7 +1156,8 @@ impl Firewall for Nftables {
                         policy: index,
                         destination,
                         mark,
-                        expires_in: e.expiration.map_or(0, |d| d.as_secs()),
+                        // read_sticky_maps put the time left in `timeout`.
+                        expires_in: e.timeout.or(e.expiration).map_or(0, |d| d.as_secs()),
                     });
                 }
             }
