@@ -295,7 +295,7 @@ impl Config {
                 .because(format!("protocol {proto} has no ports")));
         }
         if let Some(user) = &p.user
-            && let Err(reason) = user.uid()
+            && let Err(reason) = user.check()
         {
             return Err(Invalid::new(at("user"), format!("{user:?}")).because(reason));
         }
@@ -757,6 +757,86 @@ up_after = 4
             let prefix = format!("/etc/nm-multiwan/config.toml:{line}:{column}: {key}: ");
             assert!(msg.starts_with(&prefix), "{text:?}: {msg}");
         }
+    }
+
+    /// Every bad policy key is named with its position and what it accepts.
+    #[test]
+    fn policy_errors_name_file_line_and_key() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("to = [\"\"]", "policy[0].to[0]", "an empty destination"),
+            ("to = [\"10.0.0.1/8\"]", "policy[0].to[0]", "host bits set"),
+            ("to = [\"10.0.0.0/33\"]", "policy[0].to[0]", "prefix length"),
+            (
+                "to = [\"a b\"]",
+                "policy[0].to[0]",
+                "neither a prefix nor a host name",
+            ),
+            (
+                "ports = [\"9000-8000\"]",
+                "policy[0].ports[0]",
+                "upside down",
+            ),
+            ("ports = [\"0\"]", "policy[0].ports[0]", "1..=65535"),
+            (
+                "protocol = \"tcpp\"",
+                "policy[0].protocol",
+                "unknown protocol",
+            ),
+            (
+                "protocol = \"icmp\"\nports = [\"1\"]",
+                "policy[0].ports",
+                "no ports",
+            ),
+            (
+                "sticky = \"0s\"",
+                "policy[0].sticky",
+                "not within 1 s ..= 1 day",
+            ),
+            (
+                "sticky = \"2d\"",
+                "policy[0].sticky",
+                "not within 1 s ..= 1 day",
+            ),
+            ("sticky = \"ten minutes\"", "policy[0].sticky", "not a time"),
+            (
+                "sticky = \"10m\"\nmode = \"failover\"",
+                "policy[0].sticky",
+                "needs mode",
+            ),
+            (
+                "mode = \"fast\"",
+                "policy[0].mode",
+                "\"balance\", \"failover\" or \"direct\"",
+            ),
+            (
+                "uplinks = [\"a\", \"a\"]",
+                "policy[0].uplinks[1]",
+                "listed twice",
+            ),
+            ("user = \"-x\"", "policy[0].user", "not a user name"),
+            ("colour = 1", "policy[0].colour", "unknown key"),
+        ];
+        for (body, key, words) in cases {
+            let text = format!("[[policy]]\nname = \"p\"\n{body}\n");
+            let (line, _, k, msg) = error(&text);
+            assert_eq!(k.as_deref(), Some(*key), "{text:?}: {msg}");
+            assert!(line >= 2, "{text:?}: {msg}");
+            assert!(msg.contains(words), "{text:?}: {msg}");
+        }
+        let (line, _, k, msg) = error("[[policy]]\nname = \"p\"\n[[policy]]\nname = \"p\"\n");
+        assert_eq!((line, k.as_deref()), (4, Some("policy[1].name")), "{msg}");
+        let ok = parse(
+            "[[policy]]\nname = \"p\"\nto = [\"10.0.0.0/8\", \"Portal.Example.edu\", \"2001:db8::/32\"]\n\
+             ports = [\"443\", 8080, \"8000-8100\"]\nprotocol = \"tcp\"\nuser = 1000\n\
+             uplinks = [\"wired\"]\nsticky = \"10m\"\nfallback = false\n",
+        )
+        .unwrap();
+        assert_eq!(
+            ok.policy[0].port_ranges(),
+            [(443, 443), (8080, 8080), (8000, 8100)]
+        );
+        assert_eq!(ok.policy[0].host_names(), ["portal.example.edu"]);
+        assert!(!ok.policy[0].fallback);
     }
 
     #[test]

@@ -445,9 +445,10 @@ mod tests {
             Verdict::Uplink { iface, .. } => iface.clone(),
             other => format!("{other:?}"),
         };
-        // The round: 4 dealt of 3 slots, the next is the second (wlan0).
+        // The round (ids by interface: eth0, usb0, wlan0): 4 dealt of 3 slots, the
+        // next is the second.
         let a = explain(&p, &live, &query("203.0.113.9", Some(80)));
-        assert_eq!((a.rung, to(&a), a.slot), (6, "wlan0".into(), Some((1, 3))));
+        assert_eq!((a.rung, to(&a), a.slot), (6, "usb0".into(), Some((1, 3))));
         // A name server of wlan0.
         let a = explain(&p, &live, &query("192.0.2.53", Some(53)));
         assert_eq!((a.rung, to(&a)), (4, "wlan0".into()));
@@ -457,12 +458,12 @@ mod tests {
         assert_eq!(a.policy.as_deref(), Some("web"));
         let a = explain(&p, &live, &query("192.0.2.80", Some(80)));
         assert_eq!(a.rung, 6);
-        // Sticky, then the policy's own round (2 dealt: the third of eth0, wlan0, usb0).
+        // Sticky, then the policy's own round (2 dealt: the third of eth0, usb0, wlan0).
         let a = explain(&p, &live, &query("198.51.100.7", Some(80)));
         assert_eq!((to(&a), a.sticky_for), ("wlan0".into(), Some(300)));
         assert!(a.words.contains("for 300 s more"), "{}", a.words);
         let a = explain(&p, &live, &query("198.51.100.8", Some(80)));
-        assert_eq!((to(&a), a.slot), ("usb0".into(), Some((2, 3))));
+        assert_eq!((to(&a), a.slot), ("wlan0".into(), Some((2, 3))));
         // A bound source of usb0 (not the primary, eth0).
         let mut q = query("203.0.113.9", Some(80));
         q.from = Some("10.0.3.2".parse().unwrap());

@@ -167,6 +167,28 @@ pub enum UserSpec {
 }
 
 impl UserSpec {
+    /// Whether it is written right: a uid, or a name as user names go. Whether the
+    /// user exists is the machine's business at each reconcile (a warning then).
+    pub fn check(&self) -> Result<(), String> {
+        match self {
+            UserSpec::Uid(n) => u32::try_from(*n)
+                .map(|_| ())
+                .map_err(|_| format!("{n} is not a uid 0..=4294967295")),
+            UserSpec::Name(s) => {
+                let ok = !s.is_empty()
+                    && s.len() <= 256
+                    && s.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "._-$".contains(c))
+                    && !s.starts_with('-');
+                if ok {
+                    Ok(())
+                } else {
+                    Err(format!("{s:?} is not a user name"))
+                }
+            }
+        }
+    }
+
     /// The uid: a number, or a name looked up in the user database.
     pub fn uid(&self) -> Result<u32, String> {
         match self {
@@ -355,6 +377,7 @@ mod tests {
         assert_eq!(parse_duration("90"), Ok(90));
         assert_eq!(parse_duration("1d"), Ok(86_400));
         assert!(parse_duration("10 minutes").is_err());
+        assert_eq!(parse_duration("10 min"), Ok(600));
         assert!(parse_duration("").is_err());
         assert_eq!(UserSpec::Name("root".into()).uid(), Ok(0));
         assert_eq!(UserSpec::Uid(1000).uid(), Ok(1000));
