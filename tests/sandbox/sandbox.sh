@@ -101,7 +101,8 @@
 #   SB-inet: server 198.51.100.10 (on lo): TCP 7000 echoes the peer address and closes (peer_server.py), TCP 7001
 #   streams zeros until the client closes, TCP 7002 sends the peer address then echoes what it
 #   gets (long-lived connections), UDP 7000 and 443 answer each datagram with the peer address
-#   (udp_server.py; QUIC-like flows), iperf3 -s on 5201..5208. It routes each LAN
+#   (udp_server.py; QUIC-like flows), iperf3 -s on 5201..5208. More destinations: 198.51.100.11-19
+#   answer TCP and UDP 7010 the same way. It routes each LAN
 #   (10.200.K.0/24, 10.250.0.0/24) back via its ISP, so it can connect INTO the host.
 #   Interfaces in SB-inet are named isp1..isp8/campus; in SB-ispK: wan, br0, and one bridge port
 #   per host uplink named like the host interface. ISPs filter strictly (rp_filter=1): a packet
@@ -740,6 +741,14 @@ cmd_create() {
     spawn "$SB-inet" hold-inet python3 "$SELF_DIR/peer_server.py" "$SERVER" 7002 --echo
     spawn "$SB-inet" zero-inet socat -U TCP-LISTEN:7001,bind="$SERVER",fork,reuseaddr OPEN:/dev/zero
     spawn "$SB-inet" udp-inet python3 "$SELF_DIR/udp_server.py" "$SERVER" 7000 443
+    # More destinations (198.51.100.11-19), for what tells destinations apart.
+    local more=''
+    for k in 11 12 13 14 15 16 17 18 19; do
+        ip -n "$SB-inet" addr add "198.51.100.$k/32" dev lo
+        more="$more${more:+,}198.51.100.$k"
+    done
+    spawn "$SB-inet" echo-more python3 "$SELF_DIR/peer_server.py" 0.0.0.0 7010
+    spawn "$SB-inet" udp-more python3 "$SELF_DIR/udp_server.py" "$more" 7010
     if [ "${SB_IPV6:-0}" = 1 ]; then
         spawn "$SB-inet" echo6-inet python3 "$SELF_DIR/peer_server.py" "$SERVER6" 7000
         spawn "$SB-inet" zero6-inet socat -U TCP6-LISTEN:7001,bind="[$SERVER6]",fork,reuseaddr OPEN:/dev/zero
@@ -824,9 +833,10 @@ EOF
             wait_until 5 listening "$SB-inet" tcp "$k" 6 || die "no server on [$SERVER6]:$k in $SB-inet; see $W/log/"
         done
     fi
-    for k in 7000 443; do
-        wait_until 5 listening "$SB-inet" udp "$k" || die "no UDP server on $SERVER:$k in $SB-inet; see $W/log/"
+    for k in 7000 443 7010; do
+        wait_until 5 listening "$SB-inet" udp "$k" || die "no UDP server on port $k in $SB-inet; see $W/log/"
     done
+    wait_until 5 listening "$SB-inet" tcp 7010 || die "no server on port 7010 in $SB-inet; see $W/log/"
     for up in $ups; do
         wait_until 5 listening "$SB-$up" udp 53 || die "no resolver in $SB-$up; see $W/log/dns-$up.log"
         wait_until 5 listening "$SB-$up" tcp 7000 || die "no server on port 7000 in $SB-$up; see $W/log/"

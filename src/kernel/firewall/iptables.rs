@@ -492,8 +492,9 @@ fn render_family(p: &FirewallPlan, family: Family, fingerprint: &str) -> Rendere
     ));
     mangle.insert(1, (PRE_CHAIN.to_string(), r));
 
-    let nat = p
-        .uplinks_of(family)
+    let ups: Vec<_> = p.uplinks_of(family).collect();
+    let mut nat: Vec<String> = ups
+        .iter()
         .map(|u| {
             format!(
                 "-A {NAT_CHAIN} -o {} -m mark --mark {:#x}/{m:#x} -j MASQUERADE",
@@ -501,6 +502,17 @@ fn render_family(p: &FirewallPlan, family: Family, fingerprint: &str) -> Rendere
             )
         })
         .collect();
+    // A connection that left through another uplink than its mark's (a socket bound to
+    // that device) takes that uplink's mark: its replies then pass the reverse-path
+    // filter there.
+    for u in &ups {
+        for other in ups.iter().filter(|o| o.mark != u.mark) {
+            nat.push(format!(
+                "-A {NAT_CHAIN} -o {} -m mark --mark {:#x}/{m:#x} -j CONNMARK --set-xmark {:#x}/{m:#x}",
+                u.iface, other.mark, u.mark
+            ));
+        }
+    }
     Rendered { mangle, nat }
 }
 

@@ -1039,6 +1039,52 @@ fn build_keeping(
                 ],
             )),
         );
+        // A connection that left through another uplink than its mark's: a socket bound
+        // to that device (SO_BINDTODEVICE) goes where it is bound whatever we marked,
+        // from that device's own address. The connection takes that uplink's mark, so
+        // that its replies pass the reverse-path filter there and status counts it
+        // where it went.
+        let map = format!("owner{}", suffix(f));
+        let mut elements = Vec::new();
+        let mut text = Vec::new();
+        for u in &ups {
+            let chain = format!("own_{:08x}", u.mark);
+            if !b.rules.contains_key(&chain) {
+                b.chain(Chain::regular(chain.clone()));
+                b.rule(&chain, set_ct_mark(m, u.mark));
+            }
+            for other in ups.iter().filter(|o| o.mark != u.mark) {
+                elements.push(
+                    Element::concat(&[&value::ifname(&u.iface), &value::u32_host(other.mark)])
+                        .verdict(Verdict::Goto(chain.clone())),
+                );
+                text.push(format!(
+                    "\"{}\" . {:#010x} : goto {chain}",
+                    u.iface, other.mark
+                ));
+            }
+        }
+        b.set(
+            Set::map(
+                map.clone(),
+                KeyType::concat(vec![DataType::Ifname, DataType::Mark]),
+                SetData::Verdict,
+            )
+            .with_elements(elements),
+            set_text("map", &map, "type ifname . mark : verdict", "", &text),
+        );
+        b.rule(
+            post,
+            nfproto(f).and(Piece::new(
+                format!("oifname . meta mark & {m:#010x} vmap @{map}"),
+                vec![
+                    Expr::meta(MetaKey::Oifname, Reg::R1),
+                    Expr::meta(MetaKey::Mark, Reg::R2),
+                    Expr::bitwise_u32(Reg::R2, m, 0),
+                    Expr::vmap(map.clone(), Reg::R1),
+                ],
+            )),
+        );
     }
     b.finish(fingerprint)
 }
