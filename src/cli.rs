@@ -542,14 +542,16 @@ async fn explain(
 /// [`reconcile::Outcome::unsettled`]).
 async fn apply(config_path: &Path, run_dir: &Path, why: &str) -> Result<(i32, bool)> {
     let loaded = following(config_path, run_dir);
-    if let Err(e) = loaded.keep_as_last_good(run_dir) {
-        warn!("cannot keep the configuration as the last good one: {e}");
-    }
     // A running daemon's verdicts, so that we reach the result it reaches.
     let health = health::published_verdicts(run_dir);
     let outcome = reconcile::reconcile(&loaded.config, run_dir, &health)
         .await
         .map_err(|e| loaded.locate(e))?;
+    // Kept once applied: a configuration the facts refuse (a policy naming an uplink
+    // nobody knows) never becomes the fallback.
+    if let Err(e) = loaded.keep_as_last_good(run_dir) {
+        warn!("cannot keep the configuration as the last good one: {e}");
+    }
     reconcile::log_outcome(&why, &outcome, tracing::Level::INFO);
     Ok((fallback_exit(&loaded), !outcome.unsettled()))
 }
