@@ -1151,6 +1151,63 @@ mod tests {
         assert!(r.nat.iter().any(|l| l.contains("-o wlan0")));
     }
 
+    /// Policies render as chains of their own reached by goto, with nth rounds and
+    /// `recent` lists for sticky destinations; flush knows every such chain as ours.
+    #[test]
+    fn policies_render_and_are_ours() {
+        use crate::config::Config;
+        use crate::plan::plan;
+        use crate::testing::{facts, uplink};
+        let config = Config::parse(
+            "[[policy]]\nname = \"s\"\nto = [\"198.51.100.0/24\"]\nports = [\"443\"]\nprotocol = \"tcp\"\nsticky = \"10m\"\n\
+             [[policy]]\nname = \"d\"\nuser = 1000\nmode = \"direct\"\n",
+            std::path::Path::new("x.toml"),
+        )
+        .unwrap();
+        let p = plan(&config, &facts(vec![uplink("eth0", 1), uplink("wlan0", 2)])).firewall;
+        let text = Iptables::new().render(&p);
+        for want in [
+            "-A nm-multiwan-out -d 198.51.100.0/24 -p tcp -m multiport --dports 443 -g nm-multiwan-p0",
+            "-A nm-multiwan-p0 -m recent --update --seconds 600 --reap --name nmmw4-p0-01000000",
+            "-A nm-multiwan-p0 -p tcp -g nm-multiwan-p0-tcp",
+            "-A nm-multiwan-p0-tcp -m statistic --mode nth --every 2 --packet 1 -j MARK --set-xmark 0x2000000/0x3f000000",
+            "-A nm-multiwan-p0-tcp -m mark --mark 0x2000000/0x3f000000 -m recent --set --name nmmw4-p0-02000000",
+            "-A nm-multiwan-out -m owner --uid-owner 1000 -g nm-multiwan-p1",
+            "-A nm-multiwan-p1 -j RETURN",
+            "-A nm-multiwan-out -s 10.0.2.2/32 -g nm-multiwan-to-02000000",
+            "-A nm-multiwan-nat -o eth0 -m mark --mark 0x2000000/0x3f000000 -j CONNMARK --set-xmark 0x1000000/0x3f000000",
+        ] {
+            assert!(text.contains(want), "{want} not in\n{text}");
+        }
+        let ladder = text.find("-g nm-multiwan-p0").unwrap();
+        assert!(
+            ladder
+                < text
+                    .find("-A nm-multiwan-out -p tcp -j nm-multiwan-tcp")
+                    .unwrap()
+        );
+        for ours in [
+            "nm-multiwan-p0",
+            "nm-multiwan-p12-udp",
+            "nm-multiwan-to-0a000000",
+        ] {
+            assert!(is_ours(ours), "{ours}");
+        }
+        for not in [
+            "nm-multiwan-p",
+            "nm-multiwan-px",
+            "nm-multiwan-p1-icmp",
+            "nm-multiwan-to-1",
+        ] {
+            assert!(!is_ours(not), "{not}");
+        }
+        assert_eq!(recent::hz_of(4_296_211_078, 5_275_740_000_000), 250);
+        let entries = recent::parse(
+            "src=198.51.100.10 ttl: 64 last_seen: 4296727695 oldest_pkt: 6 4296727695\n",
+        );
+        assert_eq!(entries, [("198.51.100.10".parse().unwrap(), 4_296_727_695)]);
+    }
+
     #[test]
     fn fingerprint_changes_with_plan() {
         let a = plan();
