@@ -100,6 +100,23 @@ fn browser_mix_spreads_tcp_and_udp(fw: Fw) {
             .all(|b| b.as_u64().unwrap() > 0),
         "the downloads ran: {mix}"
     );
+    // The issue's own case: two look-ups (and nothing else) before each connection,
+    // three uplinks: one round for everything would give every TCP connection the same
+    // uplink.
+    let out = client(&sb, &["mix", "24", "192.0.2.1", SERVER, "0"]);
+    let plain: serde_json::Value = serde_json::from_str(&out[0]).expect("mix JSON");
+    let tcp: Vec<String> = plain["tcp"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect();
+    let tcp = tally(&tcp);
+    eprintln!(
+        "[{}] two look-ups before each of 24 TCP connections: TCP {tcp:?}",
+        fw.name()
+    );
+    assert!(spread_ok(&tcp, 24, 3), "TCP per uplink: {tcp:?}");
     // explain predicts the next connection of each protocol, several times over.
     for _ in 0..4 {
         let (iface, v) = explain(&sb, &[SERVER, "7000"]);

@@ -12,9 +12,10 @@
   client.py dns COUNT SERVER NAME [TYPE]
       COUNT look-ups of NAME (TYPE A or AAAA) at SERVER, each from a new socket as a
       stub resolver does; prints the first address answered, "EMPTY", or "FAIL ...".
-  client.py mix ROUNDS RESOLVER HOST
+  client.py mix ROUNDS RESOLVER HOST [QUIC]
       a browser-like mix: per round an A and an AAAA look-up at RESOLVER, a QUIC-like
-      UDP flow to HOST:443 and a TCP connection to HOST:7000, with two long downloads
+      UDP flow to HOST:443 (QUIC=0: none) and a TCP connection to HOST:7000, with two
+      long downloads
       from HOST:7001 running all along; prints one JSON object:
       {"tcp": [...], "udp": [...], "dns": [...], "downloads": [bytes, ...]}.
   client.py hold COUNT SECONDS [HOST [PORT]]
@@ -136,7 +137,7 @@ def download(host, port, seconds, out, slot):
         pass
 
 
-def mix(rounds, resolver, host):
+def mix(rounds, resolver, host, quic=True):
     result = {"tcp": [], "udp": [], "dns": [], "downloads": [0, 0]}
     loads = [threading.Thread(target=download, args=(host, 7001, 0.6 * rounds + 2, result["downloads"], k))
              for k in range(2)]
@@ -145,7 +146,8 @@ def mix(rounds, resolver, host):
     for _ in range(rounds):
         result["dns"].append(dns_query(resolver, "probe.test", "A"))
         result["dns"].append(dns_query(resolver, "probe.test", "AAAA"))
-        result["udp"].append(udp_flow(host, 443))
+        if quic:
+            result["udp"].append(udp_flow(host, 443))
         try:
             with socket.create_connection((host, 7000), timeout=3.0) as s:
                 s.settimeout(3.0)
@@ -214,7 +216,7 @@ def main(argv):
         for _ in range(int(argv[2])):
             print(dns_query(argv[3], argv[4], qtype), flush=True)
     elif mode == "mix":
-        mix(int(argv[2]), argv[3], argv[4])
+        mix(int(argv[2]), argv[3], argv[4], len(argv) < 6 or argv[5] != "0")
     elif mode == "hold":
         host = argv[4] if len(argv) > 4 else SERVER
         port = int(argv[5]) if len(argv) > 5 else 7002
