@@ -49,11 +49,6 @@ fn round_chain(p: Protocol) -> String {
     format!("nm-multiwan-{}", p.name())
 }
 
-/// The chain marking for one uplink (and saving the mark on the connection).
-fn to_chain(mark: u32) -> String {
-    format!("nm-multiwan-to-{mark:08x}")
-}
-
 /// A policy's chain: its action.
 fn policy_chain(index: usize) -> String {
     format!("nm-multiwan-p{index}")
@@ -92,9 +87,6 @@ fn is_ours(chain: &str) -> bool {
         || chain == PRE_CHAIN
         || chain == NAT_CHAIN
         || Protocol::ALL.iter().any(|p| chain == round_chain(*p))
-        || chain
-            .strip_prefix("nm-multiwan-to-")
-            .is_some_and(|m| m.len() == 8 && m.chars().all(|c| c.is_ascii_hexdigit()))
         || parse_policy_chain(chain).is_some()
 }
 
@@ -178,32 +170,27 @@ fn render_ladder(
     let m = p.mark_mask;
     let o = OUT_CHAIN;
     let save = format!("-j CONNMARK --save-mark --nfmask {m:#x} --ctmask {m:#x}");
-    for u in p.uplinks_of(family) {
-        let chain = to_chain(u.mark);
-        chains.push((
-            chain.clone(),
-            vec![
-                format!("-A {chain} -j MARK --set-xmark {:#x}/{m:#x}", u.mark),
-                format!("-A {chain} {save}"),
+    // What an action does, as the rules of `chain` for the packets `when` selects:
+    // marking is MARK, CONNMARK and RETURN (back to OUTPUT: the output chain is jumped
+    // to, the policies' chains reached by goto), no chain per uplink, so that uplinks
+    // coming and going never reorder our chains.
+    let act = |chain: &str, when: &str, action: &Action| -> Vec<String> {
+        match action {
+            Action::Uplink { mark, .. } => vec![
+                format!("-A {chain} {when}-j MARK --set-xmark {mark:#x}/{m:#x}"),
+                format!("-A {chain} {when}{save}"),
+                format!("-A {chain} {when}-j RETURN"),
             ],
-        ));
-    }
+            Action::Drop => vec![format!("-A {chain} {when}-j DROP")],
+            Action::Direct => vec![format!("-A {chain} {when}-j RETURN")],
+            Action::General | Action::Balance { .. } => Vec::new(),
+        }
+    };
     for rung in p.ladder_of(family) {
         let variants = match_variants(&rung.matches, family);
-        let simple = |chain: &str, action: &Action| -> Option<String> {
-            Some(match action {
-                Action::Uplink { mark, .. } => format!("-g {}", to_chain(*mark)),
-                Action::Drop => "-j DROP".into(),
-                // Reached through gotos from the output chain: back to OUTPUT, unmarked.
-                Action::Direct => "-j RETURN".into(),
-                _ => return chain.is_empty().then(String::new),
-            })
-        };
         let Some(index) = rung.policy() else {
-            if let Some(target) = simple("", &rung.action).filter(|t| !t.is_empty()) {
-                for v in &variants {
-                    out.push(format!("-A {o} {v}{target}"));
-                }
+            for v in &variants {
+                out.extend(act(o, v, &rung.action));
             }
             continue;
         };
@@ -238,12 +225,13 @@ fn render_ladder(
                 if let Some(secs) = sticky {
                     for &mark in members {
                         rules.push(format!(
-                            "-A {chain} -m recent --update --seconds {secs} --reap --name {} --mask {} --rdest -g {}",
+                            "-A {chain} -m mark --mark 0x0/{m:#x} -m recent --update --seconds {secs} --reap --name {} --mask {} --rdest -j MARK --set-xmark {mark:#x}/{m:#x}",
                             sticky_list(family, index, mark),
                             full_mask(family),
-                            to_chain(mark)
                         ));
                     }
+                    rules.push(format!("-A {chain} -m mark ! --mark 0x0/{m:#x} {save}"));
+                    rules.push(format!("-A {chain} -m mark ! --mark 0x0/{m:#x} -j RETURN"));
                 }
                 for r in rounds {
                     let rc = policy_round_chain(index, r.protocol);
@@ -266,10 +254,7 @@ fn render_ladder(
                     chains.push((rc, rr));
                 }
             }
-            action => {
-                let target = simple(&chain, action).expect("a simple action");
-                rules.push(format!("-A {chain} {target}"));
-            }
+            action => rules.extend(act(&chain, "", action)),
         }
         chains.push((chain, rules));
     }
@@ -877,7 +862,7 @@ impl Firewall for Iptables {
                         .find(|p| *chain == round_chain(*p))
                         .map(|p| (RoundOf::General, p)),
                 };
-                let marking = round.is_some() || chain.starts_with("nm-multiwan-to-");
+                let marking = round.is_some();
                 for (packets, rule) in rules {
                     if chain == OUT_CHAIN
                         && let Some(target) = rule.split(" -g ").nth(1)
@@ -1168,13 +1153,14 @@ mod tests {
         let text = Iptables::new().render(&p);
         for want in [
             "-A nm-multiwan-out -d 198.51.100.0/24 -p tcp -m multiport --dports 443 -g nm-multiwan-p0",
-            "-A nm-multiwan-p0 -m recent --update --seconds 600 --reap --name nmmw4-p0-01000000",
+            "-A nm-multiwan-p0 -m mark --mark 0x0/0x3f000000 -m recent --update --seconds 600 --reap --name nmmw4-p0-01000000",
             "-A nm-multiwan-p0 -p tcp -g nm-multiwan-p0-tcp",
             "-A nm-multiwan-p0-tcp -m statistic --mode nth --every 2 --packet 1 -j MARK --set-xmark 0x2000000/0x3f000000",
             "-A nm-multiwan-p0-tcp -m mark --mark 0x2000000/0x3f000000 -m recent --set --name nmmw4-p0-02000000",
             "-A nm-multiwan-out -m owner --uid-owner 1000 -g nm-multiwan-p1",
             "-A nm-multiwan-p1 -j RETURN",
-            "-A nm-multiwan-out -s 10.0.2.2/32 -g nm-multiwan-to-02000000",
+            "-A nm-multiwan-out -s 10.0.2.2/32 -j MARK --set-xmark 0x2000000/0x3f000000",
+            "-A nm-multiwan-out -s 10.0.2.2/32 -j RETURN",
             "-A nm-multiwan-nat -o eth0 -m mark --mark 0x2000000/0x3f000000 -j CONNMARK --set-xmark 0x1000000/0x3f000000",
         ] {
             assert!(text.contains(want), "{want} not in\n{text}");
@@ -1186,11 +1172,7 @@ mod tests {
                     .find("-A nm-multiwan-out -p tcp -j nm-multiwan-tcp")
                     .unwrap()
         );
-        for ours in [
-            "nm-multiwan-p0",
-            "nm-multiwan-p12-udp",
-            "nm-multiwan-to-0a000000",
-        ] {
+        for ours in ["nm-multiwan-p0", "nm-multiwan-p12-udp"] {
             assert!(is_ours(ours), "{ours}");
         }
         for not in [
