@@ -45,6 +45,10 @@ pub enum Error {
     },
     #[error("nm-multiwan {command} needs root (CAP_NET_ADMIN): run with sudo")]
     NeedsRoot { command: String },
+    /// Policies name uplinks NetworkManager does not know: (policy index, position in
+    /// its `uplinks`, name). Nothing was changed.
+    #[error("{}", unknown_uplinks(.0))]
+    UnknownUplinks(Vec<(usize, usize, String)>),
     /// A request refused before anything changed (what and why, in one sentence).
     #[error("{0}")]
     Refused(String),
@@ -58,7 +62,10 @@ impl Error {
     /// otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config { .. } | Error::ConfigRead { .. } | Error::Refused(_) => 2,
+            Error::Config { .. }
+            | Error::ConfigRead { .. }
+            | Error::Refused(_)
+            | Error::UnknownUplinks(_) => 2,
             Error::NetworkManager(_) | Error::Bus(_) => 3,
             Error::NeedsRoot { .. } => 4,
             _ => 1,
@@ -71,6 +78,19 @@ impl Error {
             source,
         }
     }
+}
+
+fn unknown_uplinks(names: &[(usize, usize, String)]) -> String {
+    let each: Vec<String> = names
+        .iter()
+        .map(|(i, j, name)| {
+            format!(
+                "policy[{i}].uplinks[{j}]: {name:?} is neither a connection nor an interface \
+                 NetworkManager knows"
+            )
+        })
+        .collect();
+    format!("{}; nothing was changed", each.join("; "))
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod diff;
 pub mod error;
 pub mod events;
+pub mod explain;
 pub mod health;
 pub mod kernel;
 pub mod model;

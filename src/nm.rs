@@ -312,6 +312,45 @@ impl NetworkManager {
         ))
     }
 
+    /// The id of every connection profile NetworkManager has, active or not
+    /// (`Settings.ListConnections`, then `GetSettings` of each, concurrently).
+    pub async fn connection_ids(&self) -> Result<Vec<String>> {
+        let settings =
+            ObjectPath::try_from("/org/freedesktop/NetworkManager/Settings").expect("a valid path");
+        let reply = self
+            .conn
+            .call_method(
+                Some(NM_BUS_NAME),
+                &settings,
+                Some("org.freedesktop.NetworkManager.Settings"),
+                "ListConnections",
+                &(),
+            )
+            .await
+            .map_err(|e| not_reachable(&e, "ListConnections", settings.as_str()))?;
+        let paths: Vec<OwnedObjectPath> = reply.body().deserialize().map_err(|e| {
+            Error::NetworkManager(format!("unexpected reply to ListConnections: {e}"))
+        })?;
+        let reads = paths.iter().map(|path| async move {
+            let reply = self
+                .conn
+                .call_method(
+                    Some(NM_BUS_NAME),
+                    path,
+                    Some("org.freedesktop.NetworkManager.Settings.Connection"),
+                    "GetSettings",
+                    &(),
+                )
+                .await
+                .ok()?;
+            let all: HashMap<String, HashMap<String, OwnedValue>> =
+                reply.body().deserialize().ok()?;
+            let id = all.get("connection")?.get("id")?;
+            id.downcast_ref::<&str>().ok().map(str::to_string)
+        });
+        Ok(join_all(reads).await.into_iter().flatten().collect())
+    }
+
     /// `get_all` of an optional object: `None` when there is no object or it vanished.
     async fn get_all_opt(
         &self,
@@ -624,7 +663,53 @@ fn side_from(config: &Props, family: Family) -> Result<IpSide, NotUplink> {
         gateway: default.next_hop,
         metric: default.metric,
         routes: device_routes,
+        dns: name_servers(config, family),
     })
+}
+
+/// The name servers of an `IP4Config` (`NameserverData`, `aa{sv}` with "address";
+/// older NetworkManagers: `Nameservers`, `au` in network order) or `IP6Config`
+/// (`Nameservers`, `aay`). Unreadable entries are left out: a missing server only
+/// means its queries are balanced like any destination.
+fn name_servers(config: &Props, family: Family) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    match family {
+        Family::V4 => {
+            if let Some(entries) = dict_array(config, "NameserverData") {
+                out.extend(
+                    entries
+                        .iter()
+                        .filter_map(|e| parse_ip(str_prop(e, "address")?, family)),
+                );
+            }
+            if out.is_empty()
+                && let Some(raw) = config
+                    .get("Nameservers")
+                    .and_then(|v| v.try_clone().ok())
+                    .and_then(|v| Vec::<u32>::try_from(v).ok())
+            {
+                out.extend(
+                    raw.into_iter()
+                        .map(|n| IpAddr::from(std::net::Ipv4Addr::from(u32::from_be(n)))),
+                );
+            }
+        }
+        Family::V6 => {
+            if let Some(raw) = config
+                .get("Nameservers")
+                .and_then(|v| v.try_clone().ok())
+                .and_then(|v| Vec::<Vec<u8>>::try_from(v).ok())
+            {
+                out.extend(raw.into_iter().filter_map(|b| {
+                    let octets: [u8; 16] = b.try_into().ok()?;
+                    Some(IpAddr::from(std::net::Ipv6Addr::from(octets)))
+                }));
+            }
+        }
+    }
+    out.retain(|a| !a.is_unspecified());
+    out.dedup();
+    out
 }
 
 fn parse_route(entry: &Props, family: Family) -> Option<Route> {
@@ -888,6 +973,7 @@ mod tests {
                     subnet: net("10.71.1.0/24"),
                     gateway: Some(ip("10.71.1.1")),
                     metric: 100,
+                    dns: vec![],
                     routes: vec![
                         DeviceRoute {
                             dst: net("10.71.1.0/24"),
@@ -999,6 +1085,7 @@ mod tests {
                 subnet: net("2001:db8:2::/64"),
                 gateway: Some(ip("fe80::1")),
                 metric: 100,
+                dns: vec![],
                 routes: vec![
                     DeviceRoute {
                         dst: net("2001:db8:2::/64"),

@@ -54,6 +54,124 @@ pub struct StatusReport {
     /// answered): rates and the last minute of them.
     #[serde(default)]
     pub traffic: Option<TrafficReport>,
+    /// The policies, in order, with their hits and live sticky entries.
+    #[serde(default)]
+    pub policies: Vec<PolicyStatus>,
+}
+
+/// One `[[policy]]` as `status` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyStatus {
+    pub name: String,
+    /// "balance", "failover" or "direct".
+    pub mode: String,
+    /// What it does now, in words ("balance over eth0, wlan0", "through usb0",
+    /// "general balance (no usable uplink)", "dropped (no usable uplink)", ...), per
+    /// family it matches in.
+    pub now: Vec<String>,
+    /// New connections it matched since the firewall was last installed.
+    pub hits: u64,
+    /// Destinations it keeps on one uplink now.
+    pub sticky: Vec<StickyStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StickyStatus {
+    pub destination: String,
+    pub uplink: String,
+    /// Seconds left unless a new connection renews it.
+    pub expires_in: u64,
+}
+
+/// The policies' part of the report.
+pub fn policies(
+    config: &Config,
+    plan: &Plan,
+    counters: &firewall::Counters,
+    sticky: &[firewall::StickyEntry],
+) -> Vec<PolicyStatus> {
+    use crate::kernel::firewall::Action;
+    let name_of = |mark: u32| {
+        plan.uplinks
+            .iter()
+            .find(|u| u.mark == mark)
+            .map_or_else(|| format!("{mark:#x}"), |u| u.iface.clone())
+    };
+    config
+        .policy
+        .iter()
+        .enumerate()
+        .map(|(index, p)| {
+            let now = plan
+                .firewall
+                .ladder
+                .iter()
+                .filter(|r| r.policy() == Some(index))
+                .map(|r| {
+                    let what = match &r.action {
+                        Action::Uplink { iface, .. } => format!("through {iface}"),
+                        Action::Balance {
+                            members, sticky, ..
+                        } => {
+                            let names: Vec<String> = members.iter().map(|m| name_of(*m)).collect();
+                            match sticky {
+                                Some(s) => {
+                                    format!("balance over {}, sticky {s} s", names.join(", "))
+                                }
+                                None => format!("balance over {}", names.join(", ")),
+                            }
+                        }
+                        Action::General => "general balance (no usable uplink)".into(),
+                        Action::Direct => "main table (direct)".into(),
+                        Action::Drop => "dropped (no usable uplink, fallback = false)".into(),
+                    };
+                    format!("{}: {what}", r.family)
+                })
+                .collect();
+            PolicyStatus {
+                name: p.name.clone(),
+                mode: p.mode.name().into(),
+                now,
+                hits: counters.hits.get(&index).copied().unwrap_or(0),
+                sticky: sticky
+                    .iter()
+                    .filter(|s| s.policy == index)
+                    .map(|s| StickyStatus {
+                        destination: s.destination.to_string(),
+                        uplink: name_of(s.mark),
+                        expires_in: s.expires_in,
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+/// The policies' section of the status, for people.
+pub fn render_policies(policies: &[PolicyStatus]) -> String {
+    let mut s = String::from("policies (in order; the first that matches decides):");
+    for p in policies {
+        let _ = write!(
+            s,
+            "\n  {:?} ({}): {} new connections; {}",
+            p.name,
+            p.mode,
+            p.hits,
+            if p.now.is_empty() {
+                "matches nothing now".to_string()
+            } else {
+                p.now.join("; ")
+            }
+        );
+        for st in &p.sticky {
+            let _ = write!(
+                s,
+                "\n    sticky {} -> {} for {} s more",
+                st.destination, st.uplink, st.expires_in
+            );
+        }
+    }
+    s
 }
 
 /// Part of the status that could not be read.
@@ -187,14 +305,21 @@ pub async fn current_plan(
     Ok((c.plan, c.fw, c.in_sync))
 }
 
-/// What [`current`] found.
-struct Current {
-    plan: Plan,
-    fw: Box<dyn Firewall>,
-    in_sync: bool,
+/// The plan as it would be applied now, with what it was made from.
+pub struct Current {
+    pub plan: Plan,
+    pub fw: Box<dyn Firewall>,
+    /// Whether the kernel holds exactly the plan.
+    pub in_sync: bool,
+    pub facts: plan::Facts,
+    pub routing: crate::kernel::routing::RoutingState,
+    /// Why the configuration given was refused by the facts (a policy names an
+    /// uplink nobody knows); the plan is then the last good configuration's.
+    pub refused: Option<Error>,
 }
 
-async fn current(
+/// Reads NetworkManager and the kernel and plans, writing nothing.
+pub async fn current(
     config: &Config,
     health: &BTreeMap<String, bool>,
     nm: &NetworkManager,
@@ -207,6 +332,18 @@ async fn current(
     }
     let routing = Routing::connect().await?;
     let view = observe(config, nm, &routing, &state, health).await?;
+    // A configuration the facts refuse is not what runs: the last good one is (see
+    // `reconcile::reconcile_or`), so that is the plan to show.
+    let refused = crate::reconcile::check_policy_uplinks(config, nm, &view.known)
+        .await
+        .err();
+    let fallback;
+    let config = if refused.is_some() {
+        fallback = config::last_good_or_defaults(&state::run_dir()).0;
+        &fallback
+    } else {
+        config
+    };
     let plan = plan::plan(config, &view.facts);
     let mut observed = view.observed;
     if privileged {
@@ -217,7 +354,14 @@ async fn current(
         observed.firewall_current = true;
     }
     let in_sync = diff::diff(&plan, &observed).is_empty();
-    Ok(Current { plan, fw, in_sync })
+    Ok(Current {
+        plan,
+        fw,
+        in_sync,
+        facts: view.facts,
+        routing: view.routing,
+        refused,
+    })
 }
 
 /// The backend `choice` means here. Without the privilege to ask the kernel whether
@@ -240,11 +384,18 @@ fn backend_for(choice: Choice, privileged: bool, state: &State) -> Backend {
 pub async fn gather(config: &Config, health: &BTreeMap<String, bool>) -> Result<StatusReport> {
     let privileged = crate::privilege::has_net_admin();
     let nm = NetworkManager::connect().await?;
-    let Current { plan, fw, in_sync } = current(config, health, &nm, privileged).await?;
+    let Current {
+        plan,
+        fw,
+        in_sync,
+        refused,
+        ..
+    } = current(config, health, &nm, privileged).await?;
     let mut unreadable = Vec::new();
-    let (counters, conns, conns6) = if privileged {
+    let (counters, sticky, conns, conns6) = if privileged {
         (
             fw.counters().unwrap_or_default(),
+            fw.sticky(&plan.firewall).unwrap_or_default(),
             conntrack_by_id(config, Family::V4).await,
             conntrack_by_id(config, Family::V6).await,
         )
@@ -255,8 +406,9 @@ pub async fn gather(config: &Config, health: &BTreeMap<String, bool>) -> Result<
                 why: NEEDS_CAP_NET_ADMIN.into(),
             });
         }
-        (firewall::Counters::default(), None, None)
+        (firewall::Counters::default(), Vec::new(), None, None)
     };
+    let policies = policies(config, &plan, &counters, &sticky);
     let connectivity = nm.checked_connectivity().await.unwrap_or_else(|e| {
         debug!("cannot read NetworkManager's connectivity: {e}");
         None
@@ -325,9 +477,10 @@ pub async fn gather(config: &Config, health: &BTreeMap<String, bool>) -> Result<
         uplinks,
         warnings: plan.warnings,
         health: None,
-        config_error: None,
+        config_error: refused.map(|e| ConfigErrorReport::new(&e, "the last good configuration")),
         unreadable,
         traffic: None,
+        policies,
     })
 }
 
@@ -501,6 +654,9 @@ pub fn render(r: &StatusReport) -> String {
     let _ = write!(s, "\n{}", traffic_line(r));
     if !r.unreadable.is_empty() {
         let _ = write!(s, "\n{}", unreadable_line(&r.unreadable));
+    }
+    if !r.policies.is_empty() {
+        let _ = write!(s, "\n{}", render_policies(&r.policies));
     }
     if !r.ipv6 && r.uplinks.iter().any(|u| u.address6.is_some()) {
         let _ = write!(
@@ -719,12 +875,94 @@ pub fn render_plan(p: &Plan, backend: firewall::Backend, firewall: &str) -> Stri
     for a in &p.keep {
         let _ = writeln!(s, "# keep departed address {a} on nmmw0");
     }
+    if !p.firewall.ladder.is_empty() {
+        let _ = writeln!(s, "# ladder (rungs 3-5, first match wins; then the rounds)");
+        for r in &p.firewall.ladder {
+            let _ = writeln!(s, "#  {}", describe_rung(r));
+        }
+    }
     let _ = writeln!(s, "# firewall ({backend})");
     s.push_str(firewall);
     for w in &p.warnings {
         let _ = writeln!(s, "# warning: {w}");
     }
     s
+}
+
+/// A rung in one line: family, who chose, what it matches, what it does.
+pub fn describe_rung(r: &crate::kernel::firewall::Rung) -> String {
+    use crate::kernel::firewall::{Action, Why};
+    let who = match &r.why {
+        Why::BoundSource { iface } => format!("bound source of {iface}"),
+        Why::BoundDevice { iface } => format!("bound to device {iface}"),
+        Why::Via { iface } => format!("run --via {iface}"),
+        Why::Dns { iface } => format!("name servers of {iface}"),
+        Why::Policy { index, name } => format!("policy {index} {name:?}"),
+    };
+    let m = &r.matches;
+    let mut what = Vec::new();
+    if !m.sources.is_empty() {
+        what.push(format!("from {}", join(&m.sources)));
+    }
+    if let Some(o) = &m.oif {
+        what.push(format!("routed out of {o}"));
+    }
+    if let Some(c) = &m.cgroup {
+        what.push(format!("cgroup {}", c.path));
+    }
+    if let Some(u) = m.uid {
+        what.push(format!("uid {u}"));
+    }
+    if !m.destinations.is_empty() {
+        what.push(format!("to {}", join(&m.destinations)));
+    }
+    if !m.protocols.is_empty() {
+        what.push(format!("protocol {}", join(&m.protocols)));
+    }
+    if !m.ports.is_empty() {
+        let ports: Vec<String> = m
+            .ports
+            .iter()
+            .map(|(a, b)| {
+                if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}-{b}")
+                }
+            })
+            .collect();
+        what.push(format!("port {}", ports.join(",")));
+    }
+    let action = match &r.action {
+        Action::Uplink { iface, .. } => format!("through {iface}"),
+        Action::Balance { rounds, sticky, .. } => {
+            let slots = rounds.first().map_or(0, |r| r.slots.len());
+            match sticky {
+                Some(s) => format!("own round of {slots}, sticky {s} s"),
+                None => format!("own round of {slots}"),
+            }
+        }
+        Action::General => "the general round".into(),
+        Action::Direct => "main table".into(),
+        Action::Drop => "drop".into(),
+    };
+    format!(
+        "{} {who}: {} -> {action}",
+        r.family,
+        if what.is_empty() {
+            "everything".to_string()
+        } else {
+            what.join(" ")
+        }
+    )
+}
+
+fn join<T: std::fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[cfg(test)]
@@ -746,6 +984,7 @@ mod tests {
             config_error: None,
             unreadable: vec![],
             traffic: None,
+            policies: vec![],
         }
     }
 

@@ -619,6 +619,7 @@ mod tests {
             config_error: None,
             unreadable: vec![],
             traffic: None,
+            policies: vec![],
         }
     }
 

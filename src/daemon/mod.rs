@@ -146,6 +146,12 @@ struct Daemon {
     nm_starting_since: Option<Instant>,
     /// What `UplinksChanged` last said.
     announced: announce::Announced,
+    /// The configuration loaded from the file, kept as the last good one once a
+    /// reconcile has applied it (one the facts refuse never becomes the fallback).
+    unkept: Option<config::Loaded>,
+    /// Whether `config_error` shows a refusal by the facts (cleared once the
+    /// configuration applies), not a file that fails to load.
+    refusal_shown: bool,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -155,11 +161,8 @@ pub async fn run(opts: Options) -> Result<()> {
     let loaded = config::load_or_last_good(&opts.config_path, &opts.run_dir);
     loaded.log_error();
     let lock = DaemonLock::acquire(&opts.run_dir)?;
-    if let Err(e) = loaded.keep_as_last_good(&opts.run_dir) {
-        warn!("cannot keep the configuration as the last good one: {e}");
-    }
     let config_error = ConfigErrorReport::from_loaded(&loaded);
-    let config = loaded.config;
+    let config = loaded.config.clone();
     let sig = |kind, name: &str| {
         signal(kind).map_err(|e| Error::io(format!("installing the {name} handler"), e))
     };
@@ -204,6 +207,8 @@ pub async fn run(opts: Options) -> Result<()> {
         nm_connectivity: BTreeMap::new(),
         nm_starting_since: None,
         announced: Default::default(),
+        unkept: Some(loaded),
+        refusal_shown: false,
     };
     d.schedule(Instant::now(), "start".into());
     let mut safety = tokio::time::interval_at(Instant::now() + SAFETY_INTERVAL, SAFETY_INTERVAL);
@@ -337,11 +342,9 @@ impl Daemon {
             );
             return Err(e.to_string());
         }
-        if let Err(e) = loaded.keep_as_last_good(&self.opts.run_dir) {
-            warn!("cannot keep the configuration as the last good one: {e}");
-        }
         *self.shared.config_error.lock().expect("config error lock") = None;
-        let config = loaded.config;
+        let config = loaded.config.clone();
+        self.unkept = Some(loaded);
         let probes_changed = config.health.targets != self.config.health.targets
             || config.health.interval_ms != self.config.health.interval_ms;
         self.config = Arc::new(config);
@@ -386,12 +389,41 @@ impl Daemon {
         let (config, run_dir) = (self.config.clone(), self.opts.run_dir.clone());
         let handle = tokio::runtime::Handle::current();
         let result = tokio::task::spawn_blocking(move || {
-            handle.block_on(reconcile::reconcile(&config, &run_dir, &verdicts))
+            handle.block_on(reconcile::reconcile_or(
+                &config,
+                || config::last_good_or_defaults(&run_dir).0,
+                &run_dir,
+                &verdicts,
+            ))
         })
         .await
         .unwrap_or_else(|e| Err(Error::Other(format!("reconcile task: {e}"))));
         match result {
-            Ok(outcome) => {
+            Ok((outcome, refused)) => {
+                match refused {
+                    // The facts refuse the configuration (a policy names an uplink
+                    // nobody knows): the last good one ran instead; `status` says so.
+                    Some(e) => {
+                        let e = match &self.unkept {
+                            Some(l) => l.locate(e),
+                            None => e,
+                        };
+                        error!("{e}; following NetworkManager with the last good configuration");
+                        *self.shared.config_error.lock().expect("config error lock") =
+                            Some(ConfigErrorReport::new(&e, "the last good configuration"));
+                        self.refusal_shown = true;
+                    }
+                    None => {
+                        if std::mem::take(&mut self.refusal_shown) {
+                            *self.shared.config_error.lock().expect("config error lock") = None;
+                        }
+                        if let Some(l) = self.unkept.take()
+                            && let Err(e) = l.keep_as_last_good(&self.opts.run_dir)
+                        {
+                            warn!("cannot keep the configuration as the last good one: {e}");
+                        }
+                    }
+                }
                 reconcile::log_outcome(&reasons, &outcome, tracing::Level::DEBUG);
                 // Uplinks left out of this run (NetworkManager's view in flux, or the
                 // kernel refused them) or held while NetworkManager re-activates them

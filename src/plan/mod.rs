@@ -3,6 +3,7 @@
 //! or a network.
 
 pub mod ids;
+pub mod ladder;
 pub mod round;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -11,7 +12,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::kernel::firewall::{FirewallPlan, FwUplink, Protocol, Round};
+use crate::kernel::firewall::{Cgroup, FirewallPlan, FwUplink, Protocol, Round};
 use crate::kernel::{Route, Rule, Sysctl};
 #[cfg(test)]
 use crate::model::DeviceRoute;
@@ -38,6 +39,17 @@ pub struct Facts {
     pub departed: BTreeSet<IpAddr>,
     /// Addresses on our keeper interface now.
     pub kept: BTreeSet<IpAddr>,
+    /// Every address configured on the machine (our own keeper interface left out).
+    pub local: BTreeSet<IpAddr>,
+    /// Every interface's addresses, as the kernel holds them (bound sources).
+    pub addresses: BTreeMap<String, Vec<IpAddr>>,
+    /// The addresses of the policies' host names, resolved for this run (a name
+    /// missing here did not resolve).
+    pub resolved: BTreeMap<String, Vec<IpAddr>>,
+    /// The uids of the user names the policies name.
+    pub users: BTreeMap<String, u32>,
+    /// The cgroups of `run --via` that exist: (interface, cgroup).
+    pub via: Vec<(String, Cgroup)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -250,7 +262,8 @@ pub fn plan(config: &Config, facts: &Facts) -> Plan {
     routes.sort();
     sysctls.sort();
 
-    let firewall = firewall_plan(&ns, &uplinks, ipv6, exclude, &mut warnings);
+    let mut firewall = firewall_plan(&ns, &uplinks, ipv6, exclude, &mut warnings);
+    firewall.ladder = ladder::ladder(config, facts, &uplinks, &firewall.families, &mut warnings);
     let keep = addresses_to_keep(facts, &uplinks);
     Plan {
         namespace: ns,
@@ -406,6 +419,7 @@ fn firewall_plan(
             .collect(),
         exclude: exclude.into_iter().collect(),
         rounds,
+        ladder: Vec::new(),
     }
 }
 

@@ -22,8 +22,12 @@ pub fn sandbox_script() -> PathBuf {
     repo().join("tests/sandbox/sandbox.sh")
 }
 
+/// The binary under test: this build, or `NMMW_BINARY` (another build, e.g. to
+/// measure what an earlier version did in the same test).
 pub fn binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_nm-multiwan"))
+    std::env::var_os("NMMW_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_nm-multiwan")))
 }
 
 /// What a root-only test says when run without root: it fails, never passes silently.
