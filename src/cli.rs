@@ -374,7 +374,16 @@ async fn run(cli: Cli) -> Result<i32> {
         Command::Plan { json } => {
             let loaded = following(&cli.config, &run_dir);
             let health = health::published_verdicts(&run_dir);
-            let (plan, fw, _) = status::current_plan(&loaded.config, &health).await?;
+            let (plan, fw, _) = match status::current_plan(&loaded.config, &health).await {
+                Ok(current) => current,
+                // The broken file is the first thing to fix: its exit code (2) wins over
+                // a later failure (NetworkManager unreachable, say), which is still said.
+                Err(e) if loaded.error.is_some() => {
+                    error!("{e}");
+                    return Ok(fallback_exit(&loaded));
+                }
+                Err(e) => return Err(e),
+            };
             let rendered = fw.render(&plan.firewall);
             let text = if json {
                 // The plan's own fields, plus what the chosen backend would install, so

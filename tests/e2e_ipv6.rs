@@ -332,6 +332,8 @@ fn ipv6_switches_on_and_off_cleanly_and_ipv6_only_uplinks_count(fw: Fw) {
         "",
         "ipv4.gateway",
         "",
+        "ipv4.dns",
+        "",
         "ipv4.may-fail",
         "yes",
     ]);

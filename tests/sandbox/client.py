@@ -36,7 +36,9 @@ SERVER = "198.51.100.10"
 
 
 def connect(host, port, timeout, bind=None, device=None):
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # getaddrinfo, not the bare tuple: it turns "fe80::1%eth0" into an address with
+    # its scope id (connect() would refuse a link-local address without one).
+    family, _, _, _, addr = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
     s = socket.socket(family, socket.SOCK_STREAM)
     s.settimeout(timeout)
     if device:
@@ -44,7 +46,7 @@ def connect(host, port, timeout, bind=None, device=None):
     if bind:
         s.bind((bind, 0))
     try:
-        s.connect((host, port))
+        s.connect(addr)
     except OSError:
         s.close()
         raise
