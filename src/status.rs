@@ -15,7 +15,7 @@ use crate::kernel::routing::Routing;
 use crate::model::Family;
 use crate::namespace::MAIN_TABLE;
 use crate::nm::NetworkManager;
-use crate::plan::{self, Plan};
+use crate::plan::{self, Plan, Role, Verdicts};
 use crate::reconcile::{observe, observe_for};
 use crate::state::{self, State};
 
@@ -119,6 +119,13 @@ pub struct UplinkStatus {
     pub mark: String,
     pub table: u32,
     pub weight: u32,
+    /// `primary`, `backup` (new connections only while no primary is usable) or
+    /// `never` (a metered uplink with `metered = "never"`).
+    #[serde(default = "primary")]
+    pub role: Role,
+    /// NetworkManager calls it metered.
+    #[serde(default)]
+    pub metered: bool,
     /// Whether new connections are given to it right now.
     pub in_balance: bool,
     /// Health verdict: `null` when no daemon probes, else true/false.
@@ -142,7 +149,7 @@ pub struct UplinkStatus {
 /// that would apply it and whether the kernel holds it. Writes nothing.
 pub async fn current_plan(
     config: &Config,
-    health: &BTreeMap<String, bool>,
+    health: &Verdicts,
 ) -> Result<(Plan, Box<dyn Firewall>, bool)> {
     let fw = firewall::backend(firewall::resolve(config.firewall));
     fw.prefetch();
@@ -159,7 +166,7 @@ pub async fn current_plan(
 
 /// Reads the live state. `health` holds the verdicts of a running daemon (empty
 /// without one: every uplink then counts as healthy and `healthy` is `null`).
-pub async fn gather(config: &Config, health: &BTreeMap<String, bool>) -> Result<StatusReport> {
+pub async fn gather(config: &Config, health: &Verdicts) -> Result<StatusReport> {
     let (plan, fw, in_sync) = current_plan(config, health).await?;
     let counters = fw.counters().unwrap_or_default();
     let conns = conntrack_by_id(config, Family::V4).await;
@@ -202,8 +209,12 @@ pub async fn gather(config: &Config, health: &BTreeMap<String, bool>) -> Result<
                 mark: format!("{:#x}/{:#x}", u.mark, ns.mark_mask),
                 table: u.table,
                 weight: u.weight,
+                role: u.role,
+                metered: u.metered,
                 in_balance: u.in_balance,
-                healthy: health.get(&u.iface).copied(),
+                healthy: health
+                    .get(&u.iface)
+                    .map(|v| (u.ipv4.is_none() || v.ipv4) && (!u.ipv6_balanced || v.ipv6)),
                 connections: c4.map(|c4| c4 + c6.unwrap_or(0)),
                 connections6: c6,
                 new_connections: new4 + new6,
@@ -224,6 +235,10 @@ pub async fn gather(config: &Config, health: &BTreeMap<String, bool>) -> Result<
         health: None,
         config_error: None,
     })
+}
+
+fn primary() -> Role {
+    Role::Primary
 }
 
 fn read_counter(iface: &str, name: &str) -> u64 {
@@ -320,6 +335,11 @@ pub fn render(r: &StatusReport) -> String {
                 u.mark.split('/').next().unwrap_or("").to_string(),
                 u.table.to_string(),
                 u.weight.to_string(),
+                match (u.role, u.metered) {
+                    (Role::Primary, false) => "primary".to_string(),
+                    (role, true) => format!("{} (metered)", role.name()),
+                    (role, false) => role.name().to_string(),
+                },
                 match (u.in_balance, u.healthy) {
                     (true, Some(false)) => "active (unhealthy)".into(),
                     (true, _) => "active".into(),
@@ -342,6 +362,7 @@ pub fn render(r: &StatusReport) -> String {
             "MARK",
             "TABLE",
             "WEIGHT",
+            "ROLE",
             "STATE",
             "CONNS",
             "NEW",
@@ -380,7 +401,8 @@ pub fn render_health(h: &HealthReport, now: std::time::SystemTime) -> String {
         .duration_since(std::time::SystemTime::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
     let mut s = format!(
-        "health: probes to {} every {} ms; out after {} failures, back after {} successes",
+        "health: probes to {} every {} ms; out after {} unanswered, above {}% loss or \
+         {} ms median round trip (last {} probes); back after {} answered",
         if h.targets.is_empty() {
             "nothing (probing off)".to_string()
         } else {
@@ -388,6 +410,9 @@ pub fn render_health(h: &HealthReport, now: std::time::SystemTime) -> String {
         },
         h.interval_ms,
         h.down_after,
+        h.max_loss,
+        h.max_rtt_ms,
+        h.window,
         h.up_after
     );
     let rows: Vec<Vec<String>> = h
@@ -395,24 +420,37 @@ pub fn render_health(h: &HealthReport, now: std::time::SystemTime) -> String {
         .iter()
         .map(|(iface, u)| {
             let ago = (now - u.last_change).max(0.0);
+            let down: Vec<String> = u
+                .families
+                .iter()
+                .filter(|(_, f)| !f.healthy)
+                .map(|(family, _)| family.to_string())
+                .collect();
             vec![
                 iface.clone(),
-                if u.healthy { "ok" } else { "DOWN" }.to_string(),
-                u.last_rtt_ms
+                if u.healthy {
+                    "ok".to_string()
+                } else if down.is_empty() || down.len() == u.families.len() {
+                    "DOWN".to_string()
+                } else {
+                    format!("DOWN ({})", down.join(", "))
+                },
+                u.median_rtt_ms
+                    .or(u.last_rtt_ms)
                     .map_or_else(|| "-".into(), |ms| format!("{ms:.1} ms")),
-                if u.consecutive_failures > 0 {
-                    format!("{} lost in a row", u.consecutive_failures)
+                u.loss_percent
+                    .map_or_else(|| "-".into(), |l| format!("{l:.0}%")),
+                if u.consecutive_failures > 1 {
+                    format!("{} unanswered", u.consecutive_failures - 1)
                 } else {
                     format!("{} ok in a row", u.consecutive_successes)
                 },
                 format!("{ago:.0} s ago"),
-                match (&u.nm_connectivity, &u.last_error) {
-                    (Some(c), _) if !u.probes_healthy || !u.healthy => {
-                        format!("NetworkManager: {c}")
-                    }
-                    (_, Some(e)) => e.clone(),
-                    (Some(c), None) => format!("NetworkManager: {c}"),
-                    (None, None) => String::new(),
+                match (&u.reason, &u.nm_connectivity, &u.last_error) {
+                    (Some(r), _, _) => r.clone(),
+                    (None, _, Some(e)) => e.clone(),
+                    (None, Some(c), None) => format!("NetworkManager: {c}"),
+                    (None, None, None) => String::new(),
                 },
             ]
         })
@@ -421,7 +459,9 @@ pub fn render_health(h: &HealthReport, now: std::time::SystemTime) -> String {
         s.push('\n');
         s.push_str(
             table(
-                &["  IFACE", "HEALTH", "RTT", "PROBES", "CHANGED", "NOTE"],
+                &[
+                    "  IFACE", "HEALTH", "RTT", "LOSS", "PROBES", "CHANGED", "NOTE",
+                ],
                 &rows
                     .into_iter()
                     .map(|mut r| {
@@ -632,6 +672,8 @@ mod tests {
             mark: "0x1000000/0x3f000000".into(),
             table: 6101,
             weight: 1,
+            role: Role::Primary,
+            metered: false,
             in_balance: true,
             healthy: None,
             connections: None,
@@ -670,6 +712,9 @@ mod tests {
             interval_ms: 500,
             down_after: 3,
             up_after: 3,
+            max_loss: 20,
+            max_rtt_ms: 1000,
+            window: 100,
             uplinks: BTreeMap::from([(
                 "eth1".to_string(),
                 UplinkHealthReport {
@@ -683,6 +728,10 @@ mod tests {
                     nm_connectivity: None,
                     rounds: 20,
                     rounds_failed: 7,
+                    reason: Some("IPv4: dead: no answer to the last 6 probes".into()),
+                    loss_percent: Some(4.0),
+                    median_rtt_ms: Some(12.5),
+                    families: BTreeMap::new(),
                 },
             )]),
         };
@@ -691,7 +740,12 @@ mod tests {
         assert!(text.contains("every 500 ms"), "{text}");
         assert!(text.contains("eth1") && text.contains("DOWN"), "{text}");
         assert!(
-            text.contains("7 lost in a row") && text.contains("12 s ago"),
+            text.contains("6 unanswered") && text.contains("12 s ago"),
+            "{text}"
+        );
+        assert!(text.contains("12.5 ms") && text.contains("4%"), "{text}");
+        assert!(
+            text.contains("dead: no answer to the last 6 probes"),
             "{text}"
         );
     }

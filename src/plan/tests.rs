@@ -114,7 +114,7 @@ fn disabled_uplink_is_left_out_and_weights_apply() {
 #[test]
 fn unhealthy_leaves_balance_but_keeps_table() {
     let mut f = facts(vec![uplink("eth0", 1), uplink("wlan0", 2)]);
-    f.health.insert("wlan0".into(), false);
+    f.health.insert("wlan0".into(), false.into());
     let p = plan(&Config::default(), &f);
     assert_eq!(
         ifaces_of(&p, &slots(&p, Family::V4, Protocol::Tcp)),
@@ -126,7 +126,7 @@ fn unhealthy_leaves_balance_but_keeps_table() {
         2,
         "still masqueraded and inbound-marked"
     );
-    f.health.insert("eth0".into(), false);
+    f.health.insert("eth0".into(), false.into());
     let p = plan(&Config::default(), &f);
     assert_eq!(
         slots(&p, Family::V4, Protocol::Tcp).len(),
@@ -399,7 +399,7 @@ fn weights_enabled_and_health_apply_to_ipv6() {
     assert!(p.routes.iter().all(|r| r.oif != "usb0"));
     // Only the IPv6-only uplink is healthy: IPv4 falls back to all of its uplinks.
     f.uplinks = vec![dual("eth0", 1), v6_only("wwan0", 2)];
-    f.health.insert("eth0".into(), false);
+    f.health.insert("eth0".into(), false.into());
     let p = plan(&Config::default(), &f);
     assert_eq!(
         ifaces_of(&p, &slots(&p, Family::V4, Protocol::Tcp)),
@@ -454,6 +454,190 @@ fn departed_addresses_in_use_are_kept() {
     f.translated = vec![(gone, 0x0200_0000)];
     f.local.insert(gone);
     assert!(plan(&Config::default(), &f).keep.is_empty());
+}
+
+fn metered(mut u: Uplink) -> Uplink {
+    u.metered = true;
+    u
+}
+
+fn roles(p: &Plan) -> Vec<(&str, Role)> {
+    p.uplinks
+        .iter()
+        .map(|u| (u.iface.as_str(), u.role))
+        .collect()
+}
+
+/// Issue 11: a metered uplink carries new connections only while no unmetered one is
+/// usable, and keeps its table, rules, NAT and inbound marks all along.
+#[test]
+fn metered_uplink_is_a_backup_until_no_primary_is_usable() {
+    let ups = || {
+        vec![
+            uplink("eth0", 1),
+            uplink("wlan0", 2),
+            metered(uplink("usb0", 3)),
+        ]
+    };
+    let mut f = facts(ups());
+    let p = plan(&Config::default(), &f);
+    assert_eq!(
+        roles(&p),
+        [
+            ("eth0", Role::Primary),
+            ("usb0", Role::Backup),
+            ("wlan0", Role::Primary)
+        ]
+    );
+    assert_eq!(
+        ifaces_of(&p, &slots(&p, Family::V4, Protocol::Tcp)),
+        ["eth0", "wlan0"]
+    );
+    let usb0 = p.uplink("usb0").unwrap();
+    assert!(!usb0.in_balance && usb0.balanced.is_empty());
+    assert_eq!(p.rules.len(), 9, "the backup keeps its rules");
+    assert!(p.routes.iter().any(|r| r.oif == "usb0"), "and its table");
+    assert_eq!(p.firewall.uplinks.len(), 3, "and its NAT and inbound mark");
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    // One primary down: the other carries everything.
+    f.health.insert("eth0".into(), false.into());
+    let p = plan(&Config::default(), &f);
+    assert_eq!(
+        ifaces_of(&p, &slots(&p, Family::V4, Protocol::Tcp)),
+        ["wlan0"]
+    );
+    // Both down: the backup.
+    f.health.insert("wlan0".into(), false.into());
+    let p = plan(&Config::default(), &f);
+    assert_eq!(
+        ifaces_of(&p, &slots(&p, Family::V4, Protocol::Tcp)),
+        ["usb0"]
+    );
+    assert!(
+        p.warnings.is_empty(),
+        "a healthy backup is no fallback: {:?}",
+        p.warnings
+    );
+    // The backup down too: balancing over the primaries beats blackholing.
+    f.health.insert("usb0".into(), false.into());
+    let p = plan(&Config::default(), &f);
+    assert_eq!(
+        ifaces_of(&p, &slots(&p, Family::V4, Protocol::Tcp)),
+        ["eth0", "wlan0"]
+    );
+    assert!(
+        p.warnings
+            .iter()
+            .any(|w| w.contains("every IPv4 uplink is unhealthy"))
+    );
+    // The primaries gone in NetworkManager (the dispatcher's case): the backup.
+    let only = facts(vec![metered(uplink("usb0", 3))]);
+    let p = plan(&Config::default(), &only);
+    assert_eq!(
+        ifaces_of(&p, &slots(&p, Family::V4, Protocol::Tcp)),
+        ["usb0"]
+    );
+    // A primary back: it takes new connections back at once.
+    let p = plan(&Config::default(), &facts(ups()));
+    assert!(!p.uplink("usb0").unwrap().in_balance);
+}
+
+#[test]
+fn metered_policy_and_roles_from_the_config() {
+    let ups = || facts(vec![uplink("eth0", 1), metered(uplink("usb0", 3))]);
+    let p = plan(&parse("metered = \"balance\""), &ups());
+    assert_eq!(
+        ifaces_of(&p, &slots(&p, Family::V4, Protocol::Tcp)),
+        ["eth0", "usb0"]
+    );
+    // never: no new connections, even with nothing else usable; table and NAT stay.
+    let never = parse("metered = \"never\"");
+    let p = plan(&never, &ups());
+    assert_eq!(p.uplink("usb0").unwrap().role, Role::Never);
+    assert_eq!(
+        ifaces_of(&p, &slots(&p, Family::V4, Protocol::Tcp)),
+        ["eth0"]
+    );
+    let mut f = ups();
+    f.health.insert("eth0".into(), false.into());
+    let p = plan(&never, &f);
+    assert_eq!(
+        ifaces_of(&p, &slots(&p, Family::V4, Protocol::Tcp)),
+        ["eth0"]
+    );
+    let p = plan(&never, &facts(vec![metered(uplink("usb0", 3))]));
+    assert!(p.firewall.rounds.is_empty());
+    assert_eq!(p.firewall.uplinks.len(), 1);
+    assert_eq!(p.rules.len(), 3);
+    // A role of its own wins over metering, either way.
+    let cfg = parse("[uplinks.usb0]\nrole = \"primary\"\n[uplinks.conn-eth0]\nrole = \"backup\"");
+    let p = plan(&cfg, &ups());
+    assert_eq!(roles(&p), [("eth0", Role::Backup), ("usb0", Role::Primary)]);
+    assert_eq!(
+        ifaces_of(&p, &slots(&p, Family::V4, Protocol::Tcp)),
+        ["usb0"]
+    );
+    assert_eq!(role_of(None, false, Metered::Never), Role::Primary);
+}
+
+/// Backups stand in per family: a primary with IPv4 only leaves IPv6 to the backup,
+/// and a primary whose IPv6 is down hands over IPv6 alone.
+#[test]
+fn backups_stand_in_per_family() {
+    let cfg = parse("ipv6 = true");
+    let mut f = facts(vec![dual("eth0", 1), metered(dual("usb0", 3))]);
+    let p = plan(&cfg, &f);
+    assert_eq!(
+        ifaces_of(&p, &slots(&p, Family::V6, Protocol::Tcp)),
+        ["eth0"]
+    );
+    f.health.insert(
+        "eth0".into(),
+        Verdict {
+            ipv4: true,
+            ipv6: false,
+        },
+    );
+    let p = plan(&cfg, &f);
+    assert_eq!(
+        ifaces_of(&p, &slots(&p, Family::V4, Protocol::Tcp)),
+        ["eth0"]
+    );
+    assert_eq!(
+        ifaces_of(&p, &slots(&p, Family::V6, Protocol::Tcp)),
+        ["usb0"]
+    );
+    let eth0 = p.uplink("eth0").unwrap();
+    assert!(eth0.in_balance && !eth0.healthy);
+    assert_eq!(eth0.balanced, [Family::V4]);
+    assert_eq!(p.uplink("usb0").unwrap().balanced, [Family::V6]);
+    let p = plan(
+        &cfg,
+        &facts(vec![uplink("eth0", 1), metered(dual("usb0", 3))]),
+    );
+    assert_eq!(
+        ifaces_of(&p, &slots(&p, Family::V4, Protocol::Tcp)),
+        ["eth0"]
+    );
+    assert_eq!(
+        ifaces_of(&p, &slots(&p, Family::V6, Protocol::Tcp)),
+        ["usb0"]
+    );
+}
+
+#[test]
+fn verdicts_read_old_and_new_forms() {
+    let v: Verdicts =
+        serde_json::from_str(r#"{"a": false, "b": {"ipv4": true, "ipv6": false}}"#).unwrap();
+    assert_eq!(v["a"], Verdict::from(false));
+    assert_eq!(
+        v["b"],
+        Verdict {
+            ipv4: true,
+            ipv6: false
+        }
+    );
+    assert!(!v["b"].healthy() && v["b"].family(Family::V4));
 }
 
 /// An uplink of any kind: 0 IPv4 only, 1 IPv6 only, 2 dual-stack.
@@ -590,6 +774,54 @@ proptest! {
         for r in &p2.routes {
             let owner = p2.uplinks.iter().find(|u| u.table == r.table).unwrap();
             prop_assert_eq!(&owner.iface, &r.oif);
+        }
+    }
+
+    /// Whatever the uplinks, roles and verdicts: a backup is never in a family's round
+    /// while a primary of that family is healthy in it, a `never` uplink is in none, a
+    /// healthy uplink of the preferred kind is never left out, a round is never empty
+    /// while some uplink may take it, and every uplink keeps its NAT and inbound marks.
+    #[test]
+    fn backups_only_when_no_primary_is_usable(
+        set in prop::collection::btree_map(0u8..10, (0u8..3, 0u8..3, any::<bool>(), any::<bool>()), 1..7),
+        policy in 0u8..3,
+    ) {
+        let policy_text = ["backup", "balance", "never"][policy as usize];
+        let mut text = format!("ipv6 = true\nmetered = \"{policy_text}\"\n");
+        let mut f = Facts::default();
+        for (&i, &(kind, role, h4, h6)) in &set {
+            let mut u = mixed(i, kind);
+            match role {
+                0 => {}
+                1 => u.metered = true,
+                _ => text += &format!("[uplinks.if{i}]\nrole = \"backup\"\n"),
+            }
+            f.health.insert(u.iface.clone(), Verdict { ipv4: h4, ipv6: h6 });
+            f.uplinks.push(u);
+        }
+        let p = plan(&parse(&text), &f);
+        for family in p.firewall.families.clone() {
+            let round: BTreeSet<u32> = slots(&p, family, Protocol::Tcp).into_iter().collect();
+            let serving: Vec<&PlannedUplink> = p.uplinks.iter().filter(|u| u.serves(family)).collect();
+            let usable = |role: Role| serving.iter().any(|u| u.role == role && u.verdict.family(family));
+            for u in &serving {
+                let inside = round.contains(&u.mark);
+                prop_assert_eq!(inside, u.balanced_in(family));
+                prop_assert!(u.role != Role::Never || !inside, "{} is never", u.iface);
+                if u.role == Role::Backup && usable(Role::Primary) {
+                    prop_assert!(!inside, "{} is a backup while a primary is usable", u.iface);
+                }
+                let preferred = if usable(Role::Primary) { Role::Primary } else { Role::Backup };
+                if u.role == preferred && u.verdict.family(family) {
+                    prop_assert!(inside, "{} is healthy and preferred", u.iface);
+                }
+            }
+            let takers = serving.iter().any(|u| u.role != Role::Never);
+            prop_assert_eq!(round.is_empty(), !takers);
+            prop_assert_eq!(p.firewall.uplinks_of(family).count(), serving.len());
+        }
+        for u in &p.uplinks {
+            prop_assert_eq!(u.in_balance, !u.balanced.is_empty());
         }
     }
 
