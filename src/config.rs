@@ -145,6 +145,9 @@ pub struct HealthConfig {
     pub max_rtt_ms: u64,
     /// How many recent probes loss and round-trip time are judged over.
     pub window: u32,
+    /// Reset the connections of an uplink the probes take out of the balance, so that
+    /// their applications reconnect through another uplink at once.
+    pub reset_connections: bool,
 }
 
 impl Default for Config {
@@ -187,6 +190,7 @@ impl Default for HealthConfig {
             max_loss: 20,
             max_rtt_ms: 1000,
             window: 100,
+            reset_connections: true,
         }
     }
 }

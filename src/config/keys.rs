@@ -176,6 +176,11 @@ pub const KEYS: &[Key] = &[
         },
         note: "probes",
     },
+    Key {
+        path: "health.reset_connections",
+        accepts: Accepts::Bool,
+        note: "",
+    },
 ];
 
 // The words of `rule_priority` and `table_base` spell these values out.
@@ -617,7 +622,7 @@ mod tests {
         assert_eq!(
             find("health").expects(),
             "a table of targets, interval_ms, down_after, up_after, max_loss, max_rtt_ms, \
-             window"
+             window, reset_connections"
         );
         assert!(find("uplinks").expects().contains("weight, enabled"));
     }

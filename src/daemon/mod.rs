@@ -338,6 +338,9 @@ impl Daemon {
     /// leaves it; one that is healthy again or gone has nothing to reset.
     async fn reset_connections(&mut self, plan: &Plan) {
         let pending = std::mem::take(&mut self.resets);
+        if !self.config.health.reset_connections {
+            return;
+        }
         for (iface, family) in pending {
             let Some(u) = plan.uplink(&iface) else {
                 continue;
