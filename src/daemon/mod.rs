@@ -325,7 +325,16 @@ impl Daemon {
                 reason = why,
                 "uplink unhealthy in {family} ({why}): taking it out of the balance"
             );
-            self.resets.insert((iface.to_string(), family));
+            if flip.worked {
+                self.resets.insert((iface.to_string(), family));
+            } else {
+                warn!(
+                    iface,
+                    %family,
+                    "no probe was ever answered through it (are the targets reachable from \
+                     this network?): its connections are left alone"
+                );
+            }
         }
         self.publish();
         let state = if flip.healthy { "up" } else { "down" };

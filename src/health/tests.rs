@@ -283,6 +283,7 @@ fn board_keeps_families_apart() {
     }
     let flip = flip.expect("IPv6 dead");
     assert_eq!((flip.family, flip.healthy), (Family::V6, false));
+    assert!(!flip.worked, "never answered");
     assert!(matches!(flip.reason, Some(Reason::Dead { unanswered: 2 })));
     assert_eq!(
         b.verdicts()["eth0"],
@@ -479,4 +480,25 @@ fn published_verdicts_need_a_live_daemon() {
     assert!(published_verdicts(&dir).is_empty());
     drop(lock);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn only_a_path_that_worked_is_worth_a_reset() {
+    let now = SystemTime::UNIX_EPOCH;
+    let t = thresholds(2, 2, 100);
+    let mut b = Board::default();
+    b.track("eth0", Family::V4, "10.0.1.2".parse().unwrap(), 0x100, now);
+    let rtt = Duration::from_millis(5);
+    b.record("eth0", Family::V4, &ProbeEvent::Sent { id: 0 }, &t, now);
+    b.record(
+        "eth0",
+        Family::V4,
+        &ProbeEvent::Answered { id: 0, rtt },
+        &t,
+        now,
+    );
+    let flip = (1..5)
+        .find_map(|id| b.record("eth0", Family::V4, &ProbeEvent::Sent { id }, &t, now))
+        .expect("dead");
+    assert!(!flip.healthy && flip.worked);
 }

@@ -203,6 +203,11 @@ impl Default for Quality {
 }
 
 impl Quality {
+    /// Whether any probe was ever answered.
+    pub fn ever_answered(&self) -> bool {
+        self.last_answered.is_some()
+    }
+
     /// Feeds one probe's fate; returns the new verdict when it flips.
     pub fn record(&mut self, event: &ProbeEvent, t: &Thresholds) -> Option<bool> {
         match event {
@@ -481,6 +486,10 @@ pub struct Flip {
     pub family: Family,
     pub healthy: bool,
     pub reason: Option<Reason>,
+    /// The probes of this family were answered at some point since they started: the
+    /// path worked, and connections on it are worth resetting now that it does not.
+    /// (Probes never answered say more about the targets than about the uplink.)
+    pub worked: bool,
 }
 
 /// The health of every uplink the daemon probes, keyed by interface.
@@ -558,7 +567,9 @@ impl Board {
     ) -> Option<Flip> {
         let h = self.uplinks.get_mut(iface)?;
         let before = h.verdict().family(family);
-        h.families.get_mut(&family)?.quality.record(event, t);
+        let q = &mut h.families.get_mut(&family)?.quality;
+        q.record(event, t);
+        let worked = q.ever_answered();
         let after = h.verdict().family(family);
         (after != before).then(|| {
             h.last_change = now;
@@ -566,6 +577,7 @@ impl Board {
                 family,
                 healthy: after,
                 reason: h.reason(family),
+                worked,
             }
         })
     }
@@ -591,6 +603,8 @@ impl Board {
                 family,
                 healthy: after.family(family),
                 reason: h.reason(family),
+                // NetworkManager's own check found it without connectivity.
+                worked: true,
             })
             .collect();
         if !flips.is_empty() {
