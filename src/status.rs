@@ -731,6 +731,7 @@ mod tests {
                     reason: Some("IPv4: dead: no answer to the last 6 probes".into()),
                     loss_percent: Some(4.0),
                     median_rtt_ms: Some(12.5),
+                    times_out: 1,
                     families: BTreeMap::new(),
                 },
             )]),

@@ -299,6 +299,7 @@ fn board_keeps_families_apart() {
     assert!(!u.healthy && !u.probes_healthy);
     assert!(u.families[&Family::V4].healthy && !u.families[&Family::V6].healthy);
     assert_eq!(u.consecutive_failures, 4);
+    assert_eq!(u.times_out, 1);
     assert_eq!(u.last_change, 1005.0);
     assert!(
         u.reason.as_deref().unwrap().starts_with("IPv6: dead"),

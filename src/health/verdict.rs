@@ -435,6 +435,8 @@ pub struct UplinkHealth {
     pub nm_connectivity: Option<u32>,
     /// When a verdict last changed (or probing started).
     pub last_change: SystemTime,
+    /// How many times a verdict took it out of the balance (in either family).
+    pub times_out: u64,
 }
 
 impl UplinkHealth {
@@ -444,6 +446,7 @@ impl UplinkHealth {
             families: BTreeMap::new(),
             nm_connectivity: None,
             last_change: now,
+            times_out: 0,
         }
     }
 
@@ -573,6 +576,7 @@ impl Board {
         let after = h.verdict().family(family);
         (after != before).then(|| {
             h.last_change = now;
+            h.times_out += u64::from(!after);
             Flip {
                 family,
                 healthy: after,
@@ -609,6 +613,7 @@ impl Board {
             .collect();
         if !flips.is_empty() {
             h.last_change = now;
+            h.times_out += u64::from(flips.iter().any(|f| !f.healthy));
         }
         flips
     }
@@ -700,6 +705,7 @@ fn uplink_report(h: &UplinkHealth, t: &Thresholds) -> UplinkHealthReport {
             .find_map(|f| h.reason(f).map(|r| format!("{f}: {r}"))),
         loss_percent: all().filter_map(|f| f.loss_percent).reduce(f64::max),
         median_rtt_ms: all().filter_map(|f| f.median_rtt_ms).reduce(f64::max),
+        times_out: h.times_out,
         families,
     }
 }
@@ -754,6 +760,9 @@ pub struct UplinkHealthReport {
     /// The worst median round-trip time of its families over the window.
     #[serde(default)]
     pub median_rtt_ms: Option<f64>,
+    /// How many times a verdict took it out of the balance since probing started.
+    #[serde(default)]
+    pub times_out: u64,
     /// Each probed family: "ipv4", "ipv6".
     #[serde(default)]
     pub families: BTreeMap<Family, FamilyReport>,
