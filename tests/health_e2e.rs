@@ -129,6 +129,38 @@ fn sandbox_cmd(args: &[&str]) {
     );
 }
 
+/// Echo requests the ISPs receive from the host over `secs` (an nftables counter in
+/// each ISP's namespace), per ISP.
+fn echo_requests(sb: &Sandbox, isps: &[u32], secs: u64) -> Vec<u64> {
+    for k in isps {
+        let ns = format!("isp{k}");
+        let _ = sb.ns(&ns, &["nft", "delete", "table", "inet", "probe_count"]);
+        sb.ns_ok(
+            &ns,
+            &[
+                "nft",
+                "add table inet probe_count; \
+                 add chain inet probe_count c { type filter hook prerouting priority -400; }; \
+                 add rule inet probe_count c iifname != wan icmp type echo-request counter",
+            ],
+        );
+    }
+    std::thread::sleep(Duration::from_secs(secs));
+    isps.iter()
+        .map(|k| {
+            let out = sb.ns_ok(
+                &format!("isp{k}"),
+                &["nft", "list", "chain", "inet", "probe_count", "c"],
+            );
+            out.split("packets ")
+                .nth(1)
+                .and_then(|s| s.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no counter in {out}"))
+        })
+        .collect()
+}
+
 fn metered(sb: &Sandbox, conn: &str) {
     sb.host_ok(&["nmcli", "con", "modify", conn, "connection.metered", "yes"]);
 }
@@ -170,6 +202,12 @@ fn metered_uplink_is_a_backup(fw: Fw) {
     assert!(
         !seen.contains_key(&isp_addr(3)),
         "the backup carried: {seen:?}"
+    );
+    // Standing by, it is probed every 10 s, not every 100 ms: its data plan is spared.
+    let probes = echo_requests(&sb, &[1, 3], 3);
+    assert!(
+        probes[0] >= 20 && probes[1] <= 1,
+        "probes at ISP 1 and 3: {probes:?}"
     );
 
     // The primaries go down in NetworkManager: the backup carries everything.

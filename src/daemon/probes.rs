@@ -7,6 +7,12 @@
 //! families' verdicts are kept apart: an uplink whose IPv6 dies leaves the IPv6 round
 //! only and goes on carrying IPv4 connections, as each family's connections only ever
 //! use that family's path.
+//!
+//! An uplink that carries no new connections because of its role (a backup while a
+//! primary works, a metered uplink with `metered = "never"`) is probed every
+//! [`STANDBY_INTERVAL`] at most: its verdict matters only once the primaries fail, at
+//! which point it is probed at the full pace again, and a metered one pays for every
+//! probe (at the default pace, two targets in each family cost a few GB a month).
 
 use std::time::{Duration, SystemTime};
 
@@ -16,7 +22,11 @@ use tracing::{debug, info, warn};
 use super::Daemon;
 use crate::health::{self, ProbeEvent, ProbeSpec, Prober};
 use crate::model::Family;
-use crate::plan::Plan;
+use crate::plan::{Plan, Role};
+
+/// The probe period of an uplink standing by (see the module's documentation), unless
+/// `interval_ms` is longer.
+pub const STANDBY_INTERVAL: Duration = Duration::from_secs(10);
 
 /// One probe event, for the main loop.
 pub(super) struct ProbeReport {
@@ -38,8 +48,7 @@ impl Daemon {
     /// verdict flipped.
     pub(super) fn sync_probers(&mut self, plan: &Plan) -> bool {
         let now = SystemTime::now();
-        let interval = Duration::from_millis(self.config.health.interval_ms);
-        let wait = health::answer_wait(&self.config.health);
+        let configured = Duration::from_millis(self.config.health.interval_ms);
         let targets = health::targets(&self.config.health).unwrap_or_else(|e| {
             warn!("{e}");
             Vec::new()
@@ -65,6 +74,16 @@ impl Daemon {
                 .lock()
                 .expect("board lock")
                 .ensure(&u.iface, u.mark, now);
+            let standby = !u.in_balance && u.role != Role::Primary;
+            let interval = if standby {
+                configured.max(STANDBY_INTERVAL)
+            } else {
+                configured
+            };
+            let wait = health::answer_wait(&crate::config::HealthConfig {
+                interval_ms: interval.as_millis() as u64,
+                ..self.config.health.clone()
+            });
             for family in Family::ALL {
                 let key = (u.iface.clone(), family);
                 let of_family: Vec<_> = targets
@@ -115,11 +134,19 @@ impl Daemon {
                     %family,
                     source = %side.address,
                     mark = format!("{:#x}", u.mark),
+                    interval_ms = interval.as_millis() as u64,
                     "probing uplink"
                 );
+                let first_id = self
+                    .shared
+                    .board
+                    .lock()
+                    .expect("board lock")
+                    .next_id(&u.iface, family);
                 let task = tokio::spawn(probe_loop(
                     spec.clone(),
                     self.generation,
+                    first_id,
                     self.probe_tx.clone(),
                 ));
                 self.probers.insert(
@@ -136,7 +163,12 @@ impl Daemon {
     }
 }
 
-pub(super) async fn probe_loop(spec: ProbeSpec, generation: u64, tx: mpsc::Sender<ProbeReport>) {
+pub(super) async fn probe_loop(
+    spec: ProbeSpec,
+    generation: u64,
+    first_id: u64,
+    tx: mpsc::Sender<ProbeReport>,
+) {
     let ident = (std::process::id() as u16) ^ ((generation as u16) << 9) ^ (generation as u16);
     let report = |event| ProbeReport {
         iface: spec.iface.clone(),
@@ -150,7 +182,7 @@ pub(super) async fn probe_loop(spec: ProbeSpec, generation: u64, tx: mpsc::Sende
     let mut warned = false;
     let mut tick = tokio::time::interval(spec.interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut id = 0;
+    let mut id = first_id;
     while prober.is_none() {
         tick.tick().await;
         match Prober::new(spec.clone(), ident) {

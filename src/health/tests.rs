@@ -502,4 +502,7 @@ fn only_a_path_that_worked_is_worth_a_reset() {
         .find_map(|id| b.record("eth0", Family::V4, &ProbeEvent::Sent { id }, &t, now))
         .expect("dead");
     assert!(!flip.healthy && flip.worked);
+    // A prober that replaces this one goes on from the next id.
+    assert_eq!(b.next_id("eth0", Family::V4), 4);
+    assert_eq!(b.next_id("eth0", Family::V6), 0);
 }

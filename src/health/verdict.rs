@@ -203,6 +203,12 @@ impl Default for Quality {
 }
 
 impl Quality {
+    /// The id for the next probe: ids go on counting across a prober that is replaced
+    /// (new settings), so that the window and the runs stay in order.
+    pub fn next_id(&self) -> u64 {
+        self.newest.map_or(0, |n| n + 1)
+    }
+
     /// Whether any probe was ever answered.
     pub fn ever_answered(&self) -> bool {
         self.last_answered.is_some()
@@ -543,6 +549,14 @@ impl Board {
         if let Some(h) = self.uplinks.get_mut(iface) {
             h.families.remove(&family);
         }
+    }
+
+    /// The id the next probe of `iface` in `family` takes.
+    pub fn next_id(&self, iface: &str, family: Family) -> u64 {
+        self.uplinks
+            .get(iface)
+            .and_then(|h| h.families.get(&family))
+            .map_or(0, |p| p.quality.next_id())
     }
 
     /// Makes sure `iface` is on the board (for NetworkManager's verdict) even when
