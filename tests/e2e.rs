@@ -131,32 +131,16 @@ fn identity_survives_an_uplink_leaving(fw: Fw) {
 
     // Six long-lived connections (two per uplink) to the server's echo port, exercised
     // for 6 s.
-    let hold = Command::new(common::sandbox_script())
-        .args(["exec", &sb.name, "python3", &sb.client(), "hold", "6", "6"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let hold = common::Hold::start(&sb, 6, 6.0, SERVER);
     std::thread::sleep(Duration::from_millis(1500));
     sb.down("up-usb0");
-    let out = hold.wait_with_output().unwrap();
-    let report = String::from_utf8_lossy(&out.stdout);
-    let conns: serde_json::Value = serde_json::from_str(report.trim()).unwrap_or_else(|e| {
-        panic!(
-            "hold output {report:?}: {e}; {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    let conns = conns.as_array().unwrap();
+    let held = hold.finish();
     for isp in [1, 3] {
-        let on: Vec<_> = conns
-            .iter()
-            .filter(|c| c["isp"] == isp_addr(isp).as_str())
-            .collect();
-        assert_eq!(on.len(), 2, "two connections on ISP {isp}: {report}");
+        let on: Vec<_> = held.iter().filter(|h| h.isp == isp_addr(isp)).collect();
+        assert_eq!(on.len(), 2, "two connections on ISP {isp}: {held:?}");
         assert!(
-            on.iter().all(|c| c["ok"] == true),
-            "connections on ISP {isp} broke when usb0 left: {report}"
+            on.iter().all(|h| h.ok),
+            "connections on ISP {isp} broke when usb0 left: {held:?}"
         );
     }
     let wlan_table_after = sb.host_ok(&["ip", "-4", "route", "show", "table", "6103"]);

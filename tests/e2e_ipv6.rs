@@ -7,8 +7,6 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
-
 use common::{Fw, Options, SERVER, SERVER6, Sandbox, isp_addr, isp_addr6, tally};
 
 /// What the internet server sees of connections through the campus network.
@@ -155,49 +153,17 @@ fn ipv6_balances_over_dual_stack_uplinks_and_follows_nmcli(fw: Fw) {
     // Stable identity: when the uplink in the middle (wlan0, id 2) leaves, long-lived
     // IPv6 connections on the others keep working (their marks and tables stay).
     let tables_before = sb.snapshot6();
-    let mut echo = Command::new(common::sandbox_script())
-        .args(["exec-ns", &sb.name, "inet", "socat"])
-        .arg(format!("TCP6-LISTEN:7002,bind=[{SERVER6}],fork,reuseaddr"))
-        .arg("SYSTEM:echo $SOCAT_PEERADDR; exec cat")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    sb.wait_until(10, "echo server", || {
-        common::text(&sb.ns("inet", &["ss", "-6", "-ltn"])).contains(":7002")
-    });
-    let hold = Command::new(common::sandbox_script())
-        .args(["exec", &sb.name, "python3", &sb.client(), "hold", "6", "6"])
-        .args([SERVER6, "7002"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let hold = common::Hold::start(&sb, 6, 6.0, SERVER6);
     std::thread::sleep(std::time::Duration::from_millis(1500));
     // An uplink that goes away leaves the IPv6 balance at once.
     sb.down("up-wlan0");
-    let out = hold.wait_with_output().unwrap();
-    let _ = echo.kill();
-    let _ = echo.wait();
-    let report = String::from_utf8_lossy(&out.stdout);
-    let conns: serde_json::Value = serde_json::from_str(report.trim()).unwrap_or_else(|e| {
-        panic!(
-            "hold output {report:?}: {e}; {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    let held = hold.finish();
     for isp in [isp_addr6(1), CAMPUS6.to_string()] {
-        let on: Vec<_> = conns
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|c| common::normalise_addr(c["isp"].as_str().unwrap_or("")) == isp)
-            .collect();
-        assert_eq!(on.len(), 2, "two connections through {isp}: {report}");
+        let on: Vec<_> = held.iter().filter(|h| h.isp == isp).collect();
+        assert_eq!(on.len(), 2, "two connections through {isp}: {held:?}");
         assert!(
-            on.iter().all(|c| c["ok"] == true),
-            "connections through {isp} broke when wlan0 left: {report}"
+            on.iter().all(|h| h.ok),
+            "connections through {isp} broke when wlan0 left: {held:?}"
         );
     }
     let kept = |snap: &str| -> Vec<String> {
@@ -365,6 +331,8 @@ fn ipv6_switches_on_and_off_cleanly_and_ipv6_only_uplinks_count(fw: Fw) {
         "ipv4.addresses",
         "",
         "ipv4.gateway",
+        "",
+        "ipv4.dns",
         "",
         "ipv4.may-fail",
         "yes",

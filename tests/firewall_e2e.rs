@@ -251,6 +251,21 @@ fn plan_prints_the_table_as_nft_lists_it() {
         .unwrap();
     let listed = sb.host_ok(&["nft", "list", "table", "inet", "nm-multiwan"]);
     assert_eq!(normalised(table), normalised(&listed));
+
+    // A script reads the same from `plan --json`.
+    let json: serde_json::Value =
+        serde_json::from_str(&sb.host_ok(&["/usr/bin/nm-multiwan", "plan", "--json"]))
+            .expect("plan --json is JSON");
+    assert_eq!(json["backend"], "nftables");
+    assert_eq!(
+        normalised(
+            json["firewall_rendered"]
+                .as_str()
+                .expect("firewall_rendered")
+        ),
+        normalised(&listed)
+    );
+    assert_eq!(json["uplinks"].as_array().map(Vec::len), Some(2));
 }
 
 on_both_backends!(

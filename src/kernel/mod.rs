@@ -8,8 +8,10 @@
 //! - [`firewall`]: marking and NAT, one trait with an nftables and an iptables backend;
 //! - [`conntrack`]: the connection tracking table over netlink;
 //! - [`keeper`]: departed uplink addresses kept alive for the connections still using them;
-//! - [`sockets`]: aborting the machine's own TCP sockets of connections that cannot work.
+//! - [`sockets`]: aborting the machine's own TCP sockets of connections that cannot work;
+//! - [`cgroup`]: the cgroups of `run --via`.
 
+pub mod cgroup;
 pub mod conntrack;
 pub mod firewall;
 pub mod keeper;

@@ -3,6 +3,8 @@
 //! namespaces. Everything is observed from outside: traffic and kernel state.
 #![allow(dead_code)]
 
+pub mod daemon;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -20,8 +22,12 @@ pub fn sandbox_script() -> PathBuf {
     repo().join("tests/sandbox/sandbox.sh")
 }
 
+/// The binary under test: this build, or `NMMW_BINARY` (another build, e.g. to
+/// measure what an earlier version did in the same test).
 pub fn binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_nm-multiwan"))
+    std::env::var_os("NMMW_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_nm-multiwan")))
 }
 
 /// What a root-only test says when run without root: it fails, never passes silently.
@@ -710,6 +716,8 @@ pub struct Held {
     pub isp: String,
     pub ok: bool,
     pub failed_at: Option<f64>,
+    /// The longest an echo took to come back, in seconds.
+    pub max_wait: f64,
 }
 
 /// `client.py hold`: COUNT long-lived connections to an echo server, exercised every
@@ -751,6 +759,7 @@ impl Hold {
                 isp: normalise_addr(c["isp"].as_str().unwrap_or("")),
                 ok: c["ok"] == true,
                 failed_at: c["failed_at"].as_f64(),
+                max_wait: c["max_wait"].as_f64().unwrap_or(0.0),
             })
             .collect()
     }
