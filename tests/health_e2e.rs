@@ -527,6 +527,8 @@ fn ipv6_only_uplink_dead_is_taken_out(fw: Fw) {
         "",
         "ipv4.gateway",
         "",
+        "ipv4.dns",
+        "",
         "ipv4.may-fail",
         "yes",
     ]);
