@@ -497,6 +497,70 @@ fn dead_uplinks_connections_are_reset(fw: Fw) {
     );
 }
 
+/// Policies follow the daemon's verdicts: a failover policy leaves its first uplink when
+/// the probes take it out and returns to it when it heals; a metered backup that a
+/// policy names carries that policy's connections while the general balance leaves it
+/// standing by.
+fn policies_follow_health_and_name_backups(fw: Fw) {
+    require_root!();
+    let config = format!(
+        "{FAST}\n[[policy]]\nname = \"pin\"\nto = [\"198.51.100.11/32\"]\n\
+         uplinks = [\"wlan0\", \"eth0\"]\nmode = \"failover\"\n\
+         [[policy]]\nname = \"phone\"\nto = [\"198.51.100.12/32\"]\nuplinks = [\"usb0\"]\n"
+    );
+    let sb = Sandbox::create(
+        "hpol",
+        &["eth0:static:1", "wlan0:static:2", "usb0:static:3"],
+        Options {
+            firewall: fw,
+            dispatcher: false,
+            config: Some(&config),
+            dbus_policy: true,
+            ..Default::default()
+        },
+    );
+    metered(&sb, "up-usb0");
+    let _daemon = Daemon::start(&sb, &[]);
+    for c in ["up-eth0", "up-wlan0", "up-usb0"] {
+        sb.up(c);
+    }
+    sb.wait_until(10, "three uplinks", || sb.our_table_rules() == 6);
+    round_is(&sb, &["eth0", "wlan0"], 10);
+    let to = |dest: &str, n: usize| tally(&sb.connections(n, dest, 7010));
+    let only = |k: u32, n: usize| [(isp_addr(k), n)].into_iter().collect();
+    assert_eq!(to("198.51.100.11", 4), only(2, 4), "pin: its first uplink");
+    assert_eq!(
+        to("198.51.100.12", 4),
+        only(3, 4),
+        "phone: the named backup"
+    );
+    let general = to("198.51.100.13", 6);
+    assert!(!general.contains_key(&isp_addr(3)), "{general:?}");
+    // Named by a policy, the backup is in use: probed at the full pace (every 100 ms),
+    // not every 10 s as a backup standing by.
+    let probes = echo_requests(&sb, &[3], 3);
+    assert!(probes[0] >= 20, "probes at ISP 3: {probes:?}");
+
+    // wlan0 dead to the probes: "pin" fails over to eth0; back when it heals.
+    cut(&sb, "iptables", 2, true);
+    round_is(&sb, &["eth0"], 10);
+    assert_eq!(to("198.51.100.11", 4), only(1, 4), "pin: wlan0 out");
+    cut(&sb, "iptables", 2, false);
+    round_is(&sb, &["eth0", "wlan0"], 10);
+    assert_eq!(to("198.51.100.11", 4), only(2, 4), "pin: wlan0 back");
+
+    // usb0 dead: "phone" has no usable uplink and falls back to the general balance.
+    cut(&sb, "iptables", 3, true);
+    sb.wait_until(30, "usb0 unhealthy", || {
+        uplink(&status(&sb), "usb0")["healthy"] == false
+    });
+    let fell_back = to("198.51.100.12", 4);
+    assert!(
+        !fell_back.contains_key(&isp_addr(3)) && fell_back.values().sum::<usize>() == 4,
+        "{fell_back:?}"
+    );
+}
+
 /// An IPv6-only uplink is probed over IPv6 and taken out of the IPv6 round when its
 /// upstream dies; dual-stack uplinks are probed in both families.
 fn ipv6_only_uplink_dead_is_taken_out(fw: Fw) {
@@ -581,4 +645,5 @@ on_both_backends!(
     slow_uplink_leaves_and_returns,
     dead_uplinks_connections_are_reset,
     ipv6_only_uplink_dead_is_taken_out,
+    policies_follow_health_and_name_backups,
 );

@@ -12,7 +12,9 @@
 //! primary works, a metered uplink with `metered = "never"`) is probed every
 //! [`STANDBY_INTERVAL`] at most: its verdict matters only once the primaries fail, at
 //! which point it is probed at the full pace again, and a metered one pays for every
-//! probe (at the default pace, two targets in each family cost a few GB a month).
+//! probe (at the default pace, two targets in each family cost a few GB a month). A
+//! policy that names it is using it, though: then it is probed at the full pace, so
+//! that the policy's connections leave it as fast as any uplink's.
 
 use std::time::{Duration, SystemTime};
 
@@ -20,9 +22,10 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::Daemon;
+use crate::config::{Config, Mode};
 use crate::health::{self, ProbeEvent, ProbeSpec, Prober};
 use crate::model::Family;
-use crate::plan::{Plan, Role};
+use crate::plan::{Plan, PlannedUplink, Role};
 
 /// The probe period of an uplink standing by (see the module's documentation), unless
 /// `interval_ms` is longer.
@@ -74,7 +77,8 @@ impl Daemon {
                 .lock()
                 .expect("board lock")
                 .ensure(&u.iface, u.mark, now);
-            let standby = !u.in_balance && u.role != Role::Primary;
+            let standby =
+                !u.in_balance && u.role != Role::Primary && !named_by_a_policy(&self.config, u);
             let interval = if standby {
                 configured.max(STANDBY_INTERVAL)
             } else {
@@ -161,6 +165,16 @@ impl Daemon {
         }
         self.apply_nm_connectivity()
     }
+}
+
+/// Whether a policy that routes through uplinks names `u` among them.
+fn named_by_a_policy(config: &Config, u: &PlannedUplink) -> bool {
+    config
+        .policy
+        .iter()
+        .filter(|p| p.mode != Mode::Direct)
+        .flat_map(|p| &p.uplinks)
+        .any(|name| *name == u.connection_id || *name == u.iface)
 }
 
 pub(super) async fn probe_loop(
