@@ -335,6 +335,49 @@ impl Iptables {
     }
 }
 
+/// Whether a table that could hold chains of ours exists at all, asked without starting
+/// a process: the nftables backend's first run (no state yet) asks whether iptables
+/// holds leftovers of ours, and on a machine where nothing of iptables is loaded that
+/// costs a few netlink messages instead of `iptables-save` and `ip6tables-save`.
+/// Unsure means yes.
+fn could_hold_ours() -> bool {
+    use crate::kernel::nft::{Family as NftFamily, Nft};
+    // iptables-legacy lists its loaded tables by name; with mangle or nat there, only
+    // iptables-save can tell.
+    for names in ["/proc/net/ip_tables_names", "/proc/net/ip6_tables_names"] {
+        if std::fs::read_to_string(names)
+            .is_ok_and(|t| t.lines().any(|n| n == "mangle" || n == "nat"))
+        {
+            return true;
+        }
+    }
+    // iptables-nft keeps its tables as nf_tables tables of the ip and ip6 families.
+    let Ok(mut nft) = Nft::new() else {
+        return true;
+    };
+    for family in [NftFamily::Ip, NftFamily::Ip6] {
+        for table in ["mangle", "nat"] {
+            match nft.get_table(family, table) {
+                Ok(None) => continue,
+                Ok(Some(_)) => {}
+                Err(_) => return true,
+            }
+            match nft.list_chains(family, table) {
+                Ok(chains) => {
+                    if chains
+                        .iter()
+                        .any(|c| c.chain.name.starts_with("nm-multiwan"))
+                    {
+                        return true;
+                    }
+                }
+                Err(_) => return true,
+            }
+        }
+    }
+    false
+}
+
 /// One family's `iptables-save`/`iptables-restore` pair and this run's reading.
 struct Tables {
     save: String,
@@ -787,6 +830,9 @@ impl Firewall for Iptables {
     }
 
     fn installed(&self) -> Result<bool> {
+        if !could_hold_ours() {
+            return Ok(false);
+        }
         Ok(self.v4.dump()?.has_any() || self.dump_lenient(Family::V6)?.has_any())
     }
 
