@@ -77,6 +77,10 @@ pub struct Config {
     /// Firewall backend: `auto` (nftables where the kernel has nf_tables, iptables
     /// otherwise), `nftables` or `iptables`.
     pub firewall: crate::kernel::firewall::Choice,
+    /// More LANs (router mode), by interface or NetworkManager connection id, besides
+    /// the shared connections: their connections to the outside are balanced too. A
+    /// LAN is never an uplink.
+    pub lan: Vec<String>,
     /// Per-uplink settings, keyed by NetworkManager connection id or interface name.
     pub uplinks: BTreeMap<String, UplinkConfig>,
     /// Health probing (daemon only).
@@ -119,6 +123,7 @@ impl Default for Config {
             rule_priority: DEFAULT_RULE_PRIORITY,
             ipv6: None,
             firewall: Default::default(),
+            lan: Vec::new(),
             uplinks: BTreeMap::new(),
             health: HealthConfig::default(),
             policy: Vec::new(),
@@ -242,6 +247,13 @@ impl Config {
             return Err(Invalid::new(key(&["mark_mask"]), format!("{mask:#x}")));
         }
         self.layout()?;
+        for (i, l) in self.lan.iter().enumerate() {
+            if l.trim().is_empty() {
+                let mut at = key(&["lan"]);
+                at.push(Seg::Index(i));
+                return Err(Invalid::new(at, "\"\"").because("an empty LAN name"));
+            }
+        }
         for (i, t) in self.health.targets.iter().enumerate() {
             if let Err(reason) = t.parse::<Target>() {
                 let mut at = key(&["health", "targets"]);
@@ -274,6 +286,11 @@ impl Config {
         for (j, t) in p.to.iter().enumerate() {
             if let Err(reason) = t.parse::<policy::Destination>() {
                 return Err(Invalid::new(item("to", j), format!("{t:?}")).because(reason));
+            }
+        }
+        for (j, f) in p.from.iter().enumerate() {
+            if let Err(reason) = f.parse::<crate::model::IpNet>() {
+                return Err(Invalid::new(item("from", j), format!("{f:?}")).because(reason));
             }
         }
         for (j, port) in p.ports.iter().enumerate() {
@@ -327,6 +344,10 @@ impl Config {
                     )),
                 );
             }
+        }
+        if p.sticky_by == policy::StickyBy::Client && p.sticky.is_none() {
+            return Err(Invalid::new(at("sticky_by"), "\"client\"")
+                .because("sticky_by needs sticky (how long a client keeps its uplink)"));
         }
         Ok(())
     }

@@ -724,6 +724,7 @@ mod ladder {
             rounds,
             members,
             sticky,
+            ..
         } = &policy("web")[0].action
         else {
             panic!()

@@ -33,6 +33,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::{
     Action, Backend, Counters, Firewall, FirewallPlan, Matches, Protocol, RoundOf, StickyEntry,
 };
+use crate::config::policy::StickyBy;
 use crate::error::{Error, Result};
 use crate::kernel::nft::{
     self, Batch, Chain, ChainKind, CmpOp, CtKey, DataType, DynsetOp, ElemData, Element, Expr,
@@ -44,7 +45,7 @@ use crate::model::{Family, IpNet};
 pub const TABLE: &str = "nm-multiwan";
 
 /// Bumped whenever the rendering changes, so that an upgrade replaces the table.
-const RENDERING: u32 = 2;
+const RENDERING: u32 = 3;
 
 /// Our marking chains' priority: one before mangle (see the module's comment).
 pub const MARK_PRIORITY: i32 = priority::MANGLE - 1;
@@ -303,6 +304,12 @@ fn round_map(f: Family, p: Protocol) -> String {
 }
 /// The chain holding the general rounds.
 const BALANCE: &str = "balance";
+/// The decision for a new connection to be balanced (rung 2's destinations, rungs 3 to
+/// 6), shared by the machine's own connections (from output) and those arriving from a
+/// LAN (from prerouting, through [`LAN`]).
+const DECIDE: &str = "decide";
+/// What arrives from a LAN and is not for the machine itself.
+const LAN: &str = "lan";
 /// A policy's chain in one family: its hit counter and its action.
 fn policy_chain(f: Family, index: usize) -> String {
     format!("pol{}_{index}", suffix(f))
@@ -681,19 +688,20 @@ fn ladder(b: &mut Builder, p: &FirewallPlan, keep: &BTreeMap<String, Vec<Element
         let when = match_piece(f, &rung.matches);
         let Some(index) = rung.policy() else {
             if let Some(v) = action_verdict(f, &rung.action) {
-                b.rule("output", when.and(v));
+                b.rule(DECIDE, when.and(v));
             }
             continue;
         };
         let chain = policy_chain(f, index);
         b.chain(Chain::regular(chain.clone()));
-        b.rule("output", when.and(verdict(Verdict::Goto(chain.clone()))));
+        b.rule(DECIDE, when.and(verdict(Verdict::Goto(chain.clone()))));
         // Its hits.
         b.rule(&chain, counter());
         let Action::Balance {
             rounds,
             members,
             sticky,
+            sticky_by,
         } = &rung.action
         else {
             let v = action_verdict(f, &rung.action).expect("a simple action");
@@ -737,9 +745,12 @@ fn ladder(b: &mut Builder, p: &FirewallPlan, keep: &BTreeMap<String, Vec<Element
                 );
                 let mut go_elements = Vec::new();
                 let mut go_text = Vec::new();
-                let daddr = match f {
-                    Family::V4 => ("ip daddr", Expr::ip_daddr(Reg::R1)),
-                    Family::V6 => ("ip6 daddr", Expr::ip6_daddr(Reg::R1)),
+                // The key: the destination, or the client (source address).
+                let daddr = match (f, sticky_by) {
+                    (Family::V4, StickyBy::Destination) => ("ip daddr", Expr::ip_daddr(Reg::R1)),
+                    (Family::V6, StickyBy::Destination) => ("ip6 daddr", Expr::ip6_daddr(Reg::R1)),
+                    (Family::V4, StickyBy::Client) => ("ip saddr", Expr::ip_saddr(Reg::R1)),
+                    (Family::V6, StickyBy::Client) => ("ip6 saddr", Expr::ip6_saddr(Reg::R1)),
                 };
                 for &mark in members {
                     let st = stick_chain(f, index, mark);
@@ -895,6 +906,8 @@ fn build_keeping(
     ] {
         b.rule(out, fib_daddr_type(name, rtn).and(ret()));
     }
+    b.chain(Chain::regular(DECIDE));
+    b.rule(out, verdict(Verdict::Goto(DECIDE.into())));
     for &f in &p.families {
         let set = format!("exclude{}", suffix(f));
         let nets: Vec<&IpNet> = p.exclude_of(f).collect();
@@ -914,7 +927,7 @@ fn build_keeping(
                 &nets.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
             ),
         );
-        b.rule(out, daddr_in(f, &set).and(ret()));
+        b.rule(DECIDE, daddr_in(f, &set).and(ret()));
     }
 
     // One chain per family and mark: sets the mark on the packet and the connection.
@@ -934,7 +947,7 @@ fn build_keeping(
     ladder(&mut b, p, keep);
     // Rung 6, the rounds: one counter per family and protocol, a goto per slot.
     b.chain(Chain::regular(BALANCE));
-    b.rule(out, verdict(Verdict::Goto(BALANCE.into())));
+    b.rule(DECIDE, verdict(Verdict::Goto(BALANCE.into())));
     for &f in &p.families {
         for r in p.rounds_of(f) {
             let map = round_map(f, r.protocol);
@@ -957,6 +970,36 @@ fn build_keeping(
             Expr::cmp(CmpOp::Neq, Reg::R1, value::byte(value::ICMPV6_ECHO_REQUEST)),
         ]);
         b.rule(pre, not_echo.and(ret()));
+    }
+    if p.routes_lans() {
+        // New connections from a LAN take the same decision as the machine's own, but
+        // not those for the machine itself (its DNS, DHCP, ssh), nor broadcasts.
+        let names: Vec<String> = p.lans.iter().map(|l| format!("\"{}\"", l.iface)).collect();
+        let set = Set::new("", KeyType::single(DataType::Ifname))
+            .with_elements(p.lans.iter().map(|l| Element::ifname(&l.iface)).collect());
+        b.chain(Chain::regular(LAN));
+        b.rule(
+            pre,
+            ct_state_new()
+                .and(Piece::new(
+                    format!("iifname {{ {} }}", names.join(", ")),
+                    vec![
+                        Expr::meta(MetaKey::Iifname, Reg::R1),
+                        Expr::lookup_anonymous(set, Reg::R1),
+                    ],
+                ))
+                .and(verdict(Verdict::Goto(LAN.into()))),
+        );
+        // A mark someone set earlier (raw) is theirs to route by.
+        b.rule(LAN, mark_is_set(u32::MAX).and(ret()));
+        for (name, rtn) in [
+            ("local", value::RTN_LOCAL),
+            ("broadcast", value::RTN_BROADCAST),
+            ("multicast", value::RTN_MULTICAST),
+        ] {
+            b.rule(LAN, fib_daddr_type(name, rtn).and(ret()));
+        }
+        b.rule(LAN, verdict(Verdict::Goto(DECIDE.into())));
     }
     for &f in &p.families {
         let map = format!("inbound{}", suffix(f));
