@@ -379,10 +379,16 @@ fn addresses_to_keep(facts: &Facts, uplinks: &[PlannedUplink]) -> Vec<IpAddr> {
     match &facts.translated {
         Some(translated) => {
             let marks: BTreeSet<u32> = uplinks.iter().map(|u| u.mark).collect();
+            // Only the machine's own addresses (departed or kept): a forwarded
+            // connection's source is a LAN host's, never ours to hold.
             keep.extend(
                 translated
                     .iter()
-                    .filter(|(src, mark)| marks.contains(mark) && !ours.contains(src))
+                    .filter(|(src, mark)| {
+                        marks.contains(mark)
+                            && !ours.contains(src)
+                            && (facts.departed.contains(src) || facts.kept.contains(src))
+                    })
                     .map(|(src, _)| *src),
             );
         }
