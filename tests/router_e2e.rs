@@ -86,7 +86,7 @@ fn lan_clients_spread_over_the_uplinks(fw: Fw) {
     let (sb, lan) = router("rspr", fw, None, 3);
     let mut seen = Vec::new();
     for c in &lan {
-        seen.extend(sb.from_client(&c.ns, 10, SERVER, 7000));
+        seen.extend(sb.client_connections(&c.ns, 10, SERVER, 7000));
     }
     assert!(
         seen.iter().all(|s| !s.starts_with("FAIL")),
@@ -104,11 +104,11 @@ fn lan_clients_spread_over_the_uplinks(fw: Fw) {
     assert!(!marks.contains_key("0") && !marks.contains_key("none"));
 
     // LAN to LAN: straight across the bridge, the peer sees the client itself.
-    let across = sb.from_client(&lan[0].ns, 3, &lan[1].addr, 7000);
+    let across = sb.client_connections(&lan[0].ns, 3, &lan[1].addr, 7000);
     assert_eq!(across, vec![lan[0].addr.clone(); 3], "LAN to LAN");
     // LAN to an uplink's own subnet: not balanced, out of that uplink (NetworkManager's
     // MASQUERADE gives the uplink's address), 3 of 3 whichever uplink the round is at.
-    let local = sb.from_client(&lan[0].ns, 3, "10.200.2.1", 7000);
+    let local = sb.client_connections(&lan[0].ns, 3, "10.200.2.1", 7000);
     assert_eq!(
         local,
         vec!["10.200.2.2".to_string(); 3],
@@ -136,7 +136,7 @@ fn sticky_by_client_keeps_each_client_on_one_uplink(fw: Fw) {
     let mut per_client = Vec::new();
     for round in 0..2 {
         for c in &lan {
-            let seen = sb.from_client(&c.ns, 5, SERVER, 7000);
+            let seen = sb.client_connections(&c.ns, 5, SERVER, 7000);
             let t = tally(&seen);
             assert_eq!(
                 t.len(),
@@ -223,7 +223,7 @@ fn port_forward_is_answered_through_its_uplink(fw: Fw) {
         }
     }
     assert_eq!(answered, 6, "6/6 port-forwarded connections answered");
-    let seen = sb.from_client(&lan[1].ns, 6, SERVER, 7000);
+    let seen = sb.client_connections(&lan[1].ns, 6, SERVER, 7000);
     assert_eq!(tally(&seen).len(), 3, "the LAN still spreads: {seen:?}");
 }
 
@@ -242,7 +242,7 @@ fn uplink_down_moves_only_new_connections(fw: Fw) {
         .expect("the hold client");
     std::thread::sleep(Duration::from_millis(1500));
     sb.down("up-eth2");
-    let seen = sb.from_client(&lan[1].ns, 10, SERVER, 7000);
+    let seen = sb.client_connections(&lan[1].ns, 10, SERVER, 7000);
     let want: BTreeMap<String, usize> = [(isp_addr(1), 5), (isp_addr(2), 5)].into();
     assert_eq!(tally(&seen), want, "new connections over the two left");
     let out = hold.wait_with_output().unwrap();
@@ -284,12 +284,12 @@ fn flush_leaves_the_router_as_before(fw: Fw) {
     assert!(before.contains("table ip nm-shared-lan0"), "{before}");
     sb.host_ok(&["/usr/bin/nm-multiwan", "apply"]);
     assert!(lan_in_firewall(&sb, fw));
-    let seen = sb.from_client(&lan[0].ns, 6, SERVER, 7000);
+    let seen = sb.client_connections(&lan[0].ns, 6, SERVER, 7000);
     assert_eq!(tally(&seen).len(), 3, "balanced: {seen:?}");
     sb.host_ok(&["/usr/bin/nm-multiwan", "flush"]);
     assert_eq!(sb.snapshot(), before, "flush left something behind");
     // NetworkManager's MASQUERADE alone: everything through the main table's uplink.
-    let seen = sb.from_client(&lan[1].ns, 3, SERVER, 7000);
+    let seen = sb.client_connections(&lan[1].ns, 3, SERVER, 7000);
     assert_eq!(seen, vec![isp_addr(1); 3]);
 }
 
