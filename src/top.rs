@@ -620,6 +620,7 @@ mod tests {
             unreadable: vec![],
             traffic: None,
             policies: vec![],
+            lans: vec![],
         }
     }
 

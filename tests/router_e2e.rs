@@ -102,6 +102,38 @@ fn lan_clients_spread_over_the_uplinks(fw: Fw) {
     );
     assert!(marks.values().all(|&n| n == 10), "{marks:?}");
     assert!(!marks.contains_key("0") && !marks.contains_key("none"));
+    // `status` shows the LAN and how many of its connections each uplink carries.
+    let status: serde_json::Value =
+        serde_json::from_str(&sb.host_ok(&["/usr/bin/nm-multiwan", "status", "--json"]))
+            .expect("status --json");
+    let lans = status["lans"].as_array().expect("lans");
+    assert_eq!(lans.len(), 1, "{lans:?}");
+    assert_eq!(lans[0]["iface"], "lan0");
+    assert_eq!(lans[0]["shared"], true);
+    let forwarded: BTreeMap<String, u64> =
+        serde_json::from_value(lans[0]["forwarded"].clone()).expect("forwarded per uplink");
+    let want_fwd: BTreeMap<String, u64> = ["eth0", "eth1", "eth2"]
+        .iter()
+        .map(|u| (u.to_string(), 10))
+        .collect();
+    assert_eq!(forwarded, want_fwd, "forwarded connections per uplink");
+    let text = sb.host_ok(&["/usr/bin/nm-multiwan", "status"]);
+    assert!(
+        text.contains(
+            "lan lan0 (lan, shared): 10.42.0.0/24; forwarded connections: eth0 10, eth1 10, eth2 10"
+        ),
+        "{text}"
+    );
+    // `explain --from` a client: LAN to LAN is the LAN's, not balanced.
+    let words = sb.host_ok(&[
+        "/usr/bin/nm-multiwan",
+        "explain",
+        "--from",
+        &lan[0].addr,
+        &lan[1].addr,
+        "7000",
+    ]);
+    assert!(words.contains("on the LAN lan0 (10.42.0.0/24)"), "{words}");
 
     // LAN to LAN: straight across the bridge, the peer sees the client itself.
     let across = sb.client_connections(&lan[0].ns, 3, &lan[1].addr, 7000);
@@ -162,6 +194,23 @@ fn sticky_by_client_keeps_each_client_on_one_uplink(fw: Fw) {
         3,
         "three clients on three uplinks: {per_client:?}"
     );
+    // `explain --from` a client names its sticky uplink.
+    for (c, isp) in lan.iter().zip(&per_client) {
+        let k = (1..=3).find(|k| &isp_addr(*k) == isp).expect("an ISP");
+        let words = sb.host_ok(&[
+            "/usr/bin/nm-multiwan",
+            "explain",
+            "--from",
+            &c.addr,
+            SERVER,
+            "7000",
+        ]);
+        assert!(
+            words.contains(&format!("through eth{}", k - 1)) && words.contains("sticky"),
+            "{}: {words}",
+            c.ns
+        );
+    }
     // The machine's own connections are not clients of the policy: they still spread.
     let own = sb.spread(6);
     assert_eq!(own.len(), 3, "the machine's own connections: {own:?}");

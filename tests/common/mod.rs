@@ -614,7 +614,13 @@ impl Sandbox {
 
     /// `count` new TCP connections from a LAN client to `host:port`: the address the
     /// server saw for each, or "FAIL ...".
-    pub fn client_connections(&self, client: &str, count: usize, host: &str, port: u16) -> Vec<String> {
+    pub fn client_connections(
+        &self,
+        client: &str,
+        count: usize,
+        host: &str,
+        port: u16,
+    ) -> Vec<String> {
         let out = self.ns_ok(
             client,
             &[
