@@ -10,7 +10,9 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Fw, LanClient, Options, SERVER, Sandbox, isp_addr, sandbox_script, tally};
+use common::{
+    Fw, LanClient, Options, SERVER, SERVER6, Sandbox, isp_addr, isp_addr6, sandbox_script, tally,
+};
 
 const UPLINKS: [&str; 3] = ["eth0:static:1", "eth1:static:2", "eth2:dhcp:3"];
 
@@ -157,6 +159,34 @@ fn lan_clients_spread_over_the_uplinks(fw: Fw) {
         dns.lines().count() == 4 && dns.lines().all(|l| l.starts_with("10.99.0.")),
         "client DNS through the machine: {dns}"
     );
+}
+
+/// IPv6 from a LAN with a ULA prefix: 30 new connections from three clients spread
+/// 10/10/10, each masqueraded (NAT66) to the address of the uplink it leaves through;
+/// IPv4 spreads alongside.
+fn lan_clients_spread_over_the_uplinks_ipv6(fw: Fw) {
+    require_root!();
+    let sb = Sandbox::create_up(
+        "rsp6",
+        &UPLINKS,
+        Options {
+            firewall: fw,
+            ipv6: true,
+            ..Default::default()
+        },
+    );
+    let lan = sb.lan(3, true);
+    sb.wait_until(10, "the LAN in our firewall", || lan_in_firewall(&sb, fw));
+    let mut seen = Vec::new();
+    for c in &lan {
+        assert!(c.addr6.is_some(), "{c:?}");
+        seen.extend(sb.client_connections(&c.ns, 10, SERVER6, 7000));
+    }
+    let want: BTreeMap<String, usize> = (1..=3).map(|k| (isp_addr6(k), 10)).collect();
+    assert_eq!(tally(&seen), want, "IPv6 connections per ISP");
+    let seen4 = sb.client_connections(&lan[0].ns, 6, SERVER, 7000);
+    let want4: BTreeMap<String, usize> = (1..=3).map(|k| (isp_addr(k), 2)).collect();
+    assert_eq!(tally(&seen4), want4, "IPv4 alongside");
 }
 
 /// `sticky_by = "client"`: each client's new connections stay on one uplink, and the
@@ -344,6 +374,7 @@ fn flush_leaves_the_router_as_before(fw: Fw) {
 
 on_both_backends!(
     lan_clients_spread_over_the_uplinks,
+    lan_clients_spread_over_the_uplinks_ipv6,
     sticky_by_client_keeps_each_client_on_one_uplink,
     port_forward_is_answered_through_its_uplink,
     uplink_down_moves_only_new_connections,

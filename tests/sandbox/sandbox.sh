@@ -48,8 +48,9 @@
 #                           lease with busybox udhcpc and run the echo server (TCP 7000 answers
 #                           with the peer address it saw). --ipv6: the LAN also gets the ULA
 #                           fd42::1/64 on lan0 (ipv6.method manual: shared needs a delegated
-#                           prefix, which the sandbox's ISPs do not hand out) and client K gets
-#                           fd42::1K/64, default route via fd42::1. Prints "cK ADDR4 [ADDR6]"
+#                           prefix, which the sandbox's ISPs do not hand out; IPv6 forwarding is
+#                           switched on as shared would) and client K gets fd42::1K/64, default
+#                           route via fd42::1. Needs SB_IPV6=1 at create. Prints "cK ADDR4 [ADDR6]"
 #                           lines on stdout. The connection is left up.
 #   info SB                 key=value lines: work dir, owner, NetworkManager PID, keyfile dir, logs.
 #   list                    Sandboxes that have a work dir or a namespace.
@@ -1071,6 +1072,9 @@ cmd_lan() { # cmd_lan SB COUNT [--ipv6]
     in_host "$sb" nmcli connection reload
     wait_until 10 lan_managed || die "lan: NetworkManager does not manage lan0"
     cmd_wait_updown up "$sb" lan 30
+    # What ipv6.method shared would do: forward IPv6 (NetworkManager handles router
+    # advertisements on the uplinks itself, so forwarding costs them nothing).
+    [ "$v6" != --ipv6 ] || ip netns exec "$sb-host" sysctl -qw net.ipv6.conf.all.forwarding=1
     cat >"$W/udhcpc.sh" <<'EOF'
 #!/bin/sh
 # busybox udhcpc's event script: puts the lease on the interface.
