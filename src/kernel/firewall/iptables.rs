@@ -1198,6 +1198,68 @@ mod tests {
         assert!(r.nat.iter().any(|l| l.contains("-o wlan0")));
     }
 
+    /// Router mode: new connections arriving on a LAN jump to the decision shared with
+    /// the output chain; a client-sticky policy remembers sources.
+    #[test]
+    fn lans_reach_the_decision() {
+        use crate::config::Config;
+        use crate::plan::plan;
+        use crate::testing::{facts, uplink};
+        let config = Config::parse(
+            "[[policy]]\nname = \"c\"\nfrom = [\"10.42.0.0/24\"]\nsticky = \"10m\"\nsticky_by = \"client\"\n",
+            std::path::Path::new("x.toml"),
+        )
+        .unwrap();
+        let mut f = facts(vec![uplink("eth0", 1), uplink("wlan0", 2)]);
+        f.lans = vec![crate::model::Lan {
+            iface: "lan0".into(),
+            connection_id: "lan".into(),
+            shared: true,
+            networks: vec!["10.42.0.0/24".parse().unwrap()],
+        }];
+        let p = plan(&config, &f).firewall;
+        let r = render_family(&p, Family::V4, "x");
+        let rules = |c: &str| {
+            r.mangle
+                .iter()
+                .find(|(n, _)| n == c)
+                .map(|(_, r)| r.clone())
+                .unwrap_or_else(|| panic!("no chain {c}"))
+        };
+        assert!(rules(PRE_CHAIN).contains(
+            &"-A nm-multiwan-pre -i lan0 -m conntrack --ctstate NEW -j nm-multiwan-lan".to_string()
+        ));
+        let lan = rules(LAN_CHAIN);
+        assert_eq!(
+            lan.first().unwrap(),
+            "-A nm-multiwan-lan -m mark ! --mark 0x0 -j RETURN"
+        );
+        assert_eq!(
+            lan[1],
+            "-A nm-multiwan-lan -m addrtype --dst-type LOCAL -j RETURN"
+        );
+        assert_eq!(
+            lan.last().unwrap(),
+            "-A nm-multiwan-lan -j nm-multiwan-decide"
+        );
+        assert_eq!(
+            rules(OUT_CHAIN).last().unwrap(),
+            "-A nm-multiwan-out -j nm-multiwan-decide"
+        );
+        let decide = rules(DECIDE_CHAIN);
+        assert!(decide.contains(&"-A nm-multiwan-decide -d 10.42.0.0/24 -j RETURN".to_string()));
+        assert!(
+            decide.contains(&"-A nm-multiwan-decide -s 10.42.0.0/24 -g nm-multiwan-p0".to_string())
+        );
+        let text = Iptables::new().render(&p);
+        assert!(
+            text.contains("--name nmmw4-p0-01000000 --mask 255.255.255.255 --rsource"),
+            "{text}"
+        );
+        assert!(!text.contains("--rdest"));
+        assert!(is_ours(LAN_CHAIN) && is_ours(DECIDE_CHAIN));
+    }
+
     /// Policies render as chains of their own reached by goto, with nth rounds and
     /// `recent` lists for sticky destinations; flush knows every such chain as ours.
     #[test]

@@ -1368,6 +1368,45 @@ mod tests {
         assert!(built.contents.rules.iter().all(|r| !r.exprs.is_empty()));
     }
 
+    /// Router mode: new connections arriving on a LAN reach the same decision as the
+    /// machine's own, after what is for the machine itself; a client-sticky policy
+    /// keys its map by source address.
+    #[test]
+    fn lans_reach_the_decision() {
+        use crate::config::Config;
+        use crate::plan::plan;
+        use crate::testing::{facts, uplink};
+        let config = Config::parse(
+            "[[policy]]\nname = \"c\"\nfrom = [\"10.42.0.0/24\"]\nsticky = \"10m\"\nsticky_by = \"client\"\n",
+            std::path::Path::new("x.toml"),
+        )
+        .unwrap();
+        let mut f = facts(vec![uplink("eth0", 1), uplink("wlan0", 2)]);
+        f.lans = vec![crate::model::Lan {
+            iface: "lan0".into(),
+            connection_id: "lan".into(),
+            shared: true,
+            networks: vec!["10.42.0.0/24".parse().unwrap()],
+        }];
+        let p = plan(&config, &f).firewall;
+        let text = Nftables::new().render(&p);
+        for want in [
+            "ct state == new iifname { \"lan0\" } goto lan",
+            "\tchain lan {\n\t\tmeta mark != 0x00000000 return\n\t\tfib daddr type local return",
+            "fib daddr type multicast return\n\t\tgoto decide\n",
+            "\tchain output {",
+            "fib daddr type multicast return\n\t\tgoto decide\n\t}",
+            "elements = { 10.0.1.0/24, 10.0.2.0/24, 10.42.0.0/24 }",
+            "meta nfproto ipv4 ip saddr 10.42.0.0/24 goto pol4_0",
+            "update @sticky4_0 { ip saddr : 0x01000000 }",
+            "meta mark set ip saddr map @sticky4_0",
+        ] {
+            assert!(text.contains(want), "{want:?} not in\n{text}");
+        }
+        let built = build(&p, "x");
+        assert!(built.contents.chains.iter().any(|c| c.name == "decide"));
+    }
+
     #[test]
     fn counter_chains_name_their_mark() {
         assert_eq!(
