@@ -61,6 +61,17 @@ pub const MAX_WEIGHT: u32 = 100;
 pub const INTERVAL_MS_MIN: u64 = 50;
 pub const INTERVAL_MS_MAX: u64 = 600_000;
 
+/// The `firewall` key: which backend programs the marks and the NAT.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FirewallChoice {
+    /// nftables where the kernel has nf_tables, iptables otherwise.
+    #[default]
+    Auto,
+    Nftables,
+    Iptables,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
@@ -76,7 +87,7 @@ pub struct Config {
     pub ipv6: Option<bool>,
     /// Firewall backend: `auto` (nftables where the kernel has nf_tables, iptables
     /// otherwise), `nftables` or `iptables`.
-    pub firewall: crate::kernel::firewall::Choice,
+    pub firewall: FirewallChoice,
     /// More LANs (router mode), by interface or NetworkManager connection id, besides
     /// the shared connections: their connections to the outside are balanced too. A
     /// LAN is never an uplink.

@@ -8,11 +8,11 @@ use serde::{Deserialize, Serialize};
 
 use tracing::debug;
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, FirewallChoice as Choice};
 use crate::diff;
 use crate::error::{Error, Result};
 use crate::health::{HealthReport, UplinkHealthReport, nm_connectivity};
-use crate::kernel::firewall::{self, Backend, Choice, Firewall};
+use crate::kernel::firewall::{self, Backend, Firewall};
 use crate::kernel::routing::Routing;
 use crate::model::Family;
 use crate::namespace::MAIN_TABLE;
