@@ -1248,6 +1248,28 @@ mod tests {
         assert!(only6.ipv4.is_none());
     }
 
+    /// A connection shares the machine's uplinks when either family's method is
+    /// `shared`; auto, manual, disabled or no IP settings at all do not.
+    #[test]
+    fn shared_connections_are_lans() {
+        let settings = |v4: Option<&'static str>, v6: Option<&'static str>| {
+            let mut s: HashMap<String, Props> = HashMap::new();
+            s.insert("connection".into(), props(vec![("id", Value::from("lan"))]));
+            if let Some(m) = v4 {
+                s.insert("ipv4".into(), props(vec![("method", Value::from(m))]));
+            }
+            if let Some(m) = v6 {
+                s.insert("ipv6".into(), props(vec![("method", Value::from(m))]));
+            }
+            s
+        };
+        assert!(is_shared(&settings(Some("shared"), Some("disabled"))));
+        assert!(is_shared(&settings(Some("manual"), Some("shared"))));
+        assert!(!is_shared(&settings(Some("auto"), Some("auto"))));
+        assert!(!is_shared(&settings(Some("manual"), None)));
+        assert!(!is_shared(&settings(None, None)));
+    }
+
     #[test]
     fn ipv6_needs_a_global_address_and_a_default_route() {
         let link_local_only = ip4(
