@@ -163,7 +163,8 @@ pub enum Command {
         /// The socket's owner, a user name or uid (default: you).
         #[arg(long, value_name = "USER")]
         user: Option<String>,
-        /// The source address the application binds to.
+        /// The source address the application binds to, or a LAN client's address
+        /// (router mode: its connection is forwarded).
         #[arg(long, value_name = "ADDR")]
         from: Option<std::net::IpAddr>,
         /// The device the application binds to (SO_BINDTODEVICE).

@@ -95,6 +95,10 @@ pub struct Config {
     /// connections only while no unmetered uplink is usable), `balance` (like any
     /// other) or `never` (no new connections at all).
     pub metered: Metered,
+    /// More LANs (router mode), by interface or NetworkManager connection id, besides
+    /// the shared connections: their connections to the outside are balanced too. A
+    /// LAN is never an uplink.
+    pub lan: Vec<String>,
     /// Per-uplink settings, keyed by NetworkManager connection id or interface name.
     pub uplinks: BTreeMap<String, UplinkConfig>,
     /// Health probing (daemon only).
@@ -175,6 +179,7 @@ impl Default for Config {
             ipv6: None,
             firewall: Default::default(),
             metered: Metered::default(),
+            lan: Vec::new(),
             uplinks: BTreeMap::new(),
             health: HealthConfig::default(),
             policy: Vec::new(),
@@ -308,6 +313,13 @@ impl Config {
             return Err(Invalid::new(key(&["mark_mask"]), format!("{mask:#x}")));
         }
         self.layout()?;
+        for (i, l) in self.lan.iter().enumerate() {
+            if l.trim().is_empty() {
+                let mut at = key(&["lan"]);
+                at.push(Seg::Index(i));
+                return Err(Invalid::new(at, "\"\"").because("an empty LAN name"));
+            }
+        }
         for (i, t) in self.health.targets.iter().enumerate() {
             if let Err(reason) = t.parse::<Target>() {
                 let mut at = key(&["health", "targets"]);
@@ -340,6 +352,11 @@ impl Config {
         for (j, t) in p.to.iter().enumerate() {
             if let Err(reason) = t.parse::<policy::Destination>() {
                 return Err(Invalid::new(item("to", j), format!("{t:?}")).because(reason));
+            }
+        }
+        for (j, f) in p.from.iter().enumerate() {
+            if let Err(reason) = f.parse::<crate::model::IpNet>() {
+                return Err(Invalid::new(item("from", j), format!("{f:?}")).because(reason));
             }
         }
         for (j, port) in p.ports.iter().enumerate() {
@@ -393,6 +410,10 @@ impl Config {
                     )),
                 );
             }
+        }
+        if p.sticky_by == policy::StickyBy::Client && p.sticky.is_none() {
+            return Err(Invalid::new(at("sticky_by"), "\"client\"")
+                .because("sticky_by needs sticky (how long a client keeps its uplink)"));
         }
         Ok(())
     }

@@ -7,6 +7,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
+use crate::config::policy::StickyBy;
 use crate::kernel::firewall::{Action, Counters, Protocol, RoundOf, Rung, StickyEntry, Why};
 use crate::model::{Family, IpNet, Uplink};
 use crate::plan::{Plan, ladder};
@@ -120,6 +121,13 @@ pub fn explain(plan: &Plan, live: &Live<'_>, q: &Query) -> Answer {
             connection: up.map_or_else(String::new, |u| u.connection_id.clone()),
         }
     };
+    // A LAN client's connection (router mode) takes the same decision, forwarded.
+    let lan_of = |a: IpAddr| {
+        fw.lans
+            .iter()
+            .find(|l| l.networks.iter().any(|n| n.contains(a)))
+    };
+    let forwarded = q.from.and_then(lan_of).is_some();
     // Rung 2: not ours to balance.
     let not_ours = if !fw.has(family) {
         Some(format!("{family} is not balanced"))
@@ -132,9 +140,10 @@ pub fn explain(plan: &Plan, live: &Live<'_>, q: &Query) -> Answer {
             u.served_side(family)
                 .is_some_and(|s| s.networks().any(|n| n == *net))
         });
-        Some(match owner {
-            Some(u) => format!("on the network of {} ({net})", u.iface),
-            None => format!("never balanced ({net})"),
+        Some(match (owner, lan_of(q.destination)) {
+            (Some(u), _) => format!("on the network of {} ({net})", u.iface),
+            (None, Some(lan)) => format!("on the LAN {} ({net})", lan.iface),
+            (None, None) => format!("never balanced ({net})"),
         })
     } else {
         live.main_routes
@@ -152,7 +161,7 @@ pub fn explain(plan: &Plan, live: &Live<'_>, q: &Query) -> Answer {
     }
     // Rungs 3 to 5, in order.
     for rung in fw.ladder_of(family) {
-        if !matches(rung, q) {
+        if !matches(rung, q, forwarded) {
             continue;
         }
         answer.rung = match rung.why {
@@ -194,11 +203,19 @@ pub fn explain(plan: &Plan, live: &Live<'_>, q: &Query) -> Answer {
                 );
             }
             Action::Balance {
-                rounds, members, ..
+                rounds,
+                members,
+                sticky_by,
+                ..
             } => {
                 let index = rung.policy().expect("a policy's action");
+                // What the sticky map is keyed by: the destination, or the client.
+                let key = match sticky_by {
+                    StickyBy::Destination => Some(q.destination),
+                    StickyBy::Client => q.from,
+                };
                 let stuck = live.sticky.iter().find(|s| {
-                    s.policy == index && s.destination == q.destination && members.contains(&s.mark)
+                    s.policy == index && Some(s.destination) == key && members.contains(&s.mark)
                 });
                 if let Some(s) = stuck {
                     answer.sticky_for = Some(s.expires_in);
@@ -280,8 +297,13 @@ fn round(
 }
 
 /// Whether a rung's matches hold for the query.
-fn matches(rung: &Rung, q: &Query) -> bool {
+/// `forwarded`: the query is a LAN client's connection (router mode), which has no
+/// socket on this machine: no owner, no cgroup, no device bound.
+fn matches(rung: &Rung, q: &Query, forwarded: bool) -> bool {
     let m = &rung.matches;
+    if forwarded && (m.uid.is_some() || m.cgroup.is_some() || m.oif.is_some()) {
+        return false;
+    }
     if let Some(cg) = &m.cgroup {
         let Why::Via { iface } = &rung.why else {
             return false;

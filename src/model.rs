@@ -316,3 +316,18 @@ mod tests {
         );
     }
 }
+
+/// A network behind the machine whose connections to the outside we balance (router
+/// mode): an activated NetworkManager device that is not an uplink, as read. Which of
+/// them are LANs the planner decides ([`crate::plan::lans`]): the shared ones, and those
+/// the config names.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Lan {
+    pub iface: String,
+    pub connection_id: String,
+    /// NetworkManager shares the machine's uplinks with it: `ipv4.method` or
+    /// `ipv6.method` is `shared` (its own dnsmasq and MASQUERADE).
+    pub shared: bool,
+    /// The prefixes of its addresses, both families (link-local left out).
+    pub networks: Vec<IpNet>,
+}

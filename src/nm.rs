@@ -18,7 +18,7 @@ use tracing::{debug, warn};
 use zbus::zvariant::{ObjectPath, OwnedObjectPath, OwnedValue};
 
 use crate::error::{Error, Result};
-use crate::model::{DeviceRoute, Family, IpNet, IpSide, Uplink};
+use crate::model::{DeviceRoute, Family, IpNet, IpSide, Lan, Uplink};
 
 const NM_BUS_NAME: &str = "org.freedesktop.NetworkManager";
 const NM_PATH: &str = "/org/freedesktop/NetworkManager";
@@ -27,6 +27,7 @@ const DEVICE_IFACE: &str = "org.freedesktop.NetworkManager.Device";
 const IP4CONFIG_IFACE: &str = "org.freedesktop.NetworkManager.IP4Config";
 const IP6CONFIG_IFACE: &str = "org.freedesktop.NetworkManager.IP6Config";
 const ACTIVE_IFACE: &str = "org.freedesktop.NetworkManager.Connection.Active";
+const SETTINGS_CONNECTION_IFACE: &str = "org.freedesktop.NetworkManager.Settings.Connection";
 const PROPERTIES_IFACE: &str = "org.freedesktop.DBus.Properties";
 const OBJECT_MANAGER_IFACE: &str = "org.freedesktop.DBus.ObjectManager";
 /// Where NetworkManager exports its object manager.
@@ -118,7 +119,11 @@ impl NetworkManager {
     /// state, from one consistent reading where NetworkManager allows it.
     pub async fn view(&self) -> Result<NmView> {
         let mut view = match self.managed_objects().await? {
-            Some(objects) => view_of(&objects),
+            Some(objects) => {
+                let mut view = view_of(&objects);
+                view.lans = self.lans(&objects, &view.uplinks).await;
+                view
+            }
             None => {
                 let devices = self.devices().await?;
                 let reads = devices.iter().map(|d| self.uplink_of(d));
@@ -126,8 +131,11 @@ impl NetworkManager {
                 for read in join_all(reads).await {
                     uplinks.extend(read?);
                 }
+                // Without an object manager (NetworkManager before 1.16) no LAN is
+                // seen: router mode needs a newer NetworkManager.
                 NmView {
                     uplinks,
+                    lans: Vec::new(),
                     starting: self.starting().await,
                     devices: devices
                         .iter()
@@ -139,6 +147,60 @@ impl NetworkManager {
         };
         view.uplinks.sort_by(|a, b| a.iface.cmp(&b.iface));
         Ok(view)
+    }
+
+    /// Every activated device that is not an uplink, with its networks and whether its
+    /// connection is shared (one `GetSettings` each, concurrently: the method is a
+    /// setting, not a property of any object the snapshot holds).
+    async fn lans(&self, objects: &Objects, uplinks: &[Uplink]) -> Vec<Lan> {
+        let candidates: Vec<(Lan, Option<OwnedObjectPath>)> = lan_candidates(objects)
+            .into_iter()
+            .filter(|(lan, _)| !uplinks.iter().any(|u| u.iface == lan.iface))
+            .collect();
+        let reads = candidates.iter().map(|(_, path)| async move {
+            match path {
+                Some(path) => self.shared(path).await,
+                None => false,
+            }
+        });
+        let shared = join_all(reads).await;
+        candidates
+            .into_iter()
+            .zip(shared)
+            .map(|((mut lan, _), shared)| {
+                lan.shared = shared;
+                lan
+            })
+            .collect()
+    }
+
+    /// Whether the connection at `path` has `ipv4.method` or `ipv6.method` `shared`
+    /// (false when it cannot be read: a connection that vanished shares nothing).
+    async fn shared(&self, path: &ObjectPath<'_>) -> bool {
+        let reply = self
+            .conn
+            .call_method(
+                Some(NM_BUS_NAME),
+                path,
+                Some(SETTINGS_CONNECTION_IFACE),
+                "GetSettings",
+                &(),
+            )
+            .await;
+        let settings = match reply {
+            Ok(r) => r.body().deserialize::<HashMap<String, Props>>(),
+            Err(e) => {
+                debug!(%path, error = %e, "cannot read a connection's settings");
+                return false;
+            }
+        };
+        match settings {
+            Ok(settings) => is_shared(&settings),
+            Err(e) => {
+                debug!(%path, error = %e, "unexpected settings");
+                false
+            }
+        }
     }
 
     /// NetworkManager's `Startup` property (false when it cannot be read).
@@ -368,6 +430,9 @@ impl NetworkManager {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NmView {
     pub uplinks: Vec<Uplink>,
+    /// Every activated device that is not an uplink (which are LANs, the planner
+    /// decides).
+    pub lans: Vec<Lan>,
     /// NetworkManager is still activating its initial connections (its `Startup`
     /// property): devices it re-assumes after a restart are not activated yet.
     pub starting: bool,
@@ -442,6 +507,78 @@ fn view_of(objects: &Objects) -> NmView {
             .extend(uplink_from_configs(&device, ip4, ip6, active));
     }
     view
+}
+
+/// Whether connection settings (`GetSettings`) share the machine's uplinks.
+fn is_shared(settings: &HashMap<String, Props>) -> bool {
+    ["ipv4", "ipv6"].iter().any(|family| {
+        settings
+            .get(*family)
+            .and_then(|s| str_prop(s, "method"))
+            .is_some_and(|m| m == "shared")
+    })
+}
+
+/// Every activated device with an IP configuration, as a LAN (not yet known to be
+/// shared), with the path of its connection's settings.
+fn lan_candidates(objects: &Objects) -> Vec<(Lan, Option<OwnedObjectPath>)> {
+    let props = |path: &ObjectPath<'_>, iface: &str| {
+        objects
+            .get(&OwnedObjectPath::from(path.to_owned()))
+            .and_then(|o| o.get(iface))
+    };
+    let mut out = Vec::new();
+    for (path, interfaces) in objects {
+        let Some(device_props) = interfaces.get(DEVICE_IFACE) else {
+            continue;
+        };
+        let device = Device {
+            path: path.clone(),
+            props: device_props
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.try_clone().ok()?)))
+                .collect(),
+        };
+        let Some(paths) = config_paths(&device) else {
+            continue;
+        };
+        let Some(active) = props(&paths.active, ACTIVE_IFACE) else {
+            continue;
+        };
+        let mut networks = Vec::new();
+        for (config, family, iface) in [
+            (&paths.ip4, Family::V4, IP4CONFIG_IFACE),
+            (&paths.ip6, Family::V6, IP6CONFIG_IFACE),
+        ] {
+            let Some(config) = config.as_ref().and_then(|p| props(p, iface)) else {
+                continue;
+            };
+            for entry in dict_array(config, "AddressData").unwrap_or_default() {
+                if let Some((addr, prefix)) = parse_address(&entry, family) {
+                    let net = IpNet::new(addr, prefix);
+                    if !IpNet::link_local6().contains(addr) && !networks.contains(&net) {
+                        networks.push(net);
+                    }
+                }
+            }
+        }
+        let settings = active
+            .get("Connection")
+            .and_then(|v| v.downcast_ref::<ObjectPath>().ok())
+            .filter(|p| p.as_str() != "/")
+            .map(OwnedObjectPath::from);
+        out.push((
+            Lan {
+                iface: device.iface(),
+                connection_id: str_prop(active, "Id").unwrap_or_default().to_string(),
+                shared: false,
+                networks,
+            },
+            settings,
+        ));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
 }
 
 /// The objects holding an activated device's configuration.
@@ -1137,6 +1274,28 @@ mod tests {
         // IPv6 only is an uplink too.
         let only6 = uplink_from("wwan0", &active("x"), None, Some(u)).unwrap();
         assert!(only6.ipv4.is_none());
+    }
+
+    /// A connection shares the machine's uplinks when either family's method is
+    /// `shared`; auto, manual, disabled or no IP settings at all do not.
+    #[test]
+    fn shared_connections_are_lans() {
+        let settings = |v4: Option<&'static str>, v6: Option<&'static str>| {
+            let mut s: HashMap<String, Props> = HashMap::new();
+            s.insert("connection".into(), props(vec![("id", Value::from("lan"))]));
+            if let Some(m) = v4 {
+                s.insert("ipv4".into(), props(vec![("method", Value::from(m))]));
+            }
+            if let Some(m) = v6 {
+                s.insert("ipv6".into(), props(vec![("method", Value::from(m))]));
+            }
+            s
+        };
+        assert!(is_shared(&settings(Some("shared"), Some("disabled"))));
+        assert!(is_shared(&settings(Some("manual"), Some("shared"))));
+        assert!(!is_shared(&settings(Some("auto"), Some("auto"))));
+        assert!(!is_shared(&settings(Some("manual"), None)));
+        assert!(!is_shared(&settings(None, None)));
     }
 
     #[test]

@@ -145,6 +145,7 @@ pub async fn observe(
     known.extend(nm_view.uplinks.iter().map(|u| u.connection_id.clone()));
     let facts = Facts {
         uplinks,
+        lans: nm_view.lans.clone(),
         health: health.clone(),
         ids,
         translated,

@@ -57,6 +57,22 @@ pub struct StatusReport {
     /// The policies, in order, with their hits and live sticky entries.
     #[serde(default)]
     pub policies: Vec<PolicyStatus>,
+    /// Router mode: the LANs whose connections to the outside are balanced.
+    #[serde(default)]
+    pub lans: Vec<LanStatus>,
+}
+
+/// A LAN (router mode) as `status` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LanStatus {
+    pub iface: String,
+    pub connection: String,
+    /// A NetworkManager shared connection (else named by the config's `lan`).
+    pub shared: bool,
+    pub networks: Vec<String>,
+    /// Tracked connections from it per uplink it leaves through (`null` when
+    /// conntrack cannot be read).
+    pub forwarded: Option<BTreeMap<String, u64>>,
 }
 
 /// One `[[policy]]` as `status` reports it.
@@ -416,6 +432,24 @@ pub async fn gather(config: &Config, health: &Verdicts) -> Result<StatusReport> 
         (firewall::Counters::default(), Vec::new(), None, None)
     };
     let policies = policies(config, &plan, &counters, &sticky);
+    let forwarded = if privileged && !plan.lans.is_empty() {
+        forwarded_by_lan(&plan).await
+    } else {
+        None
+    };
+    let lans = plan
+        .lans
+        .iter()
+        .map(|l| LanStatus {
+            iface: l.iface.clone(),
+            connection: l.connection_id.clone(),
+            shared: l.shared,
+            networks: l.networks.iter().map(|n| n.to_string()).collect(),
+            forwarded: forwarded
+                .as_ref()
+                .map(|f| f.get(&l.iface).cloned().unwrap_or_default()),
+        })
+        .collect();
     let connectivity = nm.checked_connectivity().await.unwrap_or_else(|e| {
         debug!("cannot read NetworkManager's connectivity: {e}");
         None
@@ -492,7 +526,41 @@ pub async fn gather(config: &Config, health: &Verdicts) -> Result<StatusReport> 
         unreadable,
         traffic: None,
         policies,
+        lans,
     })
+}
+
+/// Tracked connections from each LAN (its networks as original source) per uplink
+/// whose mark they carry; `None` when conntrack cannot be read.
+async fn forwarded_by_lan(plan: &Plan) -> Option<BTreeMap<String, BTreeMap<String, u64>>> {
+    let mut ct = crate::kernel::conntrack::Conntrack::open().ok()?;
+    let entries = ct
+        .dump(&crate::kernel::conntrack::Filter::default())
+        .await
+        .ok()?;
+    let mut out: BTreeMap<String, BTreeMap<String, u64>> = plan
+        .lans
+        .iter()
+        .map(|l| (l.iface.clone(), BTreeMap::new()))
+        .collect();
+    for e in entries {
+        let Some(lan) = plan
+            .lans
+            .iter()
+            .find(|l| l.networks.iter().any(|n| n.contains(e.orig.src)))
+        else {
+            continue;
+        };
+        let id = e.mark & plan.namespace.id_mask();
+        let Some(u) = plan.uplinks.iter().find(|u| u.mark == id) else {
+            continue;
+        };
+        *out.entry(lan.iface.clone())
+            .or_default()
+            .entry(u.iface.clone())
+            .or_default() += 1;
+    }
+    Some(out)
 }
 
 impl StatusReport {
@@ -735,6 +803,9 @@ pub fn render(r: &StatusReport) -> String {
     if !r.policies.is_empty() {
         let _ = write!(s, "\n{}", render_policies(&r.policies));
     }
+    for l in &r.lans {
+        let _ = write!(s, "\n{}", lan_line(l));
+    }
     if !r.ipv6 && r.uplinks.iter().any(|u| u.address6.is_some()) {
         let _ = write!(
             s,
@@ -743,6 +814,26 @@ pub fn render(r: &StatusReport) -> String {
     }
     for w in &r.warnings {
         let _ = write!(s, "\nwarning: {w}");
+    }
+    s
+}
+
+/// A LAN in one line: what it is and the connections it has through each uplink.
+fn lan_line(l: &LanStatus) -> String {
+    let kind = if l.shared { "shared" } else { "routed" };
+    let mut s = format!(
+        "lan {} ({}, {kind}): {}",
+        l.iface,
+        l.connection,
+        l.networks.join(", ")
+    );
+    match &l.forwarded {
+        None => s.push_str("; forwarded connections: - (conntrack not read)"),
+        Some(f) if f.is_empty() => s.push_str("; no forwarded connections"),
+        Some(f) => {
+            let per: Vec<String> = f.iter().map(|(u, n)| format!("{u} {n}")).collect();
+            let _ = write!(s, "; forwarded connections: {}", per.join(", "));
+        }
     }
     s
 }
@@ -1072,6 +1163,7 @@ mod tests {
             unreadable: vec![],
             traffic: None,
             policies: vec![],
+            lans: vec![],
         }
     }
 

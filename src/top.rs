@@ -622,6 +622,7 @@ mod tests {
             unreadable: vec![],
             traffic: None,
             policies: vec![],
+            lans: vec![],
         }
     }
 

@@ -90,6 +90,14 @@ pub const KEYS: &[Key] = &[
                connections only while no unmetered uplink is usable",
     },
     Key {
+        path: "lan",
+        accepts: Accepts::Form(
+            "a list of interfaces or NetworkManager connection ids, such as [\"br0\", \"Office LAN\"]",
+        ),
+        note: "routed LANs whose connections to the outside are balanced, besides the shared \
+               connections (ipv4.method shared), which are LANs anyway",
+    },
+    Key {
         path: "uplinks",
         accepts: Accepts::Names,
         note: "each name a NetworkManager connection id or an interface name",
@@ -185,7 +193,7 @@ pub const KEYS: &[Key] = &[
         path: "policy",
         accepts: Accepts::Form(
             "an array of tables, one [[policy]] each, with keys name, to, ports, protocol, \
-             user, uplinks, mode, sticky, fallback",
+             from, user, uplinks, mode, sticky, sticky_by, fallback",
         ),
         note: "checked in order, the first that matches a new connection decides",
     },
@@ -201,6 +209,14 @@ pub const KEYS: &[Key] = &[
              \"10.0.0.0/8\" (host bits clear), or host names such as \"portal.example.edu\"",
         ),
         note: "",
+    },
+    Key {
+        path: "policy[].from",
+        accepts: Accepts::Form(
+            "a list of sources: prefixes or addresses of either family such as \
+             \"10.42.0.0/24\" (host bits clear)",
+        ),
+        note: "LAN clients in router mode",
     },
     Key {
         path: "policy[].ports",
@@ -241,6 +257,11 @@ pub const KEYS: &[Key] = &[
             "a time such as \"30s\", \"10m\", \"2h\" (s, m, h, d), at least 1 s and at most a day",
         ),
         note: "mode = \"balance\" only",
+    },
+    Key {
+        path: "policy[].sticky_by",
+        accepts: Accepts::Form("\"destination\" or \"client\""),
+        note: "client: each source address keeps one uplink (with sticky)",
     },
     Key {
         path: "policy[].fallback",

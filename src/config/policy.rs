@@ -22,6 +22,10 @@ pub struct PolicyConfig {
     /// at each reconcile). Empty: any destination.
     #[serde(default)]
     pub to: Vec<String>,
+    /// Sources: prefixes or addresses of either family (LAN clients, in router mode).
+    /// Empty: any source.
+    #[serde(default)]
+    pub from: Vec<String>,
     /// Destination ports or ranges (`"443"`, `"8000-8100"`). Empty: any.
     #[serde(default)]
     pub ports: Vec<PortSpec>,
@@ -39,6 +43,10 @@ pub struct PolicyConfig {
     /// `"10m"`: a destination keeps its uplink this long after its last new connection.
     #[serde(default)]
     pub sticky: Option<String>,
+    /// What `sticky` remembers: each destination's uplink, or each client's (a LAN
+    /// host's new connections all take the uplink its first one got).
+    #[serde(default)]
+    pub sticky_by: StickyBy,
     /// When none of its uplinks is usable: `true` falls back to the general balance,
     /// `false` drops its new connections.
     #[serde(default = "yes")]
@@ -70,6 +78,17 @@ impl Mode {
             Mode::Direct => "direct",
         }
     }
+}
+
+/// What a sticky policy keeps on one uplink.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StickyBy {
+    /// Each destination address.
+    #[default]
+    Destination,
+    /// Each source address (a LAN client, or the machine's own address).
+    Client,
 }
 
 /// A port or range, written as a string (`"443"`, `"8000-8100"`) or an integer.
@@ -299,6 +318,11 @@ impl PolicyConfig {
 
     pub fn protocol_number(&self) -> Option<u8> {
         self.protocol.as_ref().and_then(|p| p.number().ok())
+    }
+
+    /// The sources, parsed (valid after [`super::Config::parse`]).
+    pub fn sources(&self) -> Vec<IpNet> {
+        self.from.iter().filter_map(|f| f.parse().ok()).collect()
     }
 
     pub fn sticky_secs(&self) -> Option<u64> {

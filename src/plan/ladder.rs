@@ -297,6 +297,14 @@ fn policy_rungs(
         if !destinations.is_empty() && dests.is_empty() {
             continue;
         }
+        let sources: Vec<IpNet> = policy
+            .sources()
+            .into_iter()
+            .filter(|n| n.family() == family)
+            .collect();
+        if !policy.from.is_empty() && sources.is_empty() {
+            continue;
+        }
         // ICMP lives in IPv4, ICMPv6 in IPv6.
         if protocols == [ICMP] && family == Family::V6
             || protocols == [ICMPV6] && family == Family::V4
@@ -333,6 +341,7 @@ fn policy_rungs(
                         .collect(),
                     members: usable.iter().map(|u| u.mark).collect(),
                     sticky: policy.sticky_secs(),
+                    sticky_by: policy.sticky_by,
                 }
             }
         };
@@ -340,6 +349,7 @@ fn policy_rungs(
             family,
             why: why.clone(),
             matches: Matches {
+                sources,
                 destinations: dests,
                 protocols: protocols.clone(),
                 ports: ports.clone(),

@@ -12,11 +12,11 @@ use std::net::IpAddr;
 use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::config::{Config, Metered, UplinkRole};
-use crate::kernel::firewall::{Cgroup, FirewallPlan, FwUplink, Protocol, Round};
+use crate::kernel::firewall::{Cgroup, FirewallPlan, FwLan, FwUplink, Protocol, Round};
 use crate::kernel::{Route, Rule, Sysctl};
 #[cfg(test)]
 use crate::model::DeviceRoute;
-use crate::model::{Family, IpNet, IpSide, Uplink};
+use crate::model::{Family, IpNet, IpSide, Lan, Uplink};
 use crate::namespace::{MAIN_TABLE, Namespace};
 
 pub use ids::KnownIds;
@@ -126,6 +126,9 @@ pub fn role_of(configured: Option<UplinkRole>, metered: bool, policy: Metered) -
 pub struct Facts {
     /// Active uplinks from NetworkManager.
     pub uplinks: Vec<Uplink>,
+    /// Every other activated NetworkManager device: the shared ones and those the
+    /// config names are LANs ([`lans`]).
+    pub lans: Vec<Lan>,
     /// Health verdicts by interface; an uplink missing here counts as healthy.
     pub health: Verdicts,
     /// Ids already given, so that identity survives every rebalance and restart.
@@ -227,6 +230,8 @@ pub struct Plan {
     /// addresses only; a kept copy means the primary leaving costs those connections
     /// nothing.
     pub keep: Vec<IpAddr>,
+    /// The LANs whose connections to the outside are balanced (router mode).
+    pub lans: Vec<Lan>,
     /// Things the user should know (uplinks left out, and why).
     pub warnings: Vec<String>,
 }
@@ -246,10 +251,59 @@ pub fn ipv6_enabled(config: &Config, uplinks: &[&Uplink]) -> bool {
         .unwrap_or_else(|| uplinks.iter().filter(|u| u.ipv6.is_some()).count() >= 2)
 }
 
+/// Whether the config's `lan` names this interface or connection.
+fn named_lan(config: &Config, iface: &str, connection_id: &str) -> bool {
+    config
+        .lan
+        .iter()
+        .any(|n| n == iface || (!connection_id.is_empty() && n == connection_id))
+}
+
+/// The LANs (router mode): every shared connection, and every device the config's
+/// `lan` names, an uplink among them (a LAN is never an uplink: it loses its default
+/// route's role and keeps its networks). Sorted by interface.
+pub fn lans(config: &Config, facts: &Facts) -> Vec<Lan> {
+    let mut out: Vec<Lan> = facts
+        .lans
+        .iter()
+        .filter(|l| l.shared || named_lan(config, &l.iface, &l.connection_id))
+        .cloned()
+        .collect();
+    for u in &facts.uplinks {
+        if named_lan(config, &u.iface, &u.connection_id) && !out.iter().any(|l| l.iface == u.iface)
+        {
+            out.push(Lan {
+                iface: u.iface.clone(),
+                connection_id: u.connection_id.clone(),
+                shared: false,
+                networks: Family::ALL
+                    .into_iter()
+                    .filter_map(|f| u.side(f))
+                    .map(|s| s.subnet)
+                    .collect(),
+            });
+        }
+    }
+    out.sort();
+    out.dedup_by(|a, b| a.iface == b.iface);
+    out
+}
+
 /// Computes the desired state. Pure and deterministic.
 pub fn plan(config: &Config, facts: &Facts) -> Plan {
     let ns = config.namespace();
     let mut warnings = Vec::new();
+    let lans = lans(config, facts);
+    for name in &config.lan {
+        if !lans
+            .iter()
+            .any(|l| &l.iface == name || &l.connection_id == name)
+        {
+            warnings.push(format!(
+                "lan {name:?}: no activated NetworkManager device or connection has this name"
+            ));
+        }
+    }
 
     // Uplinks the config allows, one per interface, in a stable order.
     let mut seen = BTreeSet::new();
@@ -258,6 +312,10 @@ pub fn plan(config: &Config, facts: &Facts) -> Plan {
     sorted.sort_by(|a, b| a.iface.cmp(&b.iface));
     for u in sorted {
         if !seen.insert(u.iface.as_str()) {
+            continue;
+        }
+        if lans.iter().any(|l| l.iface == u.iface) {
+            warnings.push(format!("{} left out: it is a LAN", u.iface));
             continue;
         }
         let uc = config.uplink(&u.connection_id, &u.iface);
@@ -387,9 +445,25 @@ pub fn plan(config: &Config, facts: &Facts) -> Plan {
     rules.sort();
     routes.sort();
     sysctls.sort();
+    // A LAN's own networks are never balanced, from the machine or from another LAN.
+    for lan in &lans {
+        exclude.extend(
+            lan.networks
+                .iter()
+                .filter(|n| n.family() == Family::V4 || ipv6)
+                .copied(),
+        );
+    }
 
     let mut firewall = firewall_plan(&ns, &uplinks, ipv6, exclude);
     firewall.ladder = ladder::ladder(config, facts, &uplinks, &firewall.families, &mut warnings);
+    firewall.lans = lans
+        .iter()
+        .map(|l| FwLan {
+            iface: l.iface.clone(),
+            networks: l.networks.clone(),
+        })
+        .collect();
     let keep = addresses_to_keep(facts, &uplinks);
     Plan {
         namespace: ns,
@@ -400,6 +474,7 @@ pub fn plan(config: &Config, facts: &Facts) -> Plan {
         firewall,
         sysctls,
         keep: keep.into_iter().collect(),
+        lans,
         warnings,
     }
 }
@@ -430,10 +505,16 @@ fn addresses_to_keep(facts: &Facts, uplinks: &[PlannedUplink]) -> Vec<IpAddr> {
     match &facts.translated {
         Some(translated) => {
             let marks: BTreeSet<u32> = uplinks.iter().map(|u| u.mark).collect();
+            // Only the machine's own addresses (departed or kept): a forwarded
+            // connection's source is a LAN host's, never ours to hold.
             keep.extend(
                 translated
                     .iter()
-                    .filter(|(src, mark)| marks.contains(mark) && !ours.contains(src))
+                    .filter(|(src, mark)| {
+                        marks.contains(mark)
+                            && !ours.contains(src)
+                            && (facts.departed.contains(src) || facts.kept.contains(src))
+                    })
                     .map(|(src, _)| *src),
             );
         }
@@ -575,6 +656,7 @@ fn firewall_plan(
             })
             .collect(),
         exclude: exclude.into_iter().collect(),
+        lans: Vec::new(),
         rounds,
         ladder: Vec::new(),
     }

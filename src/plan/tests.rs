@@ -956,6 +956,7 @@ mod ladder {
             rounds,
             members,
             sticky,
+            ..
         } = &policy("web")[0].action
         else {
             panic!()
@@ -1113,4 +1114,64 @@ mod ladder {
         assert!(matches!(via[0].1, Action::Uplink { iface, .. } if iface == "wlan0"));
         assert_eq!(via[1].1, &Action::Drop);
     }
+}
+
+/// Router mode: a forwarded connection's original source is a LAN host's address,
+/// never one of ours to keep on the keeper interface.
+#[test]
+fn lan_sources_of_forwarded_connections_are_never_kept() {
+    let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+    let mut f = facts(vec![uplink("wlan0", 2), uplink("usb0", 3)]);
+    let gone = ip("10.0.1.2");
+    f.departed = [gone].into();
+    f.translated = Some(vec![(gone, 0x0200_0000), (ip("10.42.0.136"), 0x0200_0000)]);
+    assert_eq!(plan(&Config::default(), &f).keep, [gone, ip("10.0.2.2")]);
+}
+
+/// Shared connections are LANs, so are the devices `lan` names (an uplink among them
+/// stops being one); their networks are never balanced; other devices are neither.
+#[test]
+fn lans_are_the_shared_and_the_named_ones() {
+    use crate::model::Lan;
+    let lan = |iface: &str, shared: bool, net: &str| Lan {
+        iface: iface.into(),
+        connection_id: format!("c-{iface}"),
+        shared,
+        networks: vec![net.parse().unwrap()],
+    };
+    let mut f = facts(vec![
+        uplink("eth0", 1),
+        uplink("wlan0", 2),
+        uplink("usb0", 3),
+    ]);
+    f.lans = vec![
+        lan("lan0", true, "10.42.0.0/24"),
+        lan("br0", false, "192.168.5.0/24"),
+        lan("docker0", false, "172.17.0.0/16"),
+    ];
+    let config = Config::parse(
+        "lan = [\"c-br0\", \"usb0\"]\n",
+        std::path::Path::new("x.toml"),
+    )
+    .unwrap();
+    let p = plan(&config, &f);
+    let names: Vec<&str> = p.lans.iter().map(|l| l.iface.as_str()).collect();
+    assert_eq!(names, ["br0", "lan0", "usb0"]);
+    assert!(p.uplink("usb0").is_none(), "a LAN is never an uplink");
+    assert_eq!(p.uplinks.len(), 2);
+    let fw: Vec<&str> = p.firewall.lans.iter().map(|l| l.iface.as_str()).collect();
+    assert_eq!(fw, ["br0", "lan0", "usb0"]);
+    for net in ["10.42.0.0/24", "192.168.5.0/24", "10.0.3.0/24"] {
+        let net: IpNet = net.parse().unwrap();
+        assert!(p.firewall.exclude.contains(&net), "{net} excluded");
+    }
+    assert!(
+        !p.firewall
+            .exclude
+            .contains(&"172.17.0.0/16".parse().unwrap())
+    );
+    // Without config, only the shared one.
+    let p = plan(&Config::default(), &f);
+    assert_eq!(p.lans.len(), 1);
+    assert_eq!(p.uplinks.len(), 3);
 }

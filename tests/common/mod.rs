@@ -588,6 +588,61 @@ impl Sandbox {
     pub fn work_file(&self, rel: &str) -> PathBuf {
         self.work.join(rel)
     }
+
+    /// `sandbox.sh lan`: a LAN behind the host on the shared connection `lan` (lan0,
+    /// 10.42.0.1/24, NetworkManager's dnsmasq) with `count` clients that took a lease.
+    pub fn lan(&self, count: usize, ipv6: bool) -> Vec<LanClient> {
+        let mut cmd = Command::new(sandbox_script());
+        cmd.args(["lan", &self.name, &count.to_string()]);
+        if ipv6 {
+            cmd.arg("--ipv6");
+        }
+        let o = cmd.stdin(Stdio::null()).output().expect("sandbox.sh lan");
+        assert!(o.status.success(), "{}", describe(&["lan"], &o));
+        text(&o)
+            .lines()
+            .map(|l| {
+                let mut w = l.split_whitespace();
+                LanClient {
+                    ns: w.next().expect("cK").to_string(),
+                    addr: w.next().expect("an address").to_string(),
+                    addr6: w.next().map(str::to_string),
+                }
+            })
+            .collect()
+    }
+
+    /// `count` new TCP connections from a LAN client to `host:port`: the address the
+    /// server saw for each, or "FAIL ...".
+    pub fn client_connections(
+        &self,
+        client: &str,
+        count: usize,
+        host: &str,
+        port: u16,
+    ) -> Vec<String> {
+        let out = self.ns_ok(
+            client,
+            &[
+                "python3",
+                &self.client(),
+                "which",
+                &count.to_string(),
+                host,
+                &port.to_string(),
+            ],
+        );
+        out.lines().map(normalise_addr).collect()
+    }
+}
+
+/// A client namespace on the sandbox's LAN (`Sandbox::lan`).
+#[derive(Debug, Clone)]
+pub struct LanClient {
+    /// The namespace's name for `Sandbox::ns` (`c1`, `c2`, ...).
+    pub ns: String,
+    pub addr: String,
+    pub addr6: Option<String>,
 }
 
 impl Drop for Sandbox {

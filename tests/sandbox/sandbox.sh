@@ -50,6 +50,20 @@
 #                           random). Run again to change the delay while it runs; `off` for
 #                           MIN removes it all. Probes through each uplink reach its own ISP's
 #                           target, so each uplink can have its own delay.
+#   lan SB COUNT [--ipv6]   A LAN behind the host, shared the way a laptop or a small router shares
+#                           its uplinks: namespace SB-lan holds a bridge br0; the host's end of a
+#                           veth on it is `lan0`, with the NetworkManager connection `lan`
+#                           (ipv4.method shared, 10.42.0.1/24): NetworkManager's own dnsmasq gives
+#                           the clients addresses (10.42.0.10-254) and answers their DNS (it
+#                           forwards to the ISPs' resolvers 192.0.2.K, one per uplink). COUNT
+#                           clients (1..9), namespaces SB-c1.., each with eth0 on br0, take a
+#                           lease with busybox udhcpc and run the echo server (TCP 7000 answers
+#                           with the peer address it saw). --ipv6: the LAN also gets the ULA
+#                           fd42::1/64 on lan0 (ipv6.method manual: shared needs a delegated
+#                           prefix, which the sandbox's ISPs do not hand out; IPv6 forwarding is
+#                           switched on as shared would) and client K gets fd42::1K/64, default
+#                           route via fd42::1. Needs SB_IPV6=1 at create. Prints "cK ADDR4 [ADDR6]"
+#                           lines on stdout. The connection is left up.
 #   info SB                 key=value lines: work dir, owner, NetworkManager PID, keyfile dir, logs.
 #   list                    Sandboxes that have a work dir or a namespace.
 #   reap                    Destroy every sandbox whose owner (SB_OWNER at create) is gone: what
@@ -249,8 +263,9 @@ owner_alive() { # owner_alive WORK: WORK/owner ("PID STARTTIME") names a live pr
 # All namespace names a sandbox may own; exact names, so prefix e2e1 never matches e2e10-*.
 all_ns() {
     local k
-    printf '%s\n' "$1-host" "$1-inet" "$1-campus"
+    printf '%s\n' "$1-host" "$1-inet" "$1-campus" "$1-lan"
     for k in 1 2 3 4 5 6 7 8; do printf '%s\n' "$1-isp$k" "$1-lan$k"; done
+    for k in 1 2 3 4 5 6 7 8 9; do printf '%s\n' "$1-c$k"; done
 }
 
 # The private mount namespace is entered through the private dbus-daemon (HOST_PID), which
@@ -1101,6 +1116,92 @@ cmd_slow_echo() { # cmd_slow_echo SB UP MIN|off [MAX]
     say "$up: probe target $PROBE answers after $min..$max ms"
 }
 
+cmd_lan() { # cmd_lan SB COUNT [--ipv6]
+    local sb=$1 count=$2 v6=${3:-} k ns a4 a6 f ups u
+    check_name "$sb"
+    need_root
+    case "$count" in [1-9]) ;; *) die "lan: COUNT must be 1..9, got '$count'" ;; esac
+    case "$v6" in '' | --ipv6) ;; *) die "lan: unknown option '$v6'" ;; esac
+    SB=$sb
+    W="$SB_ROOT/$sb"
+    nm_pid "$sb"
+    ! ns_exists "$sb-lan" || die "lan: $sb-lan exists"
+    ip netns add "$sb-lan"
+    ip -n "$sb-lan" link set lo up
+    ip -n "$sb-lan" link add br0 type bridge
+    ip -n "$sb-lan" link set br0 up
+    ip -n "$sb-lan" link add host type veth peer name lan0 netns "$sb-host"
+    ip -n "$sb-lan" link set host master br0
+    ip -n "$sb-lan" link set host up
+    # NetworkManager's dnsmasq for shared connections reads this directory: with
+    # no-resolv it forwards to this sandbox's ISP resolvers, not the real machine's.
+    ups=$(sed -n 's/^[^:]*:\(static\|dhcp\):\([1-8]\).*/\2/p; s/^[^:]*:campus.*/9/p' "$W/specs" | sort -u)
+    {
+        printf 'no-resolv\n'
+        for u in $ups; do printf 'server=192.0.2.%s\n' "$u"; done
+    } | in_host "$sb" sh -c 'mkdir -p /etc/NetworkManager/dnsmasq-shared.d && cat >/etc/NetworkManager/dnsmasq-shared.d/sandbox.conf'
+    f="$W/conns/lan.nmconnection"
+    {
+        printf '[connection]\nid=lan\nuuid=%s\ntype=ethernet\ninterface-name=lan0\nautoconnect=false\n\n' \
+            "$(cat /proc/sys/kernel/random/uuid)"
+        printf '[ethernet]\n\n[ipv4]\nmethod=shared\naddress1=10.42.0.1/24\n\n[ipv6]\n'
+        if [ "$v6" = --ipv6 ]; then
+            printf 'method=manual\naddress1=fd42::1/64\n'
+        else
+            printf 'method=disabled\n'
+        fi
+    } >"$f"
+    chmod 0600 "$f"
+    in_host "$sb" nmcli connection reload
+    wait_until 10 lan_managed || die "lan: NetworkManager does not manage lan0"
+    cmd_wait_updown up "$sb" lan 30
+    # What ipv6.method shared would do: forward IPv6 (NetworkManager handles router
+    # advertisements on the uplinks itself, so forwarding costs them nothing).
+    [ "$v6" != --ipv6 ] || ip netns exec "$sb-host" sysctl -qw net.ipv6.conf.all.forwarding=1
+    cat >"$W/udhcpc.sh" <<'EOF'
+#!/bin/sh
+# busybox udhcpc's event script: puts the lease on the interface.
+case "$1" in
+    deconfig) ip -4 addr flush dev "$interface"; ip link set "$interface" up ;;
+    bound | renew)
+        ip -4 addr flush dev "$interface"
+        ip addr add "$ip/${mask:-24}" dev "$interface"
+        for r in $router; do ip route replace default via "$r" dev "$interface"; break; done
+        ;;
+esac
+EOF
+    chmod 0755 "$W/udhcpc.sh"
+    for k in $(seq "$count"); do
+        ns="$sb-c$k"
+        ip netns add "$ns"
+        ip -n "$ns" link set lo up
+        ip -n "$sb-lan" link add "c$k" type veth peer name eth0 netns "$ns"
+        ip -n "$sb-lan" link set "c$k" master br0
+        ip -n "$sb-lan" link set "c$k" up
+        ip -n "$ns" link set eth0 up
+        ip netns exec "$ns" busybox udhcpc -i eth0 -n -q -t 20 -T 1 -s "$W/udhcpc.sh" >>"$W/log/udhcpc-c$k.log" 2>&1 ||
+            die "lan: client c$k got no lease from NetworkManager's dnsmasq; see $W/log/udhcpc-c$k.log"
+        a4=$(ip -n "$ns" -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1)
+        a6=''
+        if [ "$v6" = --ipv6 ]; then
+            ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.eth0.disable_ipv6=0 \
+                net.ipv6.conf.eth0.accept_ra=0
+            a6="fd42::1$k"
+            ip -n "$ns" addr add "$a6/64" dev eth0 nodad
+            ip -n "$ns" -6 route add default via fd42::1
+        fi
+        spawn "$ns" "echo-c$k" python3 "$SELF_DIR/peer_server.py" 0.0.0.0 7000
+        wait_until 5 listening "$ns" tcp 7000 || die "lan: no server on port 7000 in $ns; see $W/log/"
+        printf 'c%s %s %s\n' "$k" "$a4" "$a6"
+    done
+}
+
+lan_managed() { # after nm_pid: NetworkManager manages lan0
+    local s
+    s=$(nsenter -t "$HOST_PID" -m -n nmcli -g GENERAL.STATE device show lan0 2>/dev/null) || return 1
+    case "$s" in '' | *unmanaged* | *unavailable*) return 1 ;; esac
+}
+
 cmd_info() {
     local sb=$1 w="$SB_ROOT/$1"
     check_name "$sb"
@@ -1121,7 +1222,7 @@ cmd_info() {
 
 cmd_list() {
     { ls "$SB_ROOT" 2>/dev/null || true; ip netns list 2>/dev/null | awk '{print $1}' |
-        sed -n 's/^\([A-Za-z0-9_]*\)-\(host\|inet\|campus\|isp[1-8]\|lan[1-8]\)$/\1/p'; } | sort -u
+        sed -n 's/^\([A-Za-z0-9_]*\)-\(host\|inet\|campus\|isp[1-8]\|lan[1-8]\?\|c[1-9]\)$/\1/p'; } | sort -u
 }
 
 cmd_reap() {
@@ -1193,6 +1294,10 @@ main() {
         slow-echo)
             { [ "$#" -ge 3 ] && [ "$#" -le 4 ]; } || die "usage: $0 slow-echo SB UPSTREAM MIN_MS [MAX_MS] | off"
             cmd_slow_echo "$@"
+            ;;
+        lan)
+            { [ "$#" -ge 2 ] && [ "$#" -le 3 ]; } || die "usage: $0 lan SB COUNT [--ipv6]"
+            cmd_lan "$@"
             ;;
         info)
             [ "$#" = 1 ] || die "usage: $0 info SB"

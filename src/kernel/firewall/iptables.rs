@@ -28,15 +28,22 @@ use tracing::debug;
 use super::{
     Action, Backend, Counters, Firewall, FirewallPlan, Matches, Protocol, RoundOf, StickyEntry,
 };
+use crate::config::policy::StickyBy;
 use crate::error::{Error, Result};
 use crate::model::Family;
 
 pub const OUT_CHAIN: &str = "nm-multiwan-out";
 pub const PRE_CHAIN: &str = "nm-multiwan-pre";
 pub const NAT_CHAIN: &str = "nm-multiwan-nat";
+/// The decision for a new connection to be balanced (rung 2's destinations, rungs 3 to
+/// 6), shared by the machine's own connections (from the output chain) and those
+/// arriving from a LAN (from the prerouting chain, through [`LAN_CHAIN`]).
+pub const DECIDE_CHAIN: &str = "nm-multiwan-decide";
+/// What arrives from a LAN and is not for the machine itself.
+pub const LAN_CHAIN: &str = "nm-multiwan-lan";
 
 /// Bumped whenever the rendering changes, so that an upgrade rebuilds the chains.
-const RENDERING: u32 = 3;
+const RENDERING: u32 = 4;
 
 /// (table, built-in chain, our chain) for every jump we own.
 const JUMPS: [(&str, &str, &str); 3] = [
@@ -86,6 +93,8 @@ fn is_ours(chain: &str) -> bool {
     chain == OUT_CHAIN
         || chain == PRE_CHAIN
         || chain == NAT_CHAIN
+        || chain == DECIDE_CHAIN
+        || chain == LAN_CHAIN
         || Protocol::ALL.iter().any(|p| chain == round_chain(*p))
         || parse_policy_chain(chain).is_some()
 }
@@ -168,7 +177,7 @@ fn render_ladder(
     chains: &mut Vec<(String, Vec<String>)>,
 ) {
     let m = p.mark_mask;
-    let o = OUT_CHAIN;
+    let o = DECIDE_CHAIN;
     let save = format!("-j CONNMARK --save-mark --nfmask {m:#x} --ctmask {m:#x}");
     // What an action does, as the rules of `chain` for the packets `when` selects:
     // marking is MARK, CONNMARK and RETURN (back to OUTPUT: the output chain is jumped
@@ -221,11 +230,17 @@ fn render_ladder(
                 rounds,
                 members,
                 sticky,
+                sticky_by,
             } => {
+                // `recent` remembers the destination or the client (source).
+                let side = match sticky_by {
+                    StickyBy::Destination => "--rdest",
+                    StickyBy::Client => "--rsource",
+                };
                 if let Some(secs) = sticky {
                     for &mark in members {
                         rules.push(format!(
-                            "-A {chain} -m mark --mark 0x0/{m:#x} -m recent --update --seconds {secs} --reap --name {} --mask {} --rdest -j MARK --set-xmark {mark:#x}/{m:#x}",
+                            "-A {chain} -m mark --mark 0x0/{m:#x} -m recent --update --seconds {secs} --reap --name {} --mask {} {side} -j MARK --set-xmark {mark:#x}/{m:#x}",
                             sticky_list(family, index, mark),
                             full_mask(family),
                         ));
@@ -244,7 +259,7 @@ fn render_ladder(
                     if sticky.is_some() {
                         for &mark in members {
                             rr.push(format!(
-                                "-A {rc} -m mark --mark {mark:#x}/{m:#x} -m recent --set --name {} --mask {} --rdest",
+                                "-A {rc} -m mark --mark {mark:#x}/{m:#x} -m recent --set --name {} --mask {} {side}",
                                 sticky_list(family, index, mark),
                                 full_mask(family)
                             ));
@@ -473,28 +488,32 @@ fn render_family(p: &FirewallPlan, family: Family, fingerprint: &str) -> Rendere
     o.push(format!(
         "-A {out} -m addrtype --dst-type MULTICAST -j RETURN"
     ));
+    o.push(format!("-A {out} -j {DECIDE_CHAIN}"));
+    let dc = DECIDE_CHAIN;
+    let mut d = Vec::new();
     for net in p.exclude_of(family) {
-        o.push(format!("-A {out} -d {net} -j RETURN"));
+        d.push(format!("-A {dc} -d {net} -j RETURN"));
     }
     let mut mangle = Vec::new();
     let mut ladder_chains = Vec::new();
-    render_ladder(p, family, &mut o, &mut ladder_chains);
+    render_ladder(p, family, &mut d, &mut ladder_chains);
     for round in p.rounds_of(family) {
         let chain = round_chain(round.protocol);
-        o.push(match round.protocol {
-            Protocol::Tcp => format!("-A {out} -p tcp -j {chain}"),
-            Protocol::Udp => format!("-A {out} -p udp -j {chain}"),
+        d.push(match round.protocol {
+            Protocol::Tcp => format!("-A {dc} -p tcp -j {chain}"),
+            Protocol::Udp => format!("-A {dc} -p udp -j {chain}"),
             // What no round of its own took.
-            Protocol::Other => format!("-A {out} -m mark --mark 0x0/{m:#x} -j {chain}"),
+            Protocol::Other => format!("-A {dc} -m mark --mark 0x0/{m:#x} -j {chain}"),
         });
         let rules = nth_rules(&chain, &round.slots, m);
         mangle.push((chain, rules));
     }
     mangle.extend(ladder_chains);
-    o.push(format!(
-        "-A {out} -m mark ! --mark 0x0/{m:#x} -j CONNMARK --save-mark --nfmask {m:#x} --ctmask {m:#x}"
+    d.push(format!(
+        "-A {dc} -m mark ! --mark 0x0/{m:#x} -j CONNMARK --save-mark --nfmask {m:#x} --ctmask {m:#x}"
     ));
     mangle.insert(0, (OUT_CHAIN.to_string(), o));
+    mangle.insert(1, (DECIDE_CHAIN.to_string(), d));
 
     let pre = PRE_CHAIN;
     let mut r = vec![
@@ -515,10 +534,36 @@ fn render_family(p: &FirewallPlan, family: Family, fingerprint: &str) -> Rendere
             u.iface, u.inbound_mark
         ));
     }
+    if p.routes_lans() {
+        // New connections from a LAN take the same decision as the machine's own, but
+        // not those for the machine itself (its DNS, DHCP, ssh), nor broadcasts.
+        for lan in &p.lans {
+            r.push(format!(
+                "-A {pre} -i {} -m conntrack --ctstate NEW -j {LAN_CHAIN}",
+                lan.iface
+            ));
+        }
+        let lc = LAN_CHAIN;
+        let mut l = vec![
+            // A mark someone set earlier (raw) is theirs to route by.
+            format!("-A {lc} -m mark ! --mark 0x0 -j RETURN"),
+            format!("-A {lc} -m addrtype --dst-type LOCAL -j RETURN"),
+        ];
+        if family == Family::V4 {
+            l.push(format!(
+                "-A {lc} -m addrtype --dst-type BROADCAST -j RETURN"
+            ));
+        }
+        l.push(format!(
+            "-A {lc} -m addrtype --dst-type MULTICAST -j RETURN"
+        ));
+        l.push(format!("-A {lc} -j {DECIDE_CHAIN}"));
+        mangle.push((LAN_CHAIN.to_string(), l));
+    }
     r.push(format!(
         "-A {pre} -m mark ! --mark 0x0/{m:#x} -j CONNMARK --save-mark --nfmask {m:#x} --ctmask {m:#x}"
     ));
-    mangle.insert(1, (PRE_CHAIN.to_string(), r));
+    mangle.insert(2, (PRE_CHAIN.to_string(), r));
 
     let ups: Vec<_> = p.uplinks_of(family).collect();
     let mut nat: Vec<String> = ups
@@ -919,7 +964,7 @@ impl Firewall for Iptables {
                 };
                 let marking = round.is_some();
                 for (packets, rule) in rules {
-                    if chain == OUT_CHAIN
+                    if chain == DECIDE_CHAIN
                         && let Some(target) = rule.split(" -g ").nth(1)
                         && let Some((index, None)) = parse_policy_chain(target.trim())
                     {
@@ -1141,10 +1186,10 @@ mod tests {
         for want in [
             "-A nm-multiwan-tcp -m statistic --mode nth --every 2 --packet 0 -j MARK --set-xmark 0x1000000/0x3f000000",
             "-A nm-multiwan-udp -m statistic --mode nth --every 2 --packet 1 -j MARK --set-xmark 0x2000000/0x3f000000",
-            "-A nm-multiwan-out -p tcp -j nm-multiwan-tcp",
-            "-A nm-multiwan-out -m mark --mark 0x0/0x3f000000 -j nm-multiwan-other",
+            "-A nm-multiwan-decide -p tcp -j nm-multiwan-tcp",
+            "-A nm-multiwan-decide -m mark --mark 0x0/0x3f000000 -j nm-multiwan-other",
             "-A nm-multiwan-nat -o wlan0 -m mark --mark 0x2000000/0x3f000000 -j MASQUERADE",
-            "-A nm-multiwan-out -d 10.0.1.0/24 -j RETURN",
+            "-A nm-multiwan-decide -d 10.0.1.0/24 -j RETURN",
             "-i eth0 -m conntrack --ctstate NEW",
         ] {
             assert!(text.contains(want), "{want} not in\n{text}");
@@ -1166,22 +1211,30 @@ mod tests {
                 .unwrap_or_else(|| panic!("{l:?} not in {rules:#?}"))
         };
         let icmp = pos(out, "-A nm-multiwan-out -p ipv6-icmp -j RETURN");
-        let first_round = pos(out, "-A nm-multiwan-out -p tcp -j nm-multiwan-tcp");
-        assert!(icmp < first_round);
+        let decide = pos(out, "-A nm-multiwan-out -j nm-multiwan-decide");
+        assert!(icmp < decide && decide == out.len() - 1);
+        assert!(
+            pos(
+                out,
+                "-A nm-multiwan-out -m addrtype --dst-type MULTICAST -j RETURN"
+            ) < decide
+        );
+        let d = &r.mangle[1].1;
+        let first_round = pos(d, "-A nm-multiwan-decide -p tcp -j nm-multiwan-tcp");
         for l in [
-            "-A nm-multiwan-out -d fe80::/10 -j RETURN",
-            "-A nm-multiwan-out -d ff00::/8 -j RETURN",
-            "-A nm-multiwan-out -d 2001:db8:1::/64 -j RETURN",
-            "-A nm-multiwan-out -d 2001:db8:2::/64 -j RETURN",
-            "-A nm-multiwan-out -m addrtype --dst-type MULTICAST -j RETURN",
+            "-A nm-multiwan-decide -d fe80::/10 -j RETURN",
+            "-A nm-multiwan-decide -d ff00::/8 -j RETURN",
+            "-A nm-multiwan-decide -d 2001:db8:1::/64 -j RETURN",
+            "-A nm-multiwan-decide -d 2001:db8:2::/64 -j RETURN",
         ] {
-            assert!(pos(out, l) < first_round, "{l}");
+            assert!(pos(d, l) < first_round, "{l}");
         }
         assert!(
             !out.iter()
+                .chain(d)
                 .any(|l| l.contains("BROADCAST") || l.contains("10.0."))
         );
-        let pre = &r.mangle[1].1;
+        let pre = &r.mangle[2].1;
         let ll = pos(pre, "-A nm-multiwan-pre -s fe80::/10 -j RETURN");
         let inbound = pos(
             pre,
@@ -1189,6 +1242,68 @@ mod tests {
         );
         assert!(ll < inbound);
         assert!(r.nat.iter().any(|l| l.contains("-o wlan0")));
+    }
+
+    /// Router mode: new connections arriving on a LAN jump to the decision shared with
+    /// the output chain; a client-sticky policy remembers sources.
+    #[test]
+    fn lans_reach_the_decision() {
+        use crate::config::Config;
+        use crate::plan::plan;
+        use crate::testing::{facts, uplink};
+        let config = Config::parse(
+            "[[policy]]\nname = \"c\"\nfrom = [\"10.42.0.0/24\"]\nsticky = \"10m\"\nsticky_by = \"client\"\n",
+            std::path::Path::new("x.toml"),
+        )
+        .unwrap();
+        let mut f = facts(vec![uplink("eth0", 1), uplink("wlan0", 2)]);
+        f.lans = vec![crate::model::Lan {
+            iface: "lan0".into(),
+            connection_id: "lan".into(),
+            shared: true,
+            networks: vec!["10.42.0.0/24".parse().unwrap()],
+        }];
+        let p = plan(&config, &f).firewall;
+        let r = render_family(&p, Family::V4, "x");
+        let rules = |c: &str| {
+            r.mangle
+                .iter()
+                .find(|(n, _)| n == c)
+                .map(|(_, r)| r.clone())
+                .unwrap_or_else(|| panic!("no chain {c}"))
+        };
+        assert!(rules(PRE_CHAIN).contains(
+            &"-A nm-multiwan-pre -i lan0 -m conntrack --ctstate NEW -j nm-multiwan-lan".to_string()
+        ));
+        let lan = rules(LAN_CHAIN);
+        assert_eq!(
+            lan.first().unwrap(),
+            "-A nm-multiwan-lan -m mark ! --mark 0x0 -j RETURN"
+        );
+        assert_eq!(
+            lan[1],
+            "-A nm-multiwan-lan -m addrtype --dst-type LOCAL -j RETURN"
+        );
+        assert_eq!(
+            lan.last().unwrap(),
+            "-A nm-multiwan-lan -j nm-multiwan-decide"
+        );
+        assert_eq!(
+            rules(OUT_CHAIN).last().unwrap(),
+            "-A nm-multiwan-out -j nm-multiwan-decide"
+        );
+        let decide = rules(DECIDE_CHAIN);
+        assert!(decide.contains(&"-A nm-multiwan-decide -d 10.42.0.0/24 -j RETURN".to_string()));
+        assert!(
+            decide.contains(&"-A nm-multiwan-decide -s 10.42.0.0/24 -g nm-multiwan-p0".to_string())
+        );
+        let text = Iptables::new().render(&p);
+        assert!(
+            text.contains("--name nmmw4-p0-01000000 --mask 255.255.255.255 --rsource"),
+            "{text}"
+        );
+        assert!(!text.contains("--rdest"));
+        assert!(is_ours(LAN_CHAIN) && is_ours(DECIDE_CHAIN));
     }
 
     /// Policies render as chains of their own reached by goto, with nth rounds and
@@ -1207,15 +1322,15 @@ mod tests {
         let p = plan(&config, &facts(vec![uplink("eth0", 1), uplink("wlan0", 2)])).firewall;
         let text = Iptables::new().render(&p);
         for want in [
-            "-A nm-multiwan-out -d 198.51.100.0/24 -p tcp -m multiport --dports 443 -g nm-multiwan-p0",
+            "-A nm-multiwan-decide -d 198.51.100.0/24 -p tcp -m multiport --dports 443 -g nm-multiwan-p0",
             "-A nm-multiwan-p0 -m mark --mark 0x0/0x3f000000 -m recent --update --seconds 600 --reap --name nmmw4-p0-01000000",
             "-A nm-multiwan-p0 -p tcp -g nm-multiwan-p0-tcp",
             "-A nm-multiwan-p0-tcp -m statistic --mode nth --every 2 --packet 1 -j MARK --set-xmark 0x2000000/0x3f000000",
             "-A nm-multiwan-p0-tcp -m mark --mark 0x2000000/0x3f000000 -m recent --set --name nmmw4-p0-02000000",
-            "-A nm-multiwan-out -m owner --uid-owner 1000 -g nm-multiwan-p1",
+            "-A nm-multiwan-decide -m owner --uid-owner 1000 -g nm-multiwan-p1",
             "-A nm-multiwan-p1 -j RETURN",
-            "-A nm-multiwan-out -s 10.0.2.2/32 -j MARK --set-xmark 0x2000000/0x3f000000",
-            "-A nm-multiwan-out -s 10.0.2.2/32 -j RETURN",
+            "-A nm-multiwan-decide -s 10.0.2.2/32 -j MARK --set-xmark 0x2000000/0x3f000000",
+            "-A nm-multiwan-decide -s 10.0.2.2/32 -j RETURN",
             "-A nm-multiwan-nat -o eth0 -m mark --mark 0x2000000/0x3f000000 -j CONNMARK --set-xmark 0x1000000/0x3f000000",
         ] {
             assert!(text.contains(want), "{want} not in\n{text}");
@@ -1224,7 +1339,7 @@ mod tests {
         assert!(
             ladder
                 < text
-                    .find("-A nm-multiwan-out -p tcp -j nm-multiwan-tcp")
+                    .find("-A nm-multiwan-decide -p tcp -j nm-multiwan-tcp")
                     .unwrap()
         );
         for ours in ["nm-multiwan-p0", "nm-multiwan-p12-udp"] {

@@ -110,6 +110,14 @@ impl FwUplink {
     }
 }
 
+/// A LAN as the firewall knows it: new connections arriving on it are balanced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FwLan {
+    pub iface: String,
+    /// Its networks, both families.
+    pub networks: Vec<IpNet>,
+}
+
 /// One exact round: new connections of `family` and `protocol` take the slots' marks in
 /// turn (a weight is a number of slots).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -182,6 +190,8 @@ pub enum Action {
         rounds: Vec<Round>,
         members: Vec<u32>,
         sticky: Option<u64>,
+        /// What `sticky` remembers: destinations or clients (source addresses).
+        sticky_by: crate::config::policy::StickyBy,
     },
     /// The general rounds (a policy whose uplinks are all down or out of balance).
     General,
@@ -225,6 +235,9 @@ pub struct FirewallPlan {
     /// Destinations never balanced, both families: every uplink's networks and the
     /// routes NetworkManager gave it, and for IPv6 link-local and multicast.
     pub exclude: Vec<IpNet>,
+    /// The LANs whose new connections to the outside are balanced (router mode), both
+    /// families; their networks are in `exclude` too.
+    pub lans: Vec<FwLan>,
     /// The rounds, one per family and protocol (empty when no uplink serves the family).
     pub rounds: Vec<Round>,
     /// Rungs 3 to 5 of the ladder, in the order they are checked (first match wins),
@@ -243,6 +256,11 @@ impl FirewallPlan {
 
     pub fn rounds_of(&self, family: Family) -> impl Iterator<Item = &Round> {
         self.rounds.iter().filter(move |r| r.family == family)
+    }
+
+    /// Whether anything arrives from a LAN to be balanced.
+    pub fn routes_lans(&self) -> bool {
+        !self.lans.is_empty()
     }
 
     pub fn uplinks_of(&self, family: Family) -> impl Iterator<Item = &FwUplink> {

@@ -33,6 +33,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::{
     Action, Backend, Counters, Firewall, FirewallPlan, Matches, Protocol, RoundOf, StickyEntry,
 };
+use crate::config::policy::StickyBy;
 use crate::error::{Error, Result};
 use crate::kernel::nft::{
     self, Batch, Chain, ChainKind, CmpOp, CtKey, DataType, DynsetOp, ElemData, Element, Expr,
@@ -44,7 +45,7 @@ use crate::model::{Family, IpNet};
 pub const TABLE: &str = "nm-multiwan";
 
 /// Bumped whenever the rendering changes, so that an upgrade replaces the table.
-const RENDERING: u32 = 2;
+const RENDERING: u32 = 3;
 
 /// Our marking chains' priority: one before mangle (see the module's comment).
 pub const MARK_PRIORITY: i32 = priority::MANGLE - 1;
@@ -314,6 +315,12 @@ fn round_map(f: Family, p: Protocol) -> String {
 }
 /// The chain holding the general rounds.
 const BALANCE: &str = "balance";
+/// The decision for a new connection to be balanced (rung 2's destinations, rungs 3 to
+/// 6), shared by the machine's own connections (from output) and those arriving from a
+/// LAN (from prerouting, through [`LAN`]).
+const DECIDE: &str = "decide";
+/// What arrives from a LAN and is not for the machine itself.
+const LAN: &str = "lan";
 /// A policy's chain in one family: its hit counter and its action.
 fn policy_chain(f: Family, index: usize) -> String {
     format!("pol{}_{index}", suffix(f))
@@ -692,19 +699,20 @@ fn ladder(b: &mut Builder, p: &FirewallPlan, keep: &BTreeMap<String, Vec<Element
         let when = match_piece(f, &rung.matches);
         let Some(index) = rung.policy() else {
             if let Some(v) = action_verdict(f, &rung.action) {
-                b.rule("output", when.and(v));
+                b.rule(DECIDE, when.and(v));
             }
             continue;
         };
         let chain = policy_chain(f, index);
         b.chain(Chain::regular(chain.clone()));
-        b.rule("output", when.and(verdict(Verdict::Goto(chain.clone()))));
+        b.rule(DECIDE, when.and(verdict(Verdict::Goto(chain.clone()))));
         // Its hits.
         b.rule(&chain, counter());
         let Action::Balance {
             rounds,
             members,
             sticky,
+            sticky_by,
         } = &rung.action
         else {
             let v = action_verdict(f, &rung.action).expect("a simple action");
@@ -748,9 +756,12 @@ fn ladder(b: &mut Builder, p: &FirewallPlan, keep: &BTreeMap<String, Vec<Element
                 );
                 let mut go_elements = Vec::new();
                 let mut go_text = Vec::new();
-                let daddr = match f {
-                    Family::V4 => ("ip daddr", Expr::ip_daddr(Reg::R1)),
-                    Family::V6 => ("ip6 daddr", Expr::ip6_daddr(Reg::R1)),
+                // The key: the destination, or the client (source address).
+                let daddr = match (f, sticky_by) {
+                    (Family::V4, StickyBy::Destination) => ("ip daddr", Expr::ip_daddr(Reg::R1)),
+                    (Family::V6, StickyBy::Destination) => ("ip6 daddr", Expr::ip6_daddr(Reg::R1)),
+                    (Family::V4, StickyBy::Client) => ("ip saddr", Expr::ip_saddr(Reg::R1)),
+                    (Family::V6, StickyBy::Client) => ("ip6 saddr", Expr::ip6_saddr(Reg::R1)),
                 };
                 for &mark in members {
                     let st = stick_chain(f, index, mark);
@@ -906,6 +917,8 @@ fn build_keeping(
     ] {
         b.rule(out, fib_daddr_type(name, rtn).and(ret()));
     }
+    b.chain(Chain::regular(DECIDE));
+    b.rule(out, verdict(Verdict::Goto(DECIDE.into())));
     for &f in &p.families {
         let set = format!("exclude{}", suffix(f));
         let nets: Vec<&IpNet> = p.exclude_of(f).collect();
@@ -925,7 +938,7 @@ fn build_keeping(
                 &nets.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
             ),
         );
-        b.rule(out, daddr_in(f, &set).and(ret()));
+        b.rule(DECIDE, daddr_in(f, &set).and(ret()));
     }
 
     // One chain per family and mark: sets the mark on the packet and the connection.
@@ -945,7 +958,7 @@ fn build_keeping(
     ladder(&mut b, p, keep);
     // Rung 6, the rounds: one counter per family and protocol, a goto per slot.
     b.chain(Chain::regular(BALANCE));
-    b.rule(out, verdict(Verdict::Goto(BALANCE.into())));
+    b.rule(DECIDE, verdict(Verdict::Goto(BALANCE.into())));
     for &f in &p.families {
         for r in p.rounds_of(f) {
             let map = round_map(f, r.protocol);
@@ -968,6 +981,36 @@ fn build_keeping(
             Expr::cmp(CmpOp::Neq, Reg::R1, value::byte(value::ICMPV6_ECHO_REQUEST)),
         ]);
         b.rule(pre, not_echo.and(ret()));
+    }
+    if p.routes_lans() {
+        // New connections from a LAN take the same decision as the machine's own, but
+        // not those for the machine itself (its DNS, DHCP, ssh), nor broadcasts.
+        let names: Vec<String> = p.lans.iter().map(|l| format!("\"{}\"", l.iface)).collect();
+        let set = Set::new("", KeyType::single(DataType::Ifname))
+            .with_elements(p.lans.iter().map(|l| Element::ifname(&l.iface)).collect());
+        b.chain(Chain::regular(LAN));
+        b.rule(
+            pre,
+            ct_state_new()
+                .and(Piece::new(
+                    format!("iifname {{ {} }}", names.join(", ")),
+                    vec![
+                        Expr::meta(MetaKey::Iifname, Reg::R1),
+                        Expr::lookup_anonymous(set, Reg::R1),
+                    ],
+                ))
+                .and(verdict(Verdict::Goto(LAN.into()))),
+        );
+        // A mark someone set earlier (raw) is theirs to route by.
+        b.rule(LAN, mark_is_set(u32::MAX).and(ret()));
+        for (name, rtn) in [
+            ("local", value::RTN_LOCAL),
+            ("broadcast", value::RTN_BROADCAST),
+            ("multicast", value::RTN_MULTICAST),
+        ] {
+            b.rule(LAN, fib_daddr_type(name, rtn).and(ret()));
+        }
+        b.rule(LAN, verdict(Verdict::Goto(DECIDE.into())));
     }
     for &f in &p.families {
         let map = format!("inbound{}", suffix(f));
@@ -1334,6 +1377,45 @@ mod tests {
             .count();
         assert_eq!(built.contents.rules.len(), lines);
         assert!(built.contents.rules.iter().all(|r| !r.exprs.is_empty()));
+    }
+
+    /// Router mode: new connections arriving on a LAN reach the same decision as the
+    /// machine's own, after what is for the machine itself; a client-sticky policy
+    /// keys its map by source address.
+    #[test]
+    fn lans_reach_the_decision() {
+        use crate::config::Config;
+        use crate::plan::plan;
+        use crate::testing::{facts, uplink};
+        let config = Config::parse(
+            "[[policy]]\nname = \"c\"\nfrom = [\"10.42.0.0/24\"]\nsticky = \"10m\"\nsticky_by = \"client\"\n",
+            std::path::Path::new("x.toml"),
+        )
+        .unwrap();
+        let mut f = facts(vec![uplink("eth0", 1), uplink("wlan0", 2)]);
+        f.lans = vec![crate::model::Lan {
+            iface: "lan0".into(),
+            connection_id: "lan".into(),
+            shared: true,
+            networks: vec!["10.42.0.0/24".parse().unwrap()],
+        }];
+        let p = plan(&config, &f).firewall;
+        let text = Nftables::new().render(&p);
+        for want in [
+            "ct state == new iifname { \"lan0\" } goto lan",
+            "\tchain lan {\n\t\tmeta mark != 0x00000000 return\n\t\tfib daddr type local return",
+            "fib daddr type multicast return\n\t\tgoto decide\n",
+            "\tchain output {",
+            "fib daddr type multicast return\n\t\tgoto decide\n\t}",
+            "elements = { 10.0.1.0/24, 10.0.2.0/24, 10.42.0.0/24 }",
+            "\n\t\tip saddr { 10.42.0.0/24 } goto pol4_0",
+            "update @sticky4_0 { ip saddr : 0x01000000 }",
+            "meta mark set ip saddr map @sticky4_0",
+        ] {
+            assert!(text.contains(want), "{want:?} not in\n{text}");
+        }
+        let built = build(&p, "x");
+        assert!(built.contents.chains.iter().any(|c| c.name == "decide"));
     }
 
     #[test]
