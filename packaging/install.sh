@@ -9,8 +9,9 @@ cd "$(dirname "$0")/.."
 
 BIN=/usr/bin/nm-multiwan
 HOOK=/usr/lib/NetworkManager/dispatcher.d/90-nm-multiwan
+NMCONF=/usr/lib/NetworkManager/conf.d/90-nm-multiwan.conf
 DOC=/usr/share/doc/nm-multiwan
-FILES="$BIN $HOOK $DOC/config.example.toml"
+FILES="$BIN $HOOK $NMCONF $DOC/config.example.toml"
 
 if [ "$(id -u)" != 0 ]; then
     echo "install.sh: run as root: sudo packaging/install.sh" >&2
@@ -49,6 +50,8 @@ fi
 install -D -m 0755 -o root -g root target/release/nm-multiwan "$BIN"
 # nm-dispatcher runs only root-owned scripts that nobody else may write.
 install -D -m 0755 -o root -g root dispatcher.d/90-nm-multiwan "$HOOK"
+# NetworkManager leaves our keeper interface alone (read at its next start or reload).
+install -D -m 0644 packaging/NetworkManager/90-nm-multiwan.conf "$NMCONF"
 if [ -f packaging/config.example.toml ]; then
     install -D -m 0644 packaging/config.example.toml "$DOC/config.example.toml"
 fi

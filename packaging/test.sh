@@ -48,7 +48,7 @@ echo "== tools"
 apt-get update -q >/dev/null
 apt-get install -y -q --no-install-recommends \
     ca-certificates curl git gcc libc6-dev binutils dpkg-dev gzip zstd libarchive-tools \
-    makepkg pacman-package-manager fakeroot man-db iproute2 >/dev/null ||
+    makepkg pacman-package-manager fakeroot man-db iproute2 desktop-file-utils >/dev/null ||
     { bad "apt-get install of the test tools"; finish; }
 
 echo "== build (packaging/build.sh)"
@@ -67,6 +67,7 @@ version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n1)
 expected="\
 /usr/bin/nm-multiwan 755
 /usr/lib/NetworkManager/dispatcher.d/90-nm-multiwan 755
+/usr/lib/NetworkManager/conf.d/90-nm-multiwan.conf 644
 /usr/lib/systemd/system/nm-multiwan.service 644
 /usr/share/dbus-1/system.d/net.nmmultiwan.Daemon1.conf 644
 /usr/share/man/man1/nm-multiwan.1.gz 644
@@ -74,7 +75,10 @@ expected="\
 /usr/share/zsh/vendor-completions/_nm-multiwan 644
 /usr/share/fish/vendor_completions.d/nm-multiwan.fish 644
 /usr/share/doc/nm-multiwan/config.example.toml 644
-/usr/share/doc/nm-multiwan/copyright 644"
+/usr/share/doc/nm-multiwan/copyright 644
+/etc/xdg/autostart/nm-multiwan-notify.desktop 644"
+# Conffiles: dpkg -r keeps them, dpkg -P removes them.
+conffiles="/etc/xdg/autostart/nm-multiwan-notify.desktop"
 
 # "path mode owner:group" of the regular files in a package's data, sorted.
 # Directories and Arch's metadata (.PKGINFO, .MTREE, ...) are left out.
@@ -94,6 +98,8 @@ depends=$(dpkg-deb -f "$deb" Depends)
 check "Depends has network-manager ($depends)" grep -qw 'network-manager' <<<"$depends"
 check "Depends has iptables" grep -qw 'iptables' <<<"$depends"
 check "section net" [ "$(dpkg-deb -f "$deb" Section)" = net ]
+dpkg-deb --ctrl-tarfile "$deb" | tar -xOf - ./conffiles >"$tmp/conffiles" 2>/dev/null
+check "conffiles are exactly: $conffiles" [ "$(sort "$tmp/conffiles")" = "$conffiles" ]
 check "version $version" [ "$(dpkg-deb -f "$deb" Version)" = "$version-1" ]
 dpkg-deb --fsys-tarfile "$deb" >"$tmp/data.tar"
 listing "$tmp/data.tar" >"$tmp/deb.list"
@@ -181,6 +187,13 @@ check "D-Bus policy: only root owns net.nmmultiwan.Daemon1, Reload is root's" ba
     grep -q '<policy user=\"root\">' '$p' && grep -q '<deny own=\"net.nmmultiwan.Daemon1\"/>' '$p' &&
     [ \$(grep -c 'send_member=\"Reload\"' '$p') = 1 ] && grep -q 'send_member=\"Status\"' '$p'"
 check "example config is there" grep -q '^#mark_mask = "0x3f000000"' /usr/share/doc/nm-multiwan/config.example.toml
+a=/etc/xdg/autostart/nm-multiwan-notify.desktop
+check "autostart entry is the repo's" cmp -s "$a" packaging/nm-multiwan-notify.desktop
+check "autostart entry runs nm-multiwan notify" grep -qx 'Exec=/usr/bin/nm-multiwan notify' "$a"
+check "desktop-file-validate accepts the autostart entry" desktop-file-validate "$a"
+check "D-Bus policy: anyone may receive UplinksChanged, only root send it" bash -c "
+    grep -q 'receive_member=\"UplinksChanged\"' '$p' && grep -q 'send_member=\"UplinksChanged\"' '$p' &&
+    grep -q '<deny send_type=\"signal\"' '$p'"
 
 echo "== dpkg -r: flushes, removes the files, keeps the configuration"
 mkdir -p /etc/nm-multiwan
@@ -189,7 +202,11 @@ dpkg-deb --ctrl-tarfile "$deb" | tar -xOf - ./prerm >"$tmp/prerm"
 check "prerm runs nm-multiwan flush on remove" grep -q 'nm-multiwan --quiet flush' "$tmp/prerm"
 check "dpkg -r nm-multiwan (a failing flush never blocks it)" dpkg -r nm-multiwan
 while read -r path _; do
-    check "removed: $path" [ ! -e "$path" ]
+    if grep -qx -- "$path" <<<"$conffiles"; then
+        check "conffile kept until purge: $path" [ -e "$path" ]
+    else
+        check "removed: $path" [ ! -e "$path" ]
+    fi
 done <<<"$expected"
 check "no policy rule left at our priorities" bash -c '! ip rule show | grep -qE "^3010[0-2]:"'
 check "no firewall chain left" bash -c '! { iptables-save; ip6tables-save; } 2>/dev/null | grep -q nm-multiwan'

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{CommandFactory, Parser, Subcommand};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config;
 use crate::daemon;
@@ -70,6 +70,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A live view of the uplinks, refreshed every second (q quits).
+    ///
+    /// Per uplink its state and health, download and upload rate, tracked connections,
+    /// probe RTT and loss (with the daemon running) and the last minute's download; the
+    /// total against the best single uplink. Reads a running daemon, or the state
+    /// itself without one. Without a terminal (TERM=dumb, or a pipe) it prints one
+    /// line per second.
+    Top,
+    /// Show desktop notifications when an uplink loses or regains its internet, joins
+    /// or leaves (run in the desktop session; the packages start it at login).
+    Notify,
     /// Run in the foreground: follow NetworkManager on D-Bus, probe every uplink and
     /// take uplinks whose upstream is dead out of the balance.
     Daemon {
@@ -115,6 +126,56 @@ pub enum Command {
         /// The interface they sit on.
         iface: String,
     },
+    /// Run a program whose every connection uses one uplink (needs root).
+    ///
+    /// The program and every child it starts go into a cgroup of ours
+    /// (nm-multiwan/via-IFACE under the cgroup2 root), which the firewall sends through
+    /// UPLINK: TCP, UDP, both families, no LD_PRELOAD (static binaries too). Should the
+    /// uplink go away, their new connections fail rather than leave through another.
+    /// Everything else keeps balancing. It runs as root: to run it as another user,
+    /// `nm-multiwan run --via UPLINK -- runuser -u USER -- CMD`.
+    #[command(
+        after_help = "An inactive UPLINK is refused with exit code 2 before the program starts."
+    )]
+    Run {
+        /// The uplink: a NetworkManager connection id or an interface.
+        #[arg(long, value_name = "UPLINK")]
+        via: String,
+        /// The program and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// Tell where the next connection to DEST would go now, and why.
+    ///
+    /// Walks the same ladder the firewall holds: not ours to balance (local, an uplink's
+    /// network, a more specific route), the application's choice (a bound source or
+    /// device, run --via), the network's (an uplink's name servers), the policies in
+    /// order (sticky destinations), then the round and its next slot. The slot needs
+    /// root (the firewall's counters).
+    Explain {
+        /// An address or a host name.
+        dest: String,
+        /// The destination port.
+        port: Option<u16>,
+        /// A UDP flow (default: TCP).
+        #[arg(long)]
+        udp: bool,
+        /// The socket's owner, a user name or uid (default: you).
+        #[arg(long, value_name = "USER")]
+        user: Option<String>,
+        /// The source address the application binds to.
+        #[arg(long, value_name = "ADDR")]
+        from: Option<std::net::IpAddr>,
+        /// The device the application binds to (SO_BINDTODEVICE).
+        #[arg(long, value_name = "IFACE")]
+        device: Option<String>,
+        /// As a program started with `run --via UPLINK`.
+        #[arg(long, value_name = "UPLINK")]
+        via: Option<String>,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Write the man page and shell completions into DIR (for packagers).
     #[command(hide = true)]
     GenerateAssets {
@@ -131,11 +192,15 @@ impl Command {
             Command::Dispatch { .. } => "dispatch",
             Command::Flush => "flush",
             Command::Status { .. } => "status",
+            Command::Top => "top",
+            Command::Notify => "notify",
             Command::Daemon { .. } => "daemon",
             Command::Plan { .. } => "plan",
             Command::FollowUp => "follow-up",
             Command::Split { .. } => "split",
             Command::Unsplit { .. } => "unsplit",
+            Command::Run { .. } => "run",
+            Command::Explain { .. } => "explain",
             Command::GenerateAssets { .. } => "generate-assets",
         }
     }
@@ -149,9 +214,15 @@ impl Command {
             | Command::Daemon { .. }
             | Command::FollowUp
             | Command::Split { .. }
-            | Command::Unsplit { .. } => true,
+            | Command::Unsplit { .. }
+            | Command::Run { .. } => true,
             Command::Dispatch { action, .. } => RECONCILE_ACTIONS.contains(&action.as_str()),
-            Command::Status { .. } | Command::Plan { .. } | Command::GenerateAssets { .. } => false,
+            Command::Status { .. }
+            | Command::Top
+            | Command::Notify
+            | Command::Plan { .. }
+            | Command::Explain { .. }
+            | Command::GenerateAssets { .. } => false,
         }
     }
 }
@@ -279,7 +350,10 @@ async fn run(cli: Cli) -> Result<i32> {
                     let mut report =
                         status::gather(&loaded.config, &health::published_verdicts(&run_dir))
                             .await?;
-                    report.config_error = own_error;
+                    // A file that fails to load, else one the facts refuse.
+                    if own_error.is_some() {
+                        report.config_error = own_error;
+                    }
                     report
                 }
                 Err(e) => return Err(e),
@@ -291,14 +365,44 @@ async fn run(cli: Cli) -> Result<i32> {
             };
             print_stdout(&text).map(|()| 0)
         }
+        Command::Top => {
+            // Reads only, like status: a broken file is shown, not a failure.
+            let loaded = config::load_or_last_good(&cli.config, &run_dir);
+            crate::top::run(&loaded, &run_dir).await.map(|()| 0)
+        }
+        Command::Notify => crate::notify::run().await.map(|()| 0),
         Command::Plan { json } => {
             let loaded = following(&cli.config, &run_dir);
             let health = health::published_verdicts(&run_dir);
-            let (plan, fw, _) = status::current_plan(&loaded.config, &health).await?;
+            let (plan, fw, _) = match status::current_plan(&loaded.config, &health).await {
+                Ok(current) => current,
+                // The broken file is the first thing to fix: its exit code (2) wins over
+                // a later failure (NetworkManager unreachable, say), which is still said.
+                Err(e) if loaded.error.is_some() => {
+                    error!("{e}");
+                    return Ok(fallback_exit(&loaded));
+                }
+                Err(e) => return Err(e),
+            };
+            let rendered = fw.render(&plan.firewall);
             let text = if json {
-                serde_json::to_string_pretty(&plan).expect("serialises")
+                // The plan's own fields, plus what the chosen backend would install, so
+                // that a script sees the same as a person.
+                #[derive(serde::Serialize)]
+                struct PlanReport<'a> {
+                    #[serde(flatten)]
+                    plan: &'a crate::plan::Plan,
+                    backend: crate::kernel::firewall::Backend,
+                    firewall_rendered: &'a str,
+                }
+                serde_json::to_string_pretty(&PlanReport {
+                    plan: &plan,
+                    backend: fw.backend(),
+                    firewall_rendered: &rendered,
+                })
+                .expect("serialises")
             } else {
-                status::render_plan(&plan, fw.backend(), &fw.render(&plan.firewall))
+                status::render_plan(&plan, fw.backend(), &rendered)
             };
             print_stdout(&text)?;
             Ok(fallback_exit(&loaded))
@@ -310,10 +414,175 @@ async fn run(cli: Cli) -> Result<i32> {
         })
         .await
         .map(|()| 0),
+        Command::Run {
+            ref via,
+            ref command,
+        } => run_via(&cli.config, &run_dir, via, command).await,
+        Command::Explain {
+            ref dest,
+            port,
+            udp,
+            ref user,
+            from,
+            ref device,
+            ref via,
+            json,
+        } => {
+            let q = ExplainArgs {
+                dest,
+                port,
+                udp,
+                user: user.as_deref(),
+                from,
+                device: device.as_deref(),
+                via: via.as_deref(),
+            };
+            explain(&cli.config, &run_dir, q, json).await
+        }
         Command::Split { ref iface, count } => split(iface, count).await.map(|()| 0),
         Command::Unsplit { ref iface } => split(iface, 0).await.map(|()| 0),
         Command::GenerateAssets { dir } => generate_assets(&dir).map(|()| 0),
     }
+}
+
+/// `run --via`: the program into our cgroup of the uplink, the firewall told, then
+/// the program in place of this process.
+async fn run_via(config_path: &Path, run_dir: &Path, via: &str, command: &[String]) -> Result<i32> {
+    use std::os::unix::process::CommandExt;
+    let nm = crate::nm::NetworkManager::connect().await?;
+    let view = nm.view().await?;
+    let found = view
+        .uplinks
+        .iter()
+        .find(|u| u.connection_id == via)
+        .or_else(|| view.uplinks.iter().find(|u| u.iface == via));
+    let Some(up) = found else {
+        let active: Vec<String> = view
+            .uplinks
+            .iter()
+            .map(|u| format!("{} ({})", u.iface, u.connection_id))
+            .collect();
+        return Err(Error::Refused(format!(
+            "run --via {via}: not an active uplink (active: {}); nothing was started",
+            if active.is_empty() {
+                "none".to_string()
+            } else {
+                active.join(", ")
+            }
+        )));
+    };
+    let iface = up.iface.clone();
+    // In the cgroup before the reconcile: a reconcile removes the ones nobody is in.
+    crate::kernel::cgroup::enter(&iface)?;
+    let loaded = following(config_path, run_dir);
+    let health = health::published_verdicts(run_dir);
+    let outcome = reconcile::reconcile(&loaded.config, run_dir, &health)
+        .await
+        .map_err(|e| loaded.locate(e))?;
+    let pinned = outcome.plan.firewall.ladder.iter().any(|r| {
+        matches!(&r.why, crate::kernel::firewall::Why::Via { iface: i } if *i == iface)
+            && matches!(r.action, crate::kernel::firewall::Action::Uplink { .. })
+    });
+    if !pinned {
+        return Err(Error::Refused(format!(
+            "run --via {via}: {iface} is not balanced (disabled in the config?); nothing was started"
+        )));
+    }
+    let err = std::process::Command::new(&command[0])
+        .args(&command[1..])
+        .exec();
+    Err(Error::io(format!("starting {}", command[0]), err))
+}
+
+/// The arguments of `explain`.
+struct ExplainArgs<'a> {
+    dest: &'a str,
+    port: Option<u16>,
+    udp: bool,
+    user: Option<&'a str>,
+    from: Option<std::net::IpAddr>,
+    device: Option<&'a str>,
+    via: Option<&'a str>,
+}
+
+async fn explain(
+    config_path: &Path,
+    run_dir: &Path,
+    args: ExplainArgs<'_>,
+    json: bool,
+) -> Result<i32> {
+    use crate::explain::{Live, Query};
+    let loaded = config::load_or_last_good(config_path, run_dir);
+    loaded.log_error();
+    let (destination, name) = match args.dest.parse::<std::net::IpAddr>() {
+        Ok(a) => (a, None),
+        Err(_) => {
+            let found = config::policy::resolve(args.dest)
+                .map_err(|e| Error::Refused(format!("cannot resolve {}: {e}", args.dest)))?;
+            let first = found
+                .iter()
+                .find(|a| a.is_ipv4())
+                .or(found.first())
+                .copied()
+                .ok_or_else(|| Error::Refused(format!("{} has no address", args.dest)))?;
+            (first, Some(args.dest.to_string()))
+        }
+    };
+    let uid = match args.user {
+        None => unsafe { libc::getuid() },
+        Some(u) => config::policy::UserSpec::Name(u.to_string())
+            .uid()
+            .map_err(Error::Refused)?,
+    };
+    let health = health::published_verdicts(run_dir);
+    let nm = crate::nm::NetworkManager::connect().await?;
+    let privileged = privilege::require_net_admin("explain").is_ok();
+    let current = status::current(&loaded.config, &health, &nm, privileged).await?;
+    let via = args.via.map(|v| {
+        current
+            .plan
+            .uplinks
+            .iter()
+            .find(|u| u.connection_id == v)
+            .map_or_else(|| v.to_string(), |u| u.iface.clone())
+    });
+    let counters = if privileged {
+        current.fw.counters().map_err(|e| e.to_string())
+    } else {
+        Err("the round's counters need root".to_string())
+    };
+    let sticky = current
+        .fw
+        .sticky(&current.plan.firewall)
+        .unwrap_or_default();
+    let live = Live {
+        uplinks: &current.facts.uplinks,
+        local: &current.facts.local,
+        main_routes: &current.routing.main_routes,
+        counters: counters.as_ref().map_err(Clone::clone),
+        sticky: &sticky,
+    };
+    let q = Query {
+        destination,
+        name,
+        port: args.port,
+        protocol: if args.udp { 17 } else { 6 },
+        uid,
+        from: args.from,
+        device: args.device.map(str::to_string),
+        via,
+    };
+    let answer = crate::explain::explain(&current.plan, &live, &q);
+    let mut text = if json {
+        serde_json::to_string_pretty(&answer).expect("serialises")
+    } else {
+        answer.words.clone()
+    };
+    if !current.in_sync && !json {
+        text.push_str("\n  note: the kernel does not hold this plan yet (run `nm-multiwan apply`)");
+    }
+    print_stdout(&text)?;
+    Ok(0)
 }
 
 /// Reconciles; with a config file that fails, reconciles with the last good
@@ -323,14 +592,36 @@ async fn run(cli: Cli) -> Result<i32> {
 /// [`reconcile::Outcome::unsettled`]).
 async fn apply(config_path: &Path, run_dir: &Path, why: &str) -> Result<(i32, bool)> {
     let loaded = following(config_path, run_dir);
-    if let Err(e) = loaded.keep_as_last_good(run_dir) {
-        warn!("cannot keep the configuration as the last good one: {e}");
-    }
     // A running daemon's verdicts, so that we reach the result it reaches.
     let health = health::published_verdicts(run_dir);
-    let outcome = reconcile::reconcile(&loaded.config, run_dir, &health).await?;
+    let (outcome, refused) = reconcile::reconcile_or(
+        &loaded.config,
+        || config::last_good_or_defaults(run_dir).0,
+        run_dir,
+        &health,
+    )
+    .await?;
+    let code = match refused {
+        // The file loads but names an uplink nobody knows: said loudly, and the run
+        // followed NetworkManager with the last good configuration all the same.
+        Some(e) => {
+            let e = loaded.locate(e);
+            error!(
+                "{e}; following NetworkManager with the last good configuration until the file is fixed"
+            );
+            e.exit_code()
+        }
+        None => {
+            // Kept once applied: a configuration the facts refuse never becomes the
+            // fallback.
+            if let Err(e) = loaded.keep_as_last_good(run_dir) {
+                warn!("cannot keep the configuration as the last good one: {e}");
+            }
+            fallback_exit(&loaded)
+        }
+    };
     reconcile::log_outcome(&why, &outcome, tracing::Level::INFO);
-    Ok((fallback_exit(&loaded), !outcome.unsettled()))
+    Ok((code, !outcome.unsettled()))
 }
 
 /// Waits between the follow-up's reconciles: about half a minute in all, time enough
@@ -479,6 +770,8 @@ mod tests {
         for args in [
             &["status"][..],
             &["status", "--json"],
+            &["top"],
+            &["notify"],
             &["plan"],
             &["dispatch", "eth0", "pre-up"],
             &["dispatch", "eth0", "hostname"],

@@ -25,12 +25,14 @@ use crate::namespace::Namespace;
 mod errors;
 pub mod keys;
 mod last_good;
+pub mod policy;
 mod target;
 
 use errors::{Diagnose, Invalid};
 use keys::Seg;
 pub use keys::{Accepts, KEYS, Key, key_paths};
-pub use last_good::{LAST_GOOD_FILE, Loaded, Source, load_or_last_good};
+pub use last_good::{LAST_GOOD_FILE, Loaded, Source, last_good_or_defaults, load_or_last_good};
+pub use policy::{Mode, PolicyConfig};
 pub use target::Target;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/nm-multiwan/config.toml";
@@ -79,6 +81,9 @@ pub struct Config {
     pub uplinks: BTreeMap<String, UplinkConfig>,
     /// Health probing (daemon only).
     pub health: HealthConfig,
+    /// Policies (`[[policy]]`), checked in order before the rounds; the first that
+    /// matches a new connection decides.
+    pub policy: Vec<PolicyConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +121,7 @@ impl Default for Config {
             firewall: Default::default(),
             uplinks: BTreeMap::new(),
             health: HealthConfig::default(),
+            policy: Vec::new(),
         }
     }
 }
@@ -241,6 +247,85 @@ impl Config {
                 let mut at = key(&["health", "targets"]);
                 at.push(Seg::Index(i));
                 return Err(Invalid::new(at, format!("{t:?}")).because(reason));
+            }
+        }
+        for (i, p) in self.policy.iter().enumerate() {
+            self.validate_policy(i, p)?;
+        }
+        Ok(())
+    }
+
+    /// One `[[policy]]`: every key in its accepted form, and the keys together.
+    fn validate_policy(&self, i: usize, p: &PolicyConfig) -> Result<(), Invalid> {
+        use policy::{STICKY_MAX_SECS, WITH_PORTS};
+        let at = |name: &str| vec![Seg::key("policy"), Seg::Index(i), Seg::key(name)];
+        let item = |name: &str, j: usize| {
+            let mut k = at(name);
+            k.push(Seg::Index(j));
+            k
+        };
+        if p.name.trim().is_empty() {
+            return Err(Invalid::new(at("name"), "\"\"").because("a policy needs a name"));
+        }
+        if let Some(first) = self.policy[..i].iter().position(|o| o.name == p.name) {
+            return Err(Invalid::new(at("name"), format!("{:?}", p.name))
+                .because(format!("policy {first} has that name already")));
+        }
+        for (j, t) in p.to.iter().enumerate() {
+            if let Err(reason) = t.parse::<policy::Destination>() {
+                return Err(Invalid::new(item("to", j), format!("{t:?}")).because(reason));
+            }
+        }
+        for (j, port) in p.ports.iter().enumerate() {
+            if let Err(reason) = port.range() {
+                return Err(Invalid::new(item("ports", j), format!("{port:?}")).because(reason));
+            }
+        }
+        let protocol = match &p.protocol {
+            Some(spec) => Some(spec.number().map_err(|reason| {
+                Invalid::new(at("protocol"), format!("{spec:?}")).because(reason)
+            })?),
+            None => None,
+        };
+        if let Some(proto) = protocol
+            && !p.ports.is_empty()
+            && !WITH_PORTS.contains(&proto)
+        {
+            return Err(Invalid::new(at("ports"), format!("{:?}", p.ports))
+                .because(format!("protocol {proto} has no ports")));
+        }
+        if let Some(user) = &p.user
+            && let Err(reason) = user.check()
+        {
+            return Err(Invalid::new(at("user"), format!("{user:?}")).because(reason));
+        }
+        for (j, u) in p.uplinks.iter().enumerate() {
+            if u.trim().is_empty() {
+                return Err(
+                    Invalid::new(item("uplinks", j), "\"\"").because("an empty uplink name")
+                );
+            }
+            if p.uplinks[..j].contains(u) {
+                return Err(
+                    Invalid::new(item("uplinks", j), format!("{u:?}")).because("listed twice")
+                );
+            }
+        }
+        if let Some(sticky) = &p.sticky {
+            let secs = policy::parse_duration(sticky).map_err(|reason| {
+                Invalid::new(at("sticky"), format!("{sticky:?}")).because(reason)
+            })?;
+            if secs == 0 || secs > STICKY_MAX_SECS {
+                return Err(Invalid::new(at("sticky"), format!("{sticky:?}"))
+                    .because(format!("{secs} s is not within 1 s ..= 1 day")));
+            }
+            if p.mode != Mode::Balance {
+                return Err(
+                    Invalid::new(at("sticky"), format!("{sticky:?}")).because(format!(
+                        "sticky needs mode = \"balance\" (this policy is {})",
+                        p.mode.name()
+                    )),
+                );
             }
         }
         Ok(())
@@ -672,6 +757,86 @@ up_after = 4
             let prefix = format!("/etc/nm-multiwan/config.toml:{line}:{column}: {key}: ");
             assert!(msg.starts_with(&prefix), "{text:?}: {msg}");
         }
+    }
+
+    /// Every bad policy key is named with its position and what it accepts.
+    #[test]
+    fn policy_errors_name_file_line_and_key() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("to = [\"\"]", "policy[0].to[0]", "an empty destination"),
+            ("to = [\"10.0.0.1/8\"]", "policy[0].to[0]", "host bits set"),
+            ("to = [\"10.0.0.0/33\"]", "policy[0].to[0]", "prefix length"),
+            (
+                "to = [\"a b\"]",
+                "policy[0].to[0]",
+                "neither a prefix nor a host name",
+            ),
+            (
+                "ports = [\"9000-8000\"]",
+                "policy[0].ports[0]",
+                "upside down",
+            ),
+            ("ports = [\"0\"]", "policy[0].ports[0]", "1..=65535"),
+            (
+                "protocol = \"tcpp\"",
+                "policy[0].protocol",
+                "unknown protocol",
+            ),
+            (
+                "protocol = \"icmp\"\nports = [\"1\"]",
+                "policy[0].ports",
+                "no ports",
+            ),
+            (
+                "sticky = \"0s\"",
+                "policy[0].sticky",
+                "not within 1 s ..= 1 day",
+            ),
+            (
+                "sticky = \"2d\"",
+                "policy[0].sticky",
+                "not within 1 s ..= 1 day",
+            ),
+            ("sticky = \"ten minutes\"", "policy[0].sticky", "not a time"),
+            (
+                "sticky = \"10m\"\nmode = \"failover\"",
+                "policy[0].sticky",
+                "needs mode",
+            ),
+            (
+                "mode = \"fast\"",
+                "policy[0].mode",
+                "\"balance\", \"failover\" or \"direct\"",
+            ),
+            (
+                "uplinks = [\"a\", \"a\"]",
+                "policy[0].uplinks[1]",
+                "listed twice",
+            ),
+            ("user = \"-x\"", "policy[0].user", "not a user name"),
+            ("colour = 1", "policy[0].colour", "unknown key"),
+        ];
+        for (body, key, words) in cases {
+            let text = format!("[[policy]]\nname = \"p\"\n{body}\n");
+            let (line, _, k, msg) = error(&text);
+            assert_eq!(k.as_deref(), Some(*key), "{text:?}: {msg}");
+            assert!(line >= 2, "{text:?}: {msg}");
+            assert!(msg.contains(words), "{text:?}: {msg}");
+        }
+        let (line, _, k, msg) = error("[[policy]]\nname = \"p\"\n[[policy]]\nname = \"p\"\n");
+        assert_eq!((line, k.as_deref()), (4, Some("policy[1].name")), "{msg}");
+        let ok = parse(
+            "[[policy]]\nname = \"p\"\nto = [\"10.0.0.0/8\", \"Portal.Example.edu\", \"2001:db8::/32\"]\n\
+             ports = [\"443\", 8080, \"8000-8100\"]\nprotocol = \"tcp\"\nuser = 1000\n\
+             uplinks = [\"wired\"]\nsticky = \"10m\"\nfallback = false\n",
+        )
+        .unwrap();
+        assert_eq!(
+            ok.policy[0].port_ranges(),
+            [(443, 443), (8080, 8080), (8000, 8100)]
+        );
+        assert_eq!(ok.policy[0].host_names(), ["portal.example.edu"]);
+        assert!(!ok.policy[0].fallback);
     }
 
     #[test]

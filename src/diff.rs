@@ -144,3 +144,197 @@ pub fn diff(plan: &Plan, observed: &Observed) -> Vec<Change> {
     }
     changes
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::plan::plan;
+    use crate::testing::{facts, uplink};
+
+    fn two() -> Plan {
+        plan(
+            &Config::default(),
+            &facts(vec![uplink("eth0", 1), uplink("wlan0", 2)]),
+        )
+    }
+
+    /// What the kernel holds once `plan` has been applied.
+    fn applied(plan: &Plan) -> Observed {
+        Observed {
+            routes: plan.routes.clone(),
+            rules: plan.rules.clone(),
+            sysctls: plan
+                .sysctls
+                .iter()
+                .map(|s| (s.path(), s.value.clone()))
+                .collect(),
+            sysctl_originals: plan
+                .sysctls
+                .iter()
+                .map(|s| (s.path(), "1".to_string()))
+                .collect(),
+            firewall_current: true,
+            stale_backends: vec![],
+            kept: plan.keep.iter().copied().collect(),
+        }
+    }
+
+    fn position(changes: &[Change], pred: impl Fn(&Change) -> bool) -> usize {
+        changes
+            .iter()
+            .position(pred)
+            .unwrap_or_else(|| panic!("no such change in {changes:#?}"))
+    }
+
+    #[test]
+    fn an_applied_plan_needs_nothing() {
+        let p = two();
+        assert_eq!(diff(&p, &applied(&p)), []);
+    }
+
+    #[test]
+    fn from_nothing_routes_and_rules_come_before_the_firewall() {
+        let p = two();
+        let empty = Observed::default();
+        let changes = diff(&p, &empty);
+        let adds = changes
+            .iter()
+            .filter(|c| matches!(c, Change::AddRoute(_) | Change::AddRule(_)))
+            .count();
+        assert_eq!(adds, p.routes.len() + p.rules.len());
+        let firewall = position(&changes, |c| *c == Change::InstallFirewall);
+        assert!(
+            changes[..firewall]
+                .iter()
+                .filter(|c| matches!(c, Change::AddRoute(_) | Change::AddRule(_)))
+                .count()
+                == adds,
+            "every route and rule is added before the firewall marks for them: {changes:#?}"
+        );
+        // Nothing to take away from an empty kernel.
+        assert!(!changes.iter().any(|c| matches!(
+            c,
+            Change::DelRule(_) | Change::DelRoute(_) | Change::Release(_)
+        )));
+    }
+
+    #[test]
+    fn an_uplink_leaving_removes_its_rules_and_routes_after_the_firewall() {
+        let before = two();
+        let after = plan(&Config::default(), &facts(vec![uplink("eth0", 1)]));
+        let mut observed = applied(&before);
+        // The installed firewall is the old plan's.
+        observed.firewall_current = false;
+        let changes = diff(&after, &observed);
+        let firewall = position(&changes, |c| *c == Change::InstallFirewall);
+        let first_delete = position(&changes, |c| matches!(c, Change::DelRule(_)));
+        assert!(firewall < first_delete, "{changes:#?}");
+        let wlan_table = before.uplink("wlan0").unwrap().table;
+        let deleted_routes: Vec<_> = changes
+            .iter()
+            .filter_map(|c| match c {
+                Change::DelRoute(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+        assert!(!deleted_routes.is_empty());
+        assert!(deleted_routes.iter().all(|r| r.table == wlan_table));
+        // eth0's routes and rules are left as they are.
+        let eth_table = before.uplink("eth0").unwrap().table;
+        assert!(!changes.iter().any(|c| match c {
+            Change::DelRule(r) => r.table == eth_table,
+            Change::DelRoute(r) => r.table == eth_table,
+            _ => false,
+        }));
+    }
+
+    #[test]
+    fn a_changed_gateway_is_replaced_not_deleted() {
+        let p = two();
+        let mut observed = applied(&p);
+        let moved = observed
+            .routes
+            .iter_mut()
+            .find(|r| r.gateway.is_some())
+            .unwrap();
+        moved.gateway = Some("203.0.113.99".parse().unwrap());
+        let changes = diff(&p, &observed);
+        // The planned route is added (with "replace"), and the old one, which has the
+        // same table and destination, is not deleted after it: that would delete the
+        // replacement.
+        assert!(changes.iter().any(|c| matches!(c, Change::AddRoute(_))));
+        assert!(
+            !changes.iter().any(|c| matches!(c, Change::DelRoute(_))),
+            "{changes:#?}"
+        );
+    }
+
+    #[test]
+    fn sysctls_record_their_original_once_and_are_restored_when_no_longer_wanted() {
+        let p = two();
+        let path = p.sysctls[0].path();
+        let mut observed = applied(&p);
+        observed.sysctl_originals.clear();
+        observed.sysctls.insert(path.clone(), "0".into());
+        let changes = diff(&p, &observed);
+        assert!(changes.contains(&Change::SetSysctl {
+            path: path.clone(),
+            value: p.sysctls[0].value.clone(),
+            original: Some("0".into()),
+        }));
+
+        // Recorded already: not recorded again (a second run must not record our own
+        // value as the original).
+        observed.sysctl_originals.insert(path.clone(), "0".into());
+        let changes = diff(&p, &observed);
+        assert!(changes.contains(&Change::SetSysctl {
+            path: path.clone(),
+            value: p.sysctls[0].value.clone(),
+            original: None,
+        }));
+
+        // A sysctl no plan wants goes back to its original.
+        let mut observed = applied(&p);
+        observed
+            .sysctl_originals
+            .insert("/proc/sys/net/ipv4/conf/gone0/rp_filter".into(), "2".into());
+        let changes = diff(&p, &observed);
+        assert_eq!(
+            changes,
+            [Change::RestoreSysctl {
+                path: "/proc/sys/net/ipv4/conf/gone0/rp_filter".into(),
+                value: "2".into()
+            }]
+        );
+    }
+
+    #[test]
+    fn a_sysctl_of_a_vanished_interface_is_left_alone() {
+        let p = two();
+        let mut observed = applied(&p);
+        observed.sysctls.remove(&p.sysctls[0].path());
+        assert_eq!(diff(&p, &observed), []);
+    }
+
+    #[test]
+    fn addresses_are_kept_before_anything_is_taken_away_and_released_last() {
+        let before = two();
+        let mut after = plan(&Config::default(), &facts(vec![uplink("eth0", 1)]));
+        let departed: IpAddr = "192.0.2.222".parse().unwrap();
+        let stale: IpAddr = "192.0.2.223".parse().unwrap();
+        after.keep = vec![departed];
+        let mut observed = applied(&before);
+        observed.kept = [stale].into();
+        observed.stale_backends = vec![Backend::Iptables];
+        let changes = diff(&after, &observed);
+        let keep = position(&changes, |c| *c == Change::Keep(departed));
+        let first_delete = position(&changes, |c| matches!(c, Change::DelRule(_)));
+        let release = position(&changes, |c| *c == Change::Release(stale));
+        let remove = position(&changes, |c| {
+            *c == Change::RemoveFirewall(Backend::Iptables)
+        });
+        assert!(remove < keep && keep < first_delete, "{changes:#?}");
+        assert_eq!(release, changes.len() - 1, "{changes:#?}");
+    }
+}

@@ -22,14 +22,22 @@ pub enum Error {
     },
     #[error("NetworkManager over D-Bus: {0}")]
     NetworkManager(String),
+    /// A D-Bus bus other than NetworkManager's side of it (the session bus), out of
+    /// reach.
+    #[error("{0}")]
+    Bus(String),
     #[error("netlink: {0}")]
     Netlink(String),
     #[error("firewall: {0}")]
     Firewall(String),
-    #[error("conntrack: {0}")]
-    Conntrack(#[from] crate::kernel::conntrack::Error),
-    #[error("keeping departed addresses: {0}")]
-    Keeper(#[from] crate::kernel::keeper::Error),
+    /// A kernel interface of ours failed (conntrack, the address keeper, ...): what we
+    /// were doing, and the module's own error with its cause.
+    #[error("{what}: {source}")]
+    Kernel {
+        what: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -37,6 +45,10 @@ pub enum Error {
     },
     #[error("nm-multiwan {command} needs root (CAP_NET_ADMIN): run with sudo")]
     NeedsRoot { command: String },
+    /// Policies name uplinks NetworkManager does not know: (policy index, position in
+    /// its `uplinks`, name). Nothing was changed.
+    #[error("{}", unknown_uplinks(.0))]
+    UnknownUplinks(Vec<(usize, usize, String)>),
     /// A request refused before anything changed (what and why, in one sentence).
     #[error("{0}")]
     Refused(String),
@@ -46,12 +58,15 @@ pub enum Error {
 
 impl Error {
     /// Exit codes: 2 for bad input (config, refused requests), 3 for NetworkManager
-    /// unreachable, 4 for a command that needs `CAP_NET_ADMIN` run without it, 1
+    /// (or a bus) unreachable, 4 for a command that needs `CAP_NET_ADMIN` run without it, 1
     /// otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::Config { .. } | Error::ConfigRead { .. } | Error::Refused(_) => 2,
-            Error::NetworkManager(_) => 3,
+            Error::Config { .. }
+            | Error::ConfigRead { .. }
+            | Error::Refused(_)
+            | Error::UnknownUplinks(_) => 2,
+            Error::NetworkManager(_) | Error::Bus(_) => 3,
             Error::NeedsRoot { .. } => 4,
             _ => 1,
         }
@@ -63,6 +78,19 @@ impl Error {
             source,
         }
     }
+}
+
+fn unknown_uplinks(names: &[(usize, usize, String)]) -> String {
+    let each: Vec<String> = names
+        .iter()
+        .map(|(i, j, name)| {
+            format!(
+                "policy[{i}].uplinks[{j}]: {name:?} is neither a connection nor an interface \
+                 NetworkManager knows"
+            )
+        })
+        .collect();
+    format!("{}; nothing was changed", each.join("; "))
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

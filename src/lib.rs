@@ -11,11 +11,14 @@ pub mod config;
 pub mod daemon;
 pub mod diff;
 pub mod error;
+pub mod events;
+pub mod explain;
 pub mod health;
 pub mod kernel;
 pub mod model;
 pub mod namespace;
 pub mod nm;
+pub mod notify;
 pub mod plan;
 pub mod privilege;
 pub mod reconcile;
@@ -24,5 +27,7 @@ pub mod state;
 pub mod status;
 #[cfg(test)]
 pub mod testing;
+pub mod top;
+pub mod traffic;
 
 pub use error::{Error, Result};

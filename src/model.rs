@@ -210,6 +210,10 @@ pub struct IpSide {
     /// destinations reached through it directly, never balanced, and copied into the
     /// uplink's own table so that replies to them leave the right way.
     pub routes: Vec<DeviceRoute>,
+    /// The name servers NetworkManager learned on this uplink in this family (DHCP,
+    /// router advertisements, the connection's settings): reached through it.
+    #[serde(default)]
+    pub dns: Vec<IpAddr>,
 }
 
 impl IpSide {

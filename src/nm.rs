@@ -36,8 +36,6 @@ const OBJECT_MANAGER_PATH: &str = "/org/freedesktop";
 pub const DEVICE_STATE_PREPARE: u32 = 40;
 /// `NM_DEVICE_STATE_ACTIVATED`.
 pub const DEVICE_STATE_ACTIVATED: u32 = 100;
-/// `NM_DEVICE_STATE_DEACTIVATING`.
-pub const DEVICE_STATE_DEACTIVATING: u32 = 110;
 /// `NM_DEVICE_TYPE_LOOPBACK`.
 pub const DEVICE_TYPE_LOOPBACK: u32 = 32;
 /// The main routing table; NetworkManager leaves `table` out of `RouteData` for it.
@@ -145,6 +143,11 @@ impl NetworkManager {
 
     /// NetworkManager's `Startup` property (false when it cannot be read).
     async fn starting(&self) -> bool {
+        self.manager_flag("Startup").await
+    }
+
+    /// A boolean property of NetworkManager itself (false when it cannot be read).
+    async fn manager_flag(&self, name: &str) -> bool {
         let reply = self
             .conn
             .call_method(
@@ -152,7 +155,7 @@ impl NetworkManager {
                 NM_PATH,
                 Some(PROPERTIES_IFACE),
                 "Get",
-                &(NM_IFACE, "Startup"),
+                &(NM_IFACE, name),
             )
             .await;
         reply
@@ -207,6 +210,20 @@ impl NetworkManager {
             .filter_map(|d| Some((d.iface(), d.u32("Ip4Connectivity")?)))
             .filter(|(iface, _)| !iface.is_empty())
             .collect())
+    }
+
+    /// [`Self::ip4_connectivity`] when NetworkManager's connectivity check is available
+    /// and enabled; `None` when it is not (every device then reports a connectivity that
+    /// says nothing about its upstream).
+    pub async fn checked_connectivity(&self) -> Result<Option<BTreeMap<String, u32>>> {
+        let (available, enabled) = futures::join!(
+            self.manager_flag("ConnectivityCheckAvailable"),
+            self.manager_flag("ConnectivityCheckEnabled")
+        );
+        if !(available && enabled) {
+            return Ok(None);
+        }
+        self.ip4_connectivity().await.map(Some)
     }
 
     /// Lists the devices and reads each one's properties, concurrently. Devices that
@@ -295,6 +312,45 @@ impl NetworkManager {
         ))
     }
 
+    /// The id of every connection profile NetworkManager has, active or not
+    /// (`Settings.ListConnections`, then `GetSettings` of each, concurrently).
+    pub async fn connection_ids(&self) -> Result<Vec<String>> {
+        let settings =
+            ObjectPath::try_from("/org/freedesktop/NetworkManager/Settings").expect("a valid path");
+        let reply = self
+            .conn
+            .call_method(
+                Some(NM_BUS_NAME),
+                &settings,
+                Some("org.freedesktop.NetworkManager.Settings"),
+                "ListConnections",
+                &(),
+            )
+            .await
+            .map_err(|e| not_reachable(&e, "ListConnections", settings.as_str()))?;
+        let paths: Vec<OwnedObjectPath> = reply.body().deserialize().map_err(|e| {
+            Error::NetworkManager(format!("unexpected reply to ListConnections: {e}"))
+        })?;
+        let reads = paths.iter().map(|path| async move {
+            let reply = self
+                .conn
+                .call_method(
+                    Some(NM_BUS_NAME),
+                    path,
+                    Some("org.freedesktop.NetworkManager.Settings.Connection"),
+                    "GetSettings",
+                    &(),
+                )
+                .await
+                .ok()?;
+            let all: HashMap<String, HashMap<String, OwnedValue>> =
+                reply.body().deserialize().ok()?;
+            let id = all.get("connection")?.get("id")?;
+            id.downcast_ref::<&str>().ok().map(str::to_string)
+        });
+        Ok(join_all(reads).await.into_iter().flatten().collect())
+    }
+
     /// `get_all` of an optional object: `None` when there is no object or it vanished.
     async fn get_all_opt(
         &self,
@@ -320,15 +376,15 @@ pub struct NmView {
 }
 
 impl NmView {
-    /// Whether NetworkManager is in the middle of (re)activating or deactivating the
-    /// device on `iface` (prepare .. secondaries, or deactivating), or starting up:
-    /// then its view of the device says nothing about the kernel's.
+    /// Whether NetworkManager is (re)activating the device on `iface` (prepare ..
+    /// secondaries) or starting up: then its view of the device says nothing about the
+    /// kernel's. (A device it deactivates is going away: nothing to wait for.)
     pub fn in_transition(&self, iface: &str) -> bool {
         self.starting
-            || self.devices.get(iface).is_some_and(|s| {
-                (DEVICE_STATE_PREPARE..DEVICE_STATE_ACTIVATED).contains(s)
-                    || *s == DEVICE_STATE_DEACTIVATING
-            })
+            || self
+                .devices
+                .get(iface)
+                .is_some_and(|s| (DEVICE_STATE_PREPARE..DEVICE_STATE_ACTIVATED).contains(s))
     }
 }
 
@@ -607,7 +663,53 @@ fn side_from(config: &Props, family: Family) -> Result<IpSide, NotUplink> {
         gateway: default.next_hop,
         metric: default.metric,
         routes: device_routes,
+        dns: name_servers(config, family),
     })
+}
+
+/// The name servers of an `IP4Config` (`NameserverData`, `aa{sv}` with "address";
+/// older NetworkManagers: `Nameservers`, `au` in network order) or `IP6Config`
+/// (`Nameservers`, `aay`). Unreadable entries are left out: a missing server only
+/// means its queries are balanced like any destination.
+fn name_servers(config: &Props, family: Family) -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    match family {
+        Family::V4 => {
+            if let Some(entries) = dict_array(config, "NameserverData") {
+                out.extend(
+                    entries
+                        .iter()
+                        .filter_map(|e| parse_ip(str_prop(e, "address")?, family)),
+                );
+            }
+            if out.is_empty()
+                && let Some(raw) = config
+                    .get("Nameservers")
+                    .and_then(|v| v.try_clone().ok())
+                    .and_then(|v| Vec::<u32>::try_from(v).ok())
+            {
+                out.extend(
+                    raw.into_iter()
+                        .map(|n| IpAddr::from(std::net::Ipv4Addr::from(u32::from_be(n)))),
+                );
+            }
+        }
+        Family::V6 => {
+            if let Some(raw) = config
+                .get("Nameservers")
+                .and_then(|v| v.try_clone().ok())
+                .and_then(|v| Vec::<Vec<u8>>::try_from(v).ok())
+            {
+                out.extend(raw.into_iter().filter_map(|b| {
+                    let octets: [u8; 16] = b.try_into().ok()?;
+                    Some(IpAddr::from(std::net::Ipv6Addr::from(octets)))
+                }));
+            }
+        }
+    }
+    out.retain(|a| !a.is_unspecified());
+    out.dedup();
+    out
 }
 
 fn parse_route(entry: &Props, family: Family) -> Option<Route> {
@@ -871,6 +973,7 @@ mod tests {
                     subnet: net("10.71.1.0/24"),
                     gateway: Some(ip("10.71.1.1")),
                     metric: 100,
+                    dns: vec![],
                     routes: vec![
                         DeviceRoute {
                             dst: net("10.71.1.0/24"),
@@ -982,6 +1085,7 @@ mod tests {
                 subnet: net("2001:db8:2::/64"),
                 gateway: Some(ip("fe80::1")),
                 metric: 100,
+                dns: vec![],
                 routes: vec![
                     DeviceRoute {
                         dst: net("2001:db8:2::/64"),

@@ -33,6 +33,16 @@ pub fn require_net_admin(command: &str) -> Result<()> {
     }
 }
 
+/// Whether this process holds `CAP_NET_ADMIN`, which reading the firewall (nf_tables,
+/// iptables-save) and conntrack needs as much as writing: `status` leaves those parts
+/// out without it. `true` when it cannot be told (the kernel then answers for itself).
+pub fn has_net_admin() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| effective_has(&status, CAP_NET_ADMIN))
+        .unwrap_or(true)
+}
+
 /// Whether the `CapEff:` line of a `/proc/PID/status` text has capability `cap`;
 /// `None` without a readable line.
 pub fn effective_has(status: &str, cap: u32) -> Option<bool> {
@@ -95,5 +105,6 @@ mod tests {
         let status = std::fs::read_to_string("/proc/self/status").unwrap();
         let has = effective_has(&status, CAP_NET_ADMIN).expect("a CapEff line");
         assert_eq!(require_net_admin("test").is_ok(), has);
+        assert_eq!(has_net_admin(), has);
     }
 }

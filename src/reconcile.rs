@@ -13,7 +13,7 @@ use crate::diff::{self, Change, Observed};
 use crate::error::{Error, Result};
 use crate::kernel::firewall::{self, Backend, Firewall};
 use crate::kernel::routing::{Routing, RoutingState};
-use crate::kernel::{conntrack, keeper, sysctl};
+use crate::kernel::{cgroup, conntrack, keeper, sysctl};
 use crate::model::Uplink;
 use crate::namespace::Namespace;
 use crate::nm::{NetworkManager, NmView};
@@ -56,6 +56,8 @@ pub struct View {
     pub unsettled: BTreeMap<String, String>,
     /// Uplinks of the last run kept while NetworkManager (re)activates their device.
     pub held: Vec<String>,
+    /// Every interface and active connection NetworkManager knows (for policies).
+    pub known: BTreeSet<String>,
 }
 
 /// Reads NetworkManager and the kernel. Writes nothing.
@@ -124,25 +126,40 @@ pub async fn observe(
         .flatten()
         .copied()
         .collect();
-    // Connections still using a departed uplink's address: looked for only when an
-    // address departed or is kept, so that a quiet run never reads conntrack.
-    let departed = state
+    let now: BTreeSet<IpAddr> = uplinks.iter().flat_map(Uplink::addresses).collect();
+    let departed: BTreeSet<IpAddr> = state
         .uplinks
         .iter()
         .flat_map(Uplink::addresses)
-        .any(|a| !local.contains(&a));
-    let translated = if departed || !kept.is_empty() {
+        .filter(|a| !now.contains(a))
+        .collect();
+    // Conntrack is read only when an address departed or one we keep is no uplink's
+    // any more: a quiet run never reads it.
+    let translated = if !departed.is_empty() || kept.iter().any(|a| !now.contains(a)) {
         translated_sources(&ns).await
     } else {
-        Vec::new()
+        None
     };
 
+    let mut known: BTreeSet<String> = nm_view.devices.keys().cloned().collect();
+    known.extend(nm_view.uplinks.iter().map(|u| u.connection_id.clone()));
     let facts = Facts {
         uplinks,
         health: health.clone(),
         ids,
         translated,
+        departed,
+        kept: kept.clone(),
         local,
+        addresses: kernel
+            .addresses
+            .iter()
+            .filter(|(iface, _)| iface.as_str() != keeper::DUMMY_NAME)
+            .map(|(i, a)| (i.clone(), a.clone()))
+            .collect(),
+        resolved: resolve_names(config),
+        users: users(config),
+        via: cgroup::existing(),
     };
     let observed = Observed {
         routes: kernel.routes.clone(),
@@ -159,7 +176,43 @@ pub async fn observe(
         routing: kernel,
         unsettled,
         held,
+        known,
     })
+}
+
+/// The addresses of every host name the policies name, resolved now (the system's
+/// resolver: /etc/hosts, then DNS). A name that does not resolve is left out: the
+/// planner warns, the rest of its policy applies.
+pub fn resolve_names(config: &Config) -> BTreeMap<String, Vec<IpAddr>> {
+    let mut out = BTreeMap::new();
+    for name in config.policy.iter().flat_map(|p| p.host_names()) {
+        if out.contains_key(&name) {
+            continue;
+        }
+        match crate::config::policy::resolve(&name) {
+            Ok(addrs) if !addrs.is_empty() => {
+                debug!(name, ?addrs, "resolved a policy's host name");
+                out.insert(name, addrs);
+            }
+            Ok(_) => warn!(name, "a policy's host name has no address"),
+            Err(e) => warn!(name, "cannot resolve a policy's host name: {e}"),
+        }
+    }
+    out
+}
+
+/// The uids of the user names the policies name.
+fn users(config: &Config) -> BTreeMap<String, u32> {
+    config
+        .policy
+        .iter()
+        .filter_map(|p| match p.user.as_ref()? {
+            crate::config::policy::UserSpec::Name(n) => {
+                Some((n.clone(), crate::config::policy::uid_of(n)?))
+            }
+            crate::config::policy::UserSpec::Uid(_) => None,
+        })
+        .collect()
 }
 
 /// Completes `observed` for `plan`: the sysctls it wants, whether the firewall holds
@@ -170,15 +223,20 @@ pub fn observe_for(
     fw: &dyn Firewall,
     state: &State,
 ) -> Result<()> {
+    observe_sysctls(plan, observed, state);
+    observed.firewall_current = fw.is_current(&plan.firewall)?;
+    observed.stale_backends = stale_backends(fw.backend(), state);
+    Ok(())
+}
+
+/// The sysctls part of [`observe_for`], which needs no privilege (`status` as a user).
+pub fn observe_sysctls(plan: &Plan, observed: &mut Observed, state: &State) {
     observed.sysctls = sysctl::read(
         plan.sysctls
             .iter()
             .map(|s| s.path())
             .chain(state.sysctls.keys().cloned()),
     );
-    observed.firewall_current = fw.is_current(&plan.firewall)?;
-    observed.stale_backends = stale_backends(fw.backend(), state);
-    Ok(())
 }
 
 /// Other backends that may hold objects of ours: those the state records, or all of
@@ -233,8 +291,8 @@ fn held_uplinks(nm: &NmView, kernel: &RoutingState, last: &[Uplink]) -> Vec<Upli
 }
 
 /// Original sources of translated connections carrying one of our outbound marks:
-/// (source, mark). A failure to read conntrack keeps nothing, which is logged.
-async fn translated_sources(ns: &Namespace) -> Vec<(IpAddr, u32)> {
+/// (source, mark); `None` when conntrack cannot be read (logged).
+async fn translated_sources(ns: &Namespace) -> Option<Vec<(IpAddr, u32)>> {
     // The kernel filters on `mark & mask == value`, which cannot say "any id": the
     // inbound flag clear is the narrowest one filter can ask for.
     let entries = match conntrack::Conntrack::open() {
@@ -245,15 +303,17 @@ async fn translated_sources(ns: &Namespace) -> Vec<(IpAddr, u32)> {
         Err(e) => Err(e),
     };
     match entries {
-        Ok(entries) => entries
-            .into_iter()
-            .filter(|e| ns.decode(e.mark).is_some_and(|m| !m.inbound))
-            .filter(|e| e.orig.src != e.reply.dst)
-            .map(|e| (e.orig.src, e.mark & ns.id_mask()))
-            .collect(),
+        Ok(entries) => Some(
+            entries
+                .into_iter()
+                .filter(|e| ns.decode(e.mark).is_some_and(|m| !m.inbound))
+                .filter(|e| e.orig.src != e.reply.dst)
+                .map(|e| (e.orig.src, e.mark & ns.id_mask()))
+                .collect(),
+        ),
         Err(e) => {
-            warn!("cannot read conntrack: {e}; departed addresses are not kept");
-            Vec::new()
+            warn!("cannot read conntrack: {e}; keeping every departed address for now");
+            None
         }
     }
 }
@@ -284,7 +344,10 @@ pub async fn reconcile(
         state.ids = Default::default();
     }
 
+    // The cgroups of `run --via` programs that have all exited go first.
+    cgroup::remove_unused();
     let view = observe(config, &nm, &routing, &state, health).await?;
+    check_policy_uplinks(config, &nm, &view.known).await?;
     let mut failed = view.unsettled.clone();
     let held = view.held.clone();
     let mut facts = view.facts;
@@ -346,6 +409,53 @@ pub async fn reconcile(
         failed,
         held,
     })
+}
+
+/// Reconciles with `config`; when the facts refuse it (a policy names an uplink
+/// NetworkManager does not know: a typo, or a profile deleted since), with
+/// `fallback()` instead, and with the defaults if that is refused too, so that the
+/// balance keeps following NetworkManager, as with a file that fails to load. Returns
+/// the outcome and the refusal, if any, for the caller to report.
+pub async fn reconcile_or(
+    config: &Config,
+    fallback: impl FnOnce() -> Config,
+    run_dir: &Path,
+    health: &BTreeMap<String, bool>,
+) -> Result<(Outcome, Option<Error>)> {
+    let refused = match reconcile(config, run_dir, health).await {
+        Err(e @ Error::UnknownUplinks(_)) => e,
+        other => return other.map(|o| (o, None)),
+    };
+    let fallback = fallback();
+    let outcome = match reconcile(&fallback, run_dir, health).await {
+        Err(Error::UnknownUplinks(_)) => reconcile(&Config::default(), run_dir, health).await?,
+        other => other?,
+    };
+    Ok((outcome, Some(refused)))
+}
+
+/// Every uplink a policy names must be a connection or interface NetworkManager knows
+/// (active or not): a typo is an error before anything changes. The profiles are read
+/// only when a name is not an interface or an active connection.
+pub async fn check_policy_uplinks(
+    config: &Config,
+    nm: &NetworkManager,
+    known: &BTreeSet<String>,
+) -> Result<()> {
+    let unknown = plan::ladder::unknown_uplinks(config, known);
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    let ids: BTreeSet<String> = nm.connection_ids().await?.into_iter().collect();
+    let unknown: Vec<_> = unknown
+        .into_iter()
+        .filter(|(_, _, name)| !ids.contains(name))
+        .collect();
+    if unknown.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::UnknownUplinks(unknown))
+    }
 }
 
 enum Failure {
@@ -418,9 +528,9 @@ async fn apply(
                 }
             }
             Change::RemoveFirewall(b) => {
-                firewall::backend(*b).flush(&state.created)?;
-                if *b == Backend::Iptables {
-                    state.created.clear();
+                let created = firewall::backend(*b).flush(&state.created)?;
+                if created != state.created {
+                    state.created = created;
                     state.save(run_dir)?;
                 }
             }
@@ -489,15 +599,15 @@ pub async fn flush(config: &Config, run_dir: &Path) -> Result<Vec<Change>> {
     let state = State::load(run_dir);
     let mut done = Vec::new();
     // Firewall first: stop marking before the rules and tables go.
-    let created = &state.created;
+    let mut created = state.created.clone();
     for b in Backend::ALL {
         let fw = firewall::backend(b);
         let present = fw.installed().unwrap_or_else(|e| {
             debug!(backend = %b, error = %e, "cannot read that backend: nothing of ours there");
             false
         });
-        if present || (b == Backend::Iptables && !created.is_empty()) {
-            fw.flush(created)?;
+        if present || !created.is_empty() {
+            created = fw.flush(&created)?;
             done.push(Change::RemoveFirewall(b));
         }
     }

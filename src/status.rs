@@ -6,18 +6,21 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use tracing::debug;
+
 use crate::config::{self, Config};
 use crate::diff;
 use crate::error::{Error, Result};
-use crate::health::HealthReport;
-use crate::kernel::firewall::{self, Firewall};
+use crate::health::{HealthReport, UplinkHealthReport, nm_connectivity};
+use crate::kernel::firewall::{self, Backend, Choice, Firewall};
 use crate::kernel::routing::Routing;
 use crate::model::Family;
 use crate::namespace::MAIN_TABLE;
 use crate::nm::NetworkManager;
 use crate::plan::{self, Plan};
-use crate::reconcile::{observe, observe_for};
+use crate::reconcile::{observe, observe_for, observe_sysctls};
 use crate::state::{self, State};
+use crate::traffic::{TrafficReport, human_bytes, human_rate};
 
 /// Version of the `status --json` format; bumped only on incompatible changes.
 pub const STATUS_FORMAT: u32 = 1;
@@ -43,7 +46,147 @@ pub struct StatusReport {
     /// comes from the configuration named in `using`.
     #[serde(default)]
     pub config_error: Option<ConfigErrorReport>,
+    /// What could not be read, and why (a user without `CAP_NET_ADMIN`: the firewall
+    /// and conntrack); empty when everything was.
+    #[serde(default)]
+    pub unreadable: Vec<Unreadable>,
+    /// The daemon's sampling of the uplinks' byte counters (`null` when no daemon
+    /// answered): rates and the last minute of them.
+    #[serde(default)]
+    pub traffic: Option<TrafficReport>,
+    /// The policies, in order, with their hits and live sticky entries.
+    #[serde(default)]
+    pub policies: Vec<PolicyStatus>,
 }
+
+/// One `[[policy]]` as `status` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyStatus {
+    pub name: String,
+    /// "balance", "failover" or "direct".
+    pub mode: String,
+    /// What it does now, in words ("balance over eth0, wlan0", "through usb0",
+    /// "general balance (no usable uplink)", "dropped (no usable uplink)", ...), per
+    /// family it matches in.
+    pub now: Vec<String>,
+    /// New connections it matched since the firewall was last installed.
+    pub hits: u64,
+    /// Destinations it keeps on one uplink now.
+    pub sticky: Vec<StickyStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StickyStatus {
+    pub destination: String,
+    pub uplink: String,
+    /// Seconds left unless a new connection renews it.
+    pub expires_in: u64,
+}
+
+/// The policies' part of the report.
+pub fn policies(
+    config: &Config,
+    plan: &Plan,
+    counters: &firewall::Counters,
+    sticky: &[firewall::StickyEntry],
+) -> Vec<PolicyStatus> {
+    use crate::kernel::firewall::Action;
+    let name_of = |mark: u32| {
+        plan.uplinks
+            .iter()
+            .find(|u| u.mark == mark)
+            .map_or_else(|| format!("{mark:#x}"), |u| u.iface.clone())
+    };
+    config
+        .policy
+        .iter()
+        .enumerate()
+        .map(|(index, p)| {
+            let now = plan
+                .firewall
+                .ladder
+                .iter()
+                .filter(|r| r.policy() == Some(index))
+                .map(|r| {
+                    let what = match &r.action {
+                        Action::Uplink { iface, .. } => format!("through {iface}"),
+                        Action::Balance {
+                            members, sticky, ..
+                        } => {
+                            let names: Vec<String> = members.iter().map(|m| name_of(*m)).collect();
+                            match sticky {
+                                Some(s) => {
+                                    format!("balance over {}, sticky {s} s", names.join(", "))
+                                }
+                                None => format!("balance over {}", names.join(", ")),
+                            }
+                        }
+                        Action::General => "general balance (no usable uplink)".into(),
+                        Action::Direct => "main table (direct)".into(),
+                        Action::Drop => "dropped (no usable uplink, fallback = false)".into(),
+                    };
+                    format!("{}: {what}", r.family)
+                })
+                .collect();
+            PolicyStatus {
+                name: p.name.clone(),
+                mode: p.mode.name().into(),
+                now,
+                hits: counters.hits.get(&index).copied().unwrap_or(0),
+                sticky: sticky
+                    .iter()
+                    .filter(|s| s.policy == index)
+                    .map(|s| StickyStatus {
+                        destination: s.destination.to_string(),
+                        uplink: name_of(s.mark),
+                        expires_in: s.expires_in,
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
+}
+
+/// The policies' section of the status, for people.
+pub fn render_policies(policies: &[PolicyStatus]) -> String {
+    let mut s = String::from("policies (in order; the first that matches decides):");
+    for p in policies {
+        let _ = write!(
+            s,
+            "\n  {:?} ({}): {} new connections; {}",
+            p.name,
+            p.mode,
+            p.hits,
+            if p.now.is_empty() {
+                "matches nothing now".to_string()
+            } else {
+                p.now.join("; ")
+            }
+        );
+        for st in &p.sticky {
+            let _ = write!(
+                s,
+                "\n    sticky {} -> {} for {} s more",
+                st.destination, st.uplink, st.expires_in
+            );
+        }
+    }
+    s
+}
+
+/// Part of the status that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Unreadable {
+    /// [`UNREADABLE_FIREWALL`] or [`UNREADABLE_CONNTRACK`].
+    pub what: String,
+    pub why: String,
+}
+
+/// Our firewall (nf_tables or iptables): whether it is in sync, and its counters.
+pub const UNREADABLE_FIREWALL: &str = "firewall";
+/// The connection tracking table: `connections`.
+pub const UNREADABLE_CONNTRACK: &str = "conntrack";
+const NEEDS_CAP_NET_ADMIN: &str = "needs CAP_NET_ADMIN (root)";
 
 /// A config file that failed to load, as `status` reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,34 +279,140 @@ pub struct UplinkStatus {
     /// Interface byte counters.
     pub rx_bytes: u64,
     pub tx_bytes: u64,
+    /// Bytes per second received over the last second, when a daemon samples the
+    /// counters (`null` otherwise).
+    #[serde(default)]
+    pub rx_rate: Option<u64>,
+    /// Bytes per second sent, likewise.
+    #[serde(default)]
+    pub tx_rate: Option<u64>,
+    /// NetworkManager's connectivity check for the device ("full", "limited", "none",
+    /// "portal", "unknown"); `null` when the check is off.
+    #[serde(default)]
+    pub nm_connectivity: Option<String>,
 }
 
 /// The plan as it would be applied now, computed from live facts, with the backend
-/// that would apply it and whether the kernel holds it. Writes nothing.
+/// that would apply it and whether the kernel holds it. Writes nothing. Without
+/// `CAP_NET_ADMIN` the firewall cannot be read: whether the kernel holds the plan is
+/// then judged on routes, rules and sysctls alone.
 pub async fn current_plan(
     config: &Config,
     health: &BTreeMap<String, bool>,
 ) -> Result<(Plan, Box<dyn Firewall>, bool)> {
-    let fw = firewall::backend(firewall::resolve(config.firewall));
-    fw.prefetch();
     let nm = NetworkManager::connect().await?;
-    let routing = Routing::connect().await?;
+    let c = current(config, health, &nm, crate::privilege::has_net_admin()).await?;
+    Ok((c.plan, c.fw, c.in_sync))
+}
+
+/// The plan as it would be applied now, with what it was made from.
+pub struct Current {
+    pub plan: Plan,
+    pub fw: Box<dyn Firewall>,
+    /// Whether the kernel holds exactly the plan.
+    pub in_sync: bool,
+    pub facts: plan::Facts,
+    pub routing: crate::kernel::routing::RoutingState,
+    /// Why the configuration given was refused by the facts (a policy names an
+    /// uplink nobody knows); the plan is then the last good configuration's.
+    pub refused: Option<Error>,
+}
+
+/// Reads NetworkManager and the kernel and plans, writing nothing.
+pub async fn current(
+    config: &Config,
+    health: &BTreeMap<String, bool>,
+    nm: &NetworkManager,
+    privileged: bool,
+) -> Result<Current> {
     let state = State::load(&state::run_dir());
-    let view = observe(config, &nm, &routing, &state, health).await?;
+    let fw = firewall::backend(backend_for(config.firewall, privileged, &state));
+    if privileged {
+        fw.prefetch();
+    }
+    let routing = Routing::connect().await?;
+    let view = observe(config, nm, &routing, &state, health).await?;
+    // A configuration the facts refuse is not what runs: the last good one is (see
+    // `reconcile::reconcile_or`), so that is the plan to show.
+    let refused = crate::reconcile::check_policy_uplinks(config, nm, &view.known)
+        .await
+        .err();
+    let fallback;
+    let config = if refused.is_some() {
+        fallback = config::last_good_or_defaults(&state::run_dir()).0;
+        &fallback
+    } else {
+        config
+    };
     let plan = plan::plan(config, &view.facts);
     let mut observed = view.observed;
-    observe_for(&plan, &mut observed, fw.as_ref(), &state)?;
+    if privileged {
+        observe_for(&plan, &mut observed, fw.as_ref(), &state)?;
+    } else {
+        observe_sysctls(&plan, &mut observed, &state);
+        // Not readable: it counts as holding the plan, and the report says so.
+        observed.firewall_current = true;
+    }
     let in_sync = diff::diff(&plan, &observed).is_empty();
-    Ok((plan, fw, in_sync))
+    Ok(Current {
+        plan,
+        fw,
+        in_sync,
+        facts: view.facts,
+        routing: view.routing,
+        refused,
+    })
+}
+
+/// The backend `choice` means here. Without the privilege to ask the kernel whether
+/// it has nf_tables, `auto` is the backend the last run recorded.
+fn backend_for(choice: Choice, privileged: bool, state: &State) -> Backend {
+    if !privileged
+        && choice == Choice::Auto
+        && let Some(recorded) = state.firewall.as_ref().filter(|s| s.len() == 1)
+    {
+        return *recorded.iter().next().expect("one");
+    }
+    firewall::resolve(choice)
 }
 
 /// Reads the live state. `health` holds the verdicts of a running daemon (empty
 /// without one: every uplink then counts as healthy and `healthy` is `null`).
+/// Without `CAP_NET_ADMIN` the firewall and conntrack are left out and listed in
+/// `unreadable`; everything else (NetworkManager, routes, rules, counters) needs no
+/// privilege.
 pub async fn gather(config: &Config, health: &BTreeMap<String, bool>) -> Result<StatusReport> {
-    let (plan, fw, in_sync) = current_plan(config, health).await?;
-    let counters = fw.counters().unwrap_or_default();
-    let conns = conntrack_by_id(config, Family::V4).await;
-    let conns6 = conntrack_by_id(config, Family::V6).await;
+    let privileged = crate::privilege::has_net_admin();
+    let nm = NetworkManager::connect().await?;
+    let Current {
+        plan,
+        fw,
+        in_sync,
+        refused,
+        ..
+    } = current(config, health, &nm, privileged).await?;
+    let mut unreadable = Vec::new();
+    let (counters, sticky, conns, conns6) = if privileged {
+        (
+            fw.counters().unwrap_or_default(),
+            fw.sticky(&plan.firewall).unwrap_or_default(),
+            conntrack_by_id(config, Family::V4).await,
+            conntrack_by_id(config, Family::V6).await,
+        )
+    } else {
+        for what in [UNREADABLE_CONNTRACK, UNREADABLE_FIREWALL] {
+            unreadable.push(Unreadable {
+                what: what.into(),
+                why: NEEDS_CAP_NET_ADMIN.into(),
+            });
+        }
+        (firewall::Counters::default(), Vec::new(), None, None)
+    };
+    let policies = policies(config, &plan, &counters, &sticky);
+    let connectivity = nm.checked_connectivity().await.unwrap_or_else(|e| {
+        debug!("cannot read NetworkManager's connectivity: {e}");
+        None
+    });
     let ns = plan.namespace;
     let uplinks = plan
         .uplinks
@@ -175,6 +424,7 @@ pub async fn gather(config: &Config, health: &BTreeMap<String, bool>) -> Result<
             let placed = |f| counters.placed.get(&(f, u.mark)).copied().unwrap_or(0);
             let (new4, new6) = (placed(Family::V4), placed(Family::V6));
             let (c4, c6) = (count(&conns), count(&conns6));
+            let bytes = crate::traffic::read_counters(&u.iface).unwrap_or_default();
             UplinkStatus {
                 iface: u.iface.clone(),
                 parent: crate::split::parent_of(&u.iface),
@@ -208,8 +458,13 @@ pub async fn gather(config: &Config, health: &BTreeMap<String, bool>) -> Result<
                 connections6: c6,
                 new_connections: new4 + new6,
                 new_connections6: new6,
-                rx_bytes: read_counter(&u.iface, "rx_bytes"),
-                tx_bytes: read_counter(&u.iface, "tx_bytes"),
+                rx_bytes: bytes.rx_bytes,
+                tx_bytes: bytes.tx_bytes,
+                rx_rate: None,
+                tx_rate: None,
+                nm_connectivity: connectivity.as_ref().map(|c| {
+                    nm_connectivity::name(c.get(&u.iface).copied().unwrap_or(0)).to_string()
+                }),
             }
         })
         .collect();
@@ -222,15 +477,29 @@ pub async fn gather(config: &Config, health: &BTreeMap<String, bool>) -> Result<
         uplinks,
         warnings: plan.warnings,
         health: None,
-        config_error: None,
+        config_error: refused.map(|e| ConfigErrorReport::new(&e, "the last good configuration")),
+        unreadable,
+        traffic: None,
+        policies,
     })
 }
 
-fn read_counter(iface: &str, name: &str) -> u64 {
-    std::fs::read_to_string(format!("/sys/class/net/{iface}/statistics/{name}"))
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0)
+impl StatusReport {
+    /// Adds sampled traffic: the `traffic` section and each uplink's current rates.
+    pub fn with_traffic(mut self, traffic: TrafficReport) -> Self {
+        for u in &mut self.uplinks {
+            let t = traffic.uplinks.get(&u.iface);
+            u.rx_rate = t.map(|t| t.rx_rate);
+            u.tx_rate = t.map(|t| t.tx_rate);
+        }
+        self.traffic = Some(traffic);
+        self
+    }
+
+    /// Whether part of the report could not be read.
+    pub fn could_not_read(&self, what: &str) -> bool {
+        self.unreadable.iter().any(|u| u.what == what)
+    }
 }
 
 /// Tracked connections of one family per uplink id (both directions), read over
@@ -246,21 +515,6 @@ async fn conntrack_by_id(config: &Config, family: Family) -> Option<BTreeMap<u32
         }
     }
     Some(by_id)
-}
-
-fn human_bytes(n: u64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i + 1 < units.len() {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", units[i])
-    }
 }
 
 /// Renders rows as an aligned table.
@@ -287,6 +541,35 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     s
 }
 
+/// An uplink's health as one cell and its round-trip time, from the freshest source:
+/// the daemon's verdict, else NetworkManager's connectivity check, else `-`. The RTT
+/// is shown only while the probes answer: an old figure for a dead uplink misleads.
+pub fn health_cells(r: &StatusReport, u: &UplinkStatus) -> (String, String) {
+    let probed = r.health.as_ref().and_then(|h| h.uplinks.get(&u.iface));
+    match probed {
+        // Tracked but neither probed (probing off) nor checked by NetworkManager:
+        // no figure at all.
+        Some(h) if h.rounds > 0 || h.nm_connectivity.is_some() => {
+            let health = if h.healthy { "ok" } else { "DOWN" };
+            let rtt = match h.last_rtt_ms {
+                Some(ms) if h.consecutive_failures == 0 => format!("{ms:.1} ms"),
+                _ => "-".into(),
+            };
+            (health.into(), rtt)
+        }
+        _ => {
+            let health = match u.nm_connectivity.as_deref() {
+                Some("full") => "ok",
+                Some("limited" | "none") => "DOWN",
+                Some("portal") => "portal",
+                _ => "-",
+            };
+            (health.into(), "-".into())
+        }
+    }
+}
+
+/// The status table for people: one row per uplink, health and traffic included.
 pub fn render(r: &StatusReport) -> String {
     // A broken config file comes first: everything below is from another configuration.
     let mut s = match &r.config_error {
@@ -301,66 +584,79 @@ pub fn render(r: &StatusReport) -> String {
         s.push_str("no uplinks: no active NetworkManager device has an IPv4 or IPv6 default route");
         return s;
     }
+    // Rates when a daemon samples the counters, totals since the interface came up
+    // otherwise; the IPv6 column only when IPv6 is balanced.
+    let rates = r.traffic.is_some();
+    let ipv6 = r.ipv6;
+    let mut header = vec!["IFACE", "CONNECTION", "STATE", "HEALTH", "RTT", "CONNS"];
+    header.extend(if rates {
+        ["DOWNLOAD", "UPLOAD"]
+    } else {
+        ["RECEIVED", "SENT"]
+    });
+    header.push("GATEWAY");
+    if ipv6 {
+        header.push("IPV6");
+    }
+    header.extend(["WEIGHT", "MARK", "TABLE"]);
     let rows: Vec<Vec<String>> = r
         .uplinks
         .iter()
         .map(|u| {
-            vec![
+            let (health, rtt) = health_cells(r, u);
+            let mut row = vec![
                 match &u.parent {
                     Some(p) => format!("{} (on {p})", u.iface),
                     None => u.iface.clone(),
                 },
                 u.connection.clone(),
-                u.gateway.clone().unwrap_or_else(|| "-".into()),
-                match (&u.address6, u.ipv6_balanced) {
+                // Whether new connections go there (all of them do when every uplink
+                // is down, hence the health beside it).
+                if u.in_balance { "active" } else { "out" }.to_string(),
+                health,
+                rtt,
+                u.connections.map_or_else(|| "-".into(), |c| c.to_string()),
+            ];
+            if rates {
+                let rate = |r: Option<u64>| r.map_or_else(|| "-".into(), human_rate);
+                row.extend([rate(u.rx_rate), rate(u.tx_rate)]);
+            } else {
+                row.extend([human_bytes(u.rx_bytes), human_bytes(u.tx_bytes)]);
+            }
+            row.push(u.gateway.clone().unwrap_or_else(|| "-".into()));
+            if ipv6 {
+                row.push(match (&u.address6, u.ipv6_balanced) {
                     (Some(a), true) => a.split('/').next().unwrap_or("").to_string(),
                     (Some(_), false) => "(off)".into(),
                     (None, _) => "-".into(),
-                },
+                });
+            }
+            row.extend([
+                u.weight.to_string(),
                 u.mark.split('/').next().unwrap_or("").to_string(),
                 u.table.to_string(),
-                u.weight.to_string(),
-                match (u.in_balance, u.healthy) {
-                    (true, Some(false)) => "active (unhealthy)".into(),
-                    (true, _) => "active".into(),
-                    (false, Some(false)) => "down".into(),
-                    (false, _) => "standby".into(),
-                },
-                u.connections.map_or_else(|| "-".into(), |c| c.to_string()),
-                u.new_connections.to_string(),
-                human_bytes(u.rx_bytes),
-                human_bytes(u.tx_bytes),
-            ]
+            ]);
+            row
         })
         .collect();
-    s += &table(
-        &[
-            "IFACE",
-            "CONNECTION",
-            "GATEWAY",
-            "IPV6",
-            "MARK",
-            "TABLE",
-            "WEIGHT",
-            "STATE",
-            "CONNS",
-            "NEW",
-            "RX",
-            "TX",
-        ],
-        &rows,
-    );
+    s += &table(&header, &rows);
+    let firewall_unread = r.could_not_read(UNREADABLE_FIREWALL);
     let _ = write!(
         s,
         "{}",
-        if r.in_sync {
-            "kernel state: in sync"
-        } else {
-            "kernel state: OUT OF SYNC (run `nm-multiwan apply`)"
+        match (r.in_sync, firewall_unread) {
+            (true, false) => "kernel state: in sync",
+            (true, true) => "kernel state: routes and rules in sync (the firewall was not read)",
+            (false, _) => "kernel state: OUT OF SYNC (run `nm-multiwan apply`)",
         }
     );
-    if let Some(h) = &r.health {
-        let _ = write!(s, "\n{}", render_health(h, std::time::SystemTime::now()));
+    let _ = write!(s, "\n{}", health_line(r, std::time::SystemTime::now()));
+    let _ = write!(s, "\n{}", traffic_line(r));
+    if !r.unreadable.is_empty() {
+        let _ = write!(s, "\n{}", unreadable_line(&r.unreadable));
+    }
+    if !r.policies.is_empty() {
+        let _ = write!(s, "\n{}", render_policies(&r.policies));
     }
     if !r.ipv6 && r.uplinks.iter().any(|u| u.address6.is_some()) {
         let _ = write!(
@@ -374,12 +670,96 @@ pub fn render(r: &StatusReport) -> String {
     s
 }
 
-/// The daemon's health section, for people.
-pub fn render_health(h: &HealthReport, now: std::time::SystemTime) -> String {
+/// Where the HEALTH column comes from, and a line per uplink that is down saying why.
+fn health_line(r: &StatusReport, now: std::time::SystemTime) -> String {
+    let Some(h) = &r.health else {
+        return if r.uplinks.iter().any(|u| u.nm_connectivity.is_some()) {
+            "health: NetworkManager's connectivity check (no daemon probes the uplinks)".into()
+        } else {
+            "health: - (no daemon probes the uplinks; NetworkManager's connectivity check is off)"
+                .into()
+        };
+    };
+    let mut s = render_health(h);
+    for u in &r.uplinks {
+        if let Some(d) = h.uplinks.get(&u.iface).filter(|d| !d.healthy) {
+            let _ = write!(s, "\n  {}", down_detail(&u.iface, d, now));
+        }
+    }
+    s
+}
+
+/// Why an uplink is down, in one line.
+fn down_detail(iface: &str, d: &UplinkHealthReport, now: std::time::SystemTime) -> String {
     let now = now
         .duration_since(std::time::SystemTime::UNIX_EPOCH)
         .map_or(0.0, |d| d.as_secs_f64());
-    let mut s = format!(
+    let ago = (now - d.last_change).max(0.0);
+    let mut why = Vec::new();
+    if !d.probes_healthy || d.consecutive_failures > 0 {
+        why.push(format!(
+            "{} probe rounds lost in a row",
+            d.consecutive_failures
+        ));
+    }
+    if let Some(e) = &d.last_error {
+        why.push(e.clone());
+    }
+    if let Some(c) = &d.nm_connectivity
+        && (c == "none" || c == "limited")
+    {
+        why.push(format!("NetworkManager says connectivity {c}"));
+    }
+    format!("{iface}: DOWN for {ago:.0} s: {}", why.join("; "))
+}
+
+/// What the traffic columns show.
+fn traffic_line(r: &StatusReport) -> String {
+    match &r.traffic {
+        Some(t) => {
+            let sum = |f: fn(&UplinkStatus) -> Option<u64>| -> u64 {
+                r.uplinks.iter().filter_map(f).sum()
+            };
+            format!(
+                "traffic: {} down, {} up in all (rates over the last {} s, sampled by the \
+                 daemon)",
+                human_rate(sum(|u| u.rx_rate)),
+                human_rate(sum(|u| u.tx_rate)),
+                t.interval_ms as f64 / 1000.0
+            )
+        }
+        None => "traffic: totals since each interface came up (rates: with the daemon \
+                 running, or `nm-multiwan top`)"
+            .into(),
+    }
+}
+
+/// The one line naming what could not be read, and why.
+fn unreadable_line(unreadable: &[Unreadable]) -> String {
+    let shown: Vec<&str> = unreadable
+        .iter()
+        .map(|u| match u.what.as_str() {
+            UNREADABLE_CONNTRACK => "tracked connections (CONNS)",
+            UNREADABLE_FIREWALL => "whether the firewall is in sync",
+            other => other,
+        })
+        .collect();
+    let mut whys: Vec<&str> = unreadable.iter().map(|u| u.why.as_str()).collect();
+    whys.dedup();
+    if whys == [NEEDS_CAP_NET_ADMIN] {
+        format!(
+            "not shown without root: {} (they need CAP_NET_ADMIN; a running daemon shows \
+             them)",
+            shown.join(", ")
+        )
+    } else {
+        format!("not shown: {} ({})", shown.join(", "), whys.join("; "))
+    }
+}
+
+/// The daemon's probe settings, for people.
+pub fn render_health(h: &HealthReport) -> String {
+    format!(
         "health: probes to {} every {} ms; out after {} failures, back after {} successes",
         if h.targets.is_empty() {
             "nothing (probing off)".to_string()
@@ -389,51 +769,7 @@ pub fn render_health(h: &HealthReport, now: std::time::SystemTime) -> String {
         h.interval_ms,
         h.down_after,
         h.up_after
-    );
-    let rows: Vec<Vec<String>> = h
-        .uplinks
-        .iter()
-        .map(|(iface, u)| {
-            let ago = (now - u.last_change).max(0.0);
-            vec![
-                iface.clone(),
-                if u.healthy { "ok" } else { "DOWN" }.to_string(),
-                u.last_rtt_ms
-                    .map_or_else(|| "-".into(), |ms| format!("{ms:.1} ms")),
-                if u.consecutive_failures > 0 {
-                    format!("{} lost in a row", u.consecutive_failures)
-                } else {
-                    format!("{} ok in a row", u.consecutive_successes)
-                },
-                format!("{ago:.0} s ago"),
-                match (&u.nm_connectivity, &u.last_error) {
-                    (Some(c), _) if !u.probes_healthy || !u.healthy => {
-                        format!("NetworkManager: {c}")
-                    }
-                    (_, Some(e)) => e.clone(),
-                    (Some(c), None) => format!("NetworkManager: {c}"),
-                    (None, None) => String::new(),
-                },
-            ]
-        })
-        .collect();
-    if !rows.is_empty() {
-        s.push('\n');
-        s.push_str(
-            table(
-                &["  IFACE", "HEALTH", "RTT", "PROBES", "CHANGED", "NOTE"],
-                &rows
-                    .into_iter()
-                    .map(|mut r| {
-                        r[0] = format!("  {}", r[0]);
-                        r
-                    })
-                    .collect::<Vec<_>>(),
-            )
-            .trim_end(),
-        );
-    }
-    s
+    )
 }
 
 /// The plan for people; `firewall` is the firewall as the backend renders it.
@@ -539,6 +875,12 @@ pub fn render_plan(p: &Plan, backend: firewall::Backend, firewall: &str) -> Stri
     for a in &p.keep {
         let _ = writeln!(s, "# keep departed address {a} on nmmw0");
     }
+    if !p.firewall.ladder.is_empty() {
+        let _ = writeln!(s, "# ladder (rungs 3-5, first match wins; then the rounds)");
+        for r in &p.firewall.ladder {
+            let _ = writeln!(s, "#  {}", describe_rung(r));
+        }
+    }
     let _ = writeln!(s, "# firewall ({backend})");
     s.push_str(firewall);
     for w in &p.warnings {
@@ -547,32 +889,381 @@ pub fn render_plan(p: &Plan, backend: firewall::Backend, firewall: &str) -> Stri
     s
 }
 
+/// A rung in one line: family, who chose, what it matches, what it does.
+pub fn describe_rung(r: &crate::kernel::firewall::Rung) -> String {
+    use crate::kernel::firewall::{Action, Why};
+    let who = match &r.why {
+        Why::BoundSource { iface } => format!("bound source of {iface}"),
+        Why::BoundDevice { iface } => format!("bound to device {iface}"),
+        Why::Via { iface } => format!("run --via {iface}"),
+        Why::Dns { iface } => format!("name servers of {iface}"),
+        Why::Policy { index, name } => format!("policy {index} {name:?}"),
+    };
+    let m = &r.matches;
+    let mut what = Vec::new();
+    if !m.sources.is_empty() {
+        what.push(format!("from {}", join(&m.sources)));
+    }
+    if let Some(o) = &m.oif {
+        what.push(format!("routed out of {o}"));
+    }
+    if let Some(c) = &m.cgroup {
+        what.push(format!("cgroup {}", c.path));
+    }
+    if let Some(u) = m.uid {
+        what.push(format!("uid {u}"));
+    }
+    if !m.destinations.is_empty() {
+        what.push(format!("to {}", join(&m.destinations)));
+    }
+    if !m.protocols.is_empty() {
+        what.push(format!("protocol {}", join(&m.protocols)));
+    }
+    if !m.ports.is_empty() {
+        let ports: Vec<String> = m
+            .ports
+            .iter()
+            .map(|(a, b)| {
+                if a == b {
+                    a.to_string()
+                } else {
+                    format!("{a}-{b}")
+                }
+            })
+            .collect();
+        what.push(format!("port {}", ports.join(",")));
+    }
+    let action = match &r.action {
+        Action::Uplink { iface, .. } => format!("through {iface}"),
+        Action::Balance { rounds, sticky, .. } => {
+            let slots = rounds.first().map_or(0, |r| r.slots.len());
+            match sticky {
+                Some(s) => format!("own round of {slots}, sticky {s} s"),
+                None => format!("own round of {slots}"),
+            }
+        }
+        Action::General => "the general round".into(),
+        Action::Direct => "main table".into(),
+        Action::Drop => "drop".into(),
+    };
+    format!(
+        "{} {who}: {} -> {action}",
+        r.family,
+        if what.is_empty() {
+            "everything".to_string()
+        } else {
+            what.join(" ")
+        }
+    )
+}
+
+fn join<T: std::fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::health::UplinkHealthReport;
+    use crate::traffic::UplinkTraffic;
 
-    #[test]
-    fn table_aligns_and_bytes_are_human() {
-        let t = table(&["A", "BB"], &[vec!["xxx".into(), "y".into()]]);
-        assert_eq!(t, "A    BB\nxxx  y\n");
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(1536), "1.5 KiB");
-    }
-
-    #[test]
-    fn empty_status_says_why() {
-        let r = StatusReport {
+    fn report(uplinks: Vec<UplinkStatus>) -> StatusReport {
+        StatusReport {
             format: STATUS_FORMAT,
             in_sync: true,
             mark_mask: "0x3f000000".into(),
             firewall: "nftables".into(),
             ipv6: false,
-            uplinks: vec![],
+            uplinks,
             warnings: vec![],
             health: None,
             config_error: None,
+            unreadable: vec![],
+            traffic: None,
+            policies: vec![],
+        }
+    }
+
+    fn uplink(iface: &str, parent: Option<&str>) -> UplinkStatus {
+        UplinkStatus {
+            iface: iface.into(),
+            parent: parent.map(str::to_string),
+            connection: iface.into(),
+            connection_uuid: String::new(),
+            address: None,
+            gateway: None,
+            address6: None,
+            gateway6: None,
+            ipv6_balanced: false,
+            mark: "0x1000000/0x3f000000".into(),
+            table: 6101,
+            weight: 1,
+            in_balance: true,
+            healthy: None,
+            connections: None,
+            connections6: None,
+            new_connections: 0,
+            new_connections6: 0,
+            rx_bytes: 0,
+            tx_bytes: 0,
+            rx_rate: None,
+            tx_rate: None,
+            nm_connectivity: None,
+        }
+    }
+
+    fn probed(healthy: bool, rtt: f64, failures: u32, last_change: f64) -> UplinkHealthReport {
+        UplinkHealthReport {
+            healthy,
+            probes_healthy: healthy,
+            consecutive_successes: if healthy { 118 } else { 0 },
+            consecutive_failures: failures,
+            last_rtt_ms: Some(rtt),
+            last_change,
+            last_error: None,
+            nm_connectivity: None,
+            rounds: 120,
+            rounds_failed: u64::from(failures),
+        }
+    }
+
+    /// The table's header line.
+    fn header(text: &str) -> Vec<&str> {
+        text.lines()
+            .find(|l| l.starts_with("IFACE"))
+            .unwrap_or_else(|| panic!("no header in\n{text}"))
+            .split_whitespace()
+            .collect()
+    }
+
+    /// The cells of `iface`'s row (cells hold no double spaces).
+    fn row<'a>(text: &'a str, iface: &str) -> Vec<&'a str> {
+        text.lines()
+            .find(|l| l.starts_with(&format!("{iface} ")))
+            .unwrap_or_else(|| panic!("no row {iface} in\n{text}"))
+            .split("  ")
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+            .collect()
+    }
+
+    #[test]
+    fn table_aligns() {
+        let t = table(&["A", "BB"], &[vec!["xxx".into(), "y".into()]]);
+        assert_eq!(t, "A    BB\nxxx  y\n");
+    }
+
+    #[test]
+    fn empty_status_says_why() {
+        assert!(render(&report(vec![])).contains("no uplinks"));
+    }
+
+    #[test]
+    fn with_the_daemon_one_table_holds_health_and_rates() {
+        let mut eth0 = uplink("eth0", None);
+        eth0.connection = "Wired connection 1".into();
+        eth0.connections = Some(14);
+        eth0.new_connections = 31;
+        let mut wlan0 = uplink("wlan0", None);
+        wlan0.connection = "campus-wifi".into();
+        wlan0.in_balance = false;
+        wlan0.connections = Some(2);
+        let mut r = report(vec![eth0, wlan0]);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        r.health = Some(HealthReport {
+            targets: vec!["198.51.100.10".into()],
+            interval_ms: 500,
+            down_after: 3,
+            up_after: 3,
+            uplinks: BTreeMap::from([
+                ("eth0".to_string(), probed(true, 11.8, 0, now - 300.0)),
+                // Its last answer long ago: no RTT shown.
+                ("wlan0".to_string(), probed(false, 0.42, 9, now - 9.0)),
+            ]),
+        });
+        let t = |rx, tx| UplinkTraffic {
+            rx_rate: rx,
+            tx_rate: tx,
+            rx_history: vec![rx],
+            tx_history: vec![tx],
         };
-        assert!(render(&r).contains("no uplinks"));
+        let r = r.with_traffic(TrafficReport {
+            interval_ms: 1000,
+            uplinks: BTreeMap::from([
+                ("eth0".to_string(), t(1_175_000, 26_250)),
+                ("wlan0".to_string(), t(0, 0)),
+            ]),
+        });
+        let text = render(&r);
+        assert_eq!(
+            header(&text),
+            [
+                "IFACE",
+                "CONNECTION",
+                "STATE",
+                "HEALTH",
+                "RTT",
+                "CONNS",
+                "DOWNLOAD",
+                "UPLOAD",
+                "GATEWAY",
+                "WEIGHT",
+                "MARK",
+                "TABLE"
+            ],
+            "{text}"
+        );
+        assert_eq!(
+            row(&text, "eth0")[..8],
+            [
+                "eth0",
+                "Wired connection 1",
+                "active",
+                "ok",
+                "11.8 ms",
+                "14",
+                "9.4 Mbit/s",
+                "210 kbit/s"
+            ],
+            "{text}"
+        );
+        assert_eq!(
+            row(&text, "wlan0")[..8],
+            [
+                "wlan0",
+                "campus-wifi",
+                "out",
+                "DOWN",
+                "-",
+                "2",
+                "0 bit/s",
+                "0 bit/s"
+            ],
+            "{text}"
+        );
+        assert!(
+            text.contains("health: probes to 198.51.100.10 every 500 ms"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n  wlan0: DOWN for 9 s: 9 probe rounds lost in a row"),
+            "{text}"
+        );
+        assert!(
+            text.contains("traffic: 9.4 Mbit/s down, 210 kbit/s up in all"),
+            "{text}"
+        );
+        assert!(!text.contains("not shown"), "{text}");
+        // Machine-readable: the rates, and the counter the table no longer shows.
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["uplinks"][0]["rx_rate"], 1_175_000);
+        assert_eq!(json["uplinks"][0]["new_connections"], 31);
+        assert_eq!(
+            json["traffic"]["uplinks"]["eth0"]["rx_history"][0],
+            1_175_000
+        );
+        assert_eq!(json["unreadable"], serde_json::json!([]));
+    }
+
+    #[test]
+    fn without_the_daemon_totals_and_networkmanagers_check_and_what_is_unreadable() {
+        let mut eth0 = uplink("eth0", None);
+        eth0.rx_bytes = 1_288_490_188;
+        eth0.tx_bytes = 42_048_716;
+        eth0.nm_connectivity = Some("full".into());
+        let mut wlan0 = uplink("wlan0", None);
+        wlan0.nm_connectivity = Some("limited".into());
+        let mut r = report(vec![eth0, wlan0]);
+        r.unreadable = vec![
+            Unreadable {
+                what: UNREADABLE_CONNTRACK.into(),
+                why: NEEDS_CAP_NET_ADMIN.into(),
+            },
+            Unreadable {
+                what: UNREADABLE_FIREWALL.into(),
+                why: NEEDS_CAP_NET_ADMIN.into(),
+            },
+        ];
+        let text = render(&r);
+        let h = header(&text);
+        assert!(h.contains(&"RECEIVED") && h.contains(&"SENT"), "{text}");
+        assert!(!h.contains(&"NEW") && !h.contains(&"DOWNLOAD"), "{text}");
+        assert_eq!(
+            row(&text, "eth0")[..8],
+            [
+                "eth0", "eth0", "active", "ok", "-", "-", "1.2 GiB", "40.1 MiB"
+            ],
+            "{text}"
+        );
+        assert_eq!(row(&text, "wlan0")[3], "DOWN", "{text}");
+        assert!(
+            text.contains("health: NetworkManager's connectivity check (no daemon probes"),
+            "{text}"
+        );
+        assert!(
+            text.contains("traffic: totals since each interface came up"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "\nnot shown without root: tracked connections (CONNS), whether the \
+                 firewall is in sync (they need CAP_NET_ADMIN"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("kernel state: routes and rules in sync (the firewall was not read)"),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("not shown").count(),
+            1,
+            "one line says it: {text}"
+        );
+        // No check, no daemon: no health figure at all.
+        for u in &mut r.uplinks {
+            u.nm_connectivity = None;
+        }
+        let text = render(&r);
+        assert_eq!(row(&text, "eth0")[3], "-", "{text}");
+        assert!(text.contains("health: - (no daemon probes"), "{text}");
+    }
+
+    #[test]
+    fn the_ipv6_column_only_when_ipv6_is_balanced() {
+        let mut eth0 = uplink("eth0", None);
+        eth0.address6 = Some("2001:db8:20::7/64".into());
+        eth0.ipv6_balanced = true;
+        let mut r = report(vec![eth0]);
+        assert!(!header(&render(&r)).contains(&"IPV6"));
+        r.ipv6 = true;
+        let text = render(&r);
+        assert!(header(&text).contains(&"IPV6"), "{text}");
+        assert!(row(&text, "eth0").contains(&"2001:db8:20::7"), "{text}");
+    }
+
+    #[test]
+    fn older_and_newer_reports_read_both_ways() {
+        let r = report(vec![uplink("eth0", None)]);
+        let mut v = serde_json::to_value(&r).unwrap();
+        // An older daemon's document: none of the added fields.
+        for k in ["unreadable", "traffic", "config_error"] {
+            v.as_object_mut().unwrap().remove(k);
+        }
+        for k in ["rx_rate", "tx_rate", "nm_connectivity", "parent"] {
+            v["uplinks"][0].as_object_mut().unwrap().remove(k);
+        }
+        let back: StatusReport = serde_json::from_value(v).unwrap();
+        assert!(back.unreadable.is_empty() && back.traffic.is_none());
+        assert_eq!(back.uplinks[0].rx_rate, None);
+        assert_eq!(back.format, 1, "fields were only added");
     }
 
     #[test]
@@ -584,17 +1275,8 @@ mod tests {
             key: Some("uplinks.wired.wieght".into()),
             reason: "unknown key; the keys of uplinks.wired are weight, enabled".into(),
         };
-        let r = StatusReport {
-            format: STATUS_FORMAT,
-            in_sync: true,
-            mark_mask: "0x3f000000".into(),
-            firewall: "nftables".into(),
-            ipv6: false,
-            uplinks: vec![],
-            warnings: vec![],
-            health: None,
-            config_error: Some(ConfigErrorReport::new(&error, "the built-in defaults")),
-        };
+        let mut r = report(vec![]);
+        r.config_error = Some(ConfigErrorReport::new(&error, "the built-in defaults"));
         let text = render(&r);
         assert!(
             text.starts_with(
@@ -619,39 +1301,7 @@ mod tests {
 
     #[test]
     fn virtual_uplinks_show_their_parent() {
-        let uplink = |iface: &str, parent: Option<&str>| UplinkStatus {
-            iface: iface.into(),
-            parent: parent.map(str::to_string),
-            connection: iface.into(),
-            connection_uuid: String::new(),
-            address: None,
-            gateway: None,
-            address6: None,
-            gateway6: None,
-            ipv6_balanced: false,
-            mark: "0x1000000/0x3f000000".into(),
-            table: 6101,
-            weight: 1,
-            in_balance: true,
-            healthy: None,
-            connections: None,
-            connections6: None,
-            new_connections: 0,
-            new_connections6: 0,
-            rx_bytes: 0,
-            tx_bytes: 0,
-        };
-        let r = StatusReport {
-            format: STATUS_FORMAT,
-            in_sync: true,
-            mark_mask: "0x3f000000".into(),
-            firewall: "nftables".into(),
-            ipv6: false,
-            uplinks: vec![uplink("eth0", None), uplink("eth0-v1", Some("eth0"))],
-            warnings: vec![],
-            health: None,
-            config_error: None,
-        };
+        let r = report(vec![uplink("eth0", None), uplink("eth0-v1", Some("eth0"))]);
         let text = render(&r);
         assert!(text.contains("\neth0-v1 (on eth0)  "), "{text}");
         assert!(text.contains("\neth0  "), "{text}");
@@ -663,36 +1313,17 @@ mod tests {
     }
 
     #[test]
-    fn health_renders() {
-        use crate::health::UplinkHealthReport;
+    fn probe_settings_render() {
         let h = HealthReport {
-            targets: vec!["198.51.100.10".into()],
+            targets: vec![],
             interval_ms: 500,
             down_after: 3,
-            up_after: 3,
-            uplinks: BTreeMap::from([(
-                "eth1".to_string(),
-                UplinkHealthReport {
-                    healthy: false,
-                    probes_healthy: false,
-                    consecutive_successes: 0,
-                    consecutive_failures: 7,
-                    last_rtt_ms: Some(0.42),
-                    last_change: 100.0,
-                    last_error: None,
-                    nm_connectivity: None,
-                    rounds: 20,
-                    rounds_failed: 7,
-                },
-            )]),
+            up_after: 2,
+            uplinks: BTreeMap::new(),
         };
-        let now = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(112);
-        let text = render_health(&h, now);
-        assert!(text.contains("every 500 ms"), "{text}");
-        assert!(text.contains("eth1") && text.contains("DOWN"), "{text}");
-        assert!(
-            text.contains("7 lost in a row") && text.contains("12 s ago"),
-            "{text}"
+        assert_eq!(
+            render_health(&h),
+            "health: probes to nothing (probing off) every 500 ms; out after 3 failures, back after 2 successes"
         );
     }
 }

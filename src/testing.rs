@@ -17,6 +17,7 @@ pub fn v4(n: u8) -> IpSide {
         subnet: IpNet::new(ip(&format!("10.0.{n}.0")), 24),
         gateway: Some(ip(&format!("10.0.{n}.1"))),
         metric: 100 + u32::from(n),
+        dns: vec![],
         routes: vec![],
     }
 }
@@ -30,6 +31,7 @@ pub fn v6(n: u8) -> IpSide {
         subnet: prefix,
         gateway: Some(ip("fe80::1")),
         metric: 100 + u32::from(n),
+        dns: vec![],
         routes: vec![DeviceRoute {
             dst: prefix,
             via: None,

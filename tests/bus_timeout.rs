@@ -1,6 +1,7 @@
 //! A system bus that accepts connections and never answers (a hung dbus-daemon): every
 //! command gives up within its timeout with the usual message and exit code 3, instead
-//! of hanging. The fake bus is a Unix socket this test listens on; the commands run in
+//! of hanging; `notify`, which first reaches for the session bus, likewise on a session
+//! bus that never answers. The fake bus is a Unix socket this test listens on; the commands run in
 //! a fresh network namespace (`unshare -n`), so `apply` could not touch the machine
 //! even if it got that far. Root only (`apply` and `dispatch` need CAP_NET_ADMIN).
 
@@ -35,6 +36,8 @@ fn a_bus_that_never_answers_fails_every_command_within_its_timeout() {
     let commands: &[&[&str]] = &[
         &["plan"],
         &["status"],
+        &["top"],
+        &["notify"],
         &["apply"],
         &["dispatch", "eth0", "up"],
     ];
@@ -51,6 +54,10 @@ fn a_bus_that_never_answers_fails_every_command_within_its_timeout() {
                 .args(*args)
                 .env(
                     "DBUS_SYSTEM_BUS_ADDRESS",
+                    format!("unix:path={}", socket.display()),
+                )
+                .env(
+                    "DBUS_SESSION_BUS_ADDRESS",
                     format!("unix:path={}", socket.display()),
                 )
                 // Their own run directories: apply and dispatch would take turns.
@@ -91,9 +98,14 @@ fn a_bus_that_never_answers_fails_every_command_within_its_timeout() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         eprintln!("{args:?}: exit {:?} after {took:?}", status.code());
         assert_eq!(status.code(), Some(3), "{args:?}: {stderr}");
+        let bus = if args[0] == "notify" {
+            "session"
+        } else {
+            "system"
+        };
         assert!(
             stderr.contains(&format!(
-                "cannot reach the system D-Bus: no answer within {} s",
+                "cannot reach the {bus} D-Bus: no answer within {} s",
                 DBUS_TIMEOUT.as_secs()
             )),
             "{args:?}: {stderr}"

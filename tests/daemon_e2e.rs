@@ -10,14 +10,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Read as _};
 use std::net::{SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{Options, SERVER, Sandbox, isp_addr, tally};
+use common::{Daemon, Fw, Options, SERVER, Sandbox, isp_addr, tally};
 
 /// Probes every 500 ms straight at the sandbox's internet server: out after 3 lost
 /// rounds, back after 3 answered ones.
@@ -28,80 +28,6 @@ interval_ms = 500
 down_after = 3
 up_after = 3
 ";
-
-/// `nm-multiwan daemon` running in the sandbox's host; killed on drop. On a failing
-/// test its log is printed.
-struct Daemon {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Daemon {
-    fn start(sb: &Sandbox, extra: &[&str]) -> Daemon {
-        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = STARTED.fetch_add(1, Ordering::Relaxed);
-        let log = sb.work_file(&format!("daemon-{n}.log"));
-        let out = std::fs::File::create(&log).unwrap();
-        let mut cmd = Command::new(common::sandbox_script());
-        cmd.args(["exec", &sb.name, "/usr/bin/nm-multiwan", "-v", "daemon"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out);
-        let child = cmd.spawn().expect("start the daemon");
-        let d = Daemon { child, log };
-        // Ready once it has reconciled and owns its bus name (or said it cannot).
-        sb.wait_until(15, "the daemon's first reconcile", || {
-            d.log_text().contains("reconciled") || d.log_text().contains("in sync")
-        });
-        d
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn signal(&self, sig: i32) {
-        // SAFETY: kill(2) on our own child's pid.
-        assert_eq!(unsafe { libc::kill(self.pid(), sig) }, 0, "kill {sig}");
-    }
-
-    fn alive(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    /// SIGTERM and wait (at most 10 s) for a clean exit.
-    fn stop(mut self) -> std::process::ExitStatus {
-        self.signal(libc::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "daemon ignores SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let text = self.log_text();
-            let lines: Vec<&str> = text.lines().collect();
-            eprintln!("--- daemon log (last 80 lines) ---");
-            for l in &lines[lines.len().saturating_sub(80)..] {
-                eprintln!("{l}");
-            }
-        }
-    }
-}
 
 /// One new connection made by the observer: when it started and which ISP address
 /// the server saw (or why it failed).
@@ -293,12 +219,7 @@ fn cut_upstream(sb: &Sandbox, k: u32, cut: bool) {
 
 /// The nth slots of our firewall chain, as marks.
 fn balanced_marks(sb: &Sandbox) -> BTreeSet<String> {
-    sb.host_ok(&["iptables-save", "-t", "mangle"])
-        .lines()
-        .filter(|l| l.starts_with("-A nm-multiwan-tcp") && l.contains("-j MARK"))
-        .filter_map(|l| l.split("--set-xmark ").nth(1))
-        .map(|m| m.split('/').next().unwrap_or("").to_string())
-        .collect()
+    sb.balanced_marks()
 }
 
 /// The mark of an uplink, as `status --json` shows it.
@@ -341,13 +262,13 @@ fn stderr(o: &std::process::Output) -> String {
 /// Without any dispatcher script the daemon follows `nmcli con up/down`; an upstream
 /// cut behind its gateway leaves the balance and comes back when it heals. Failover
 /// and recovery are measured from the traffic.
-#[test]
-fn daemon_follows_nmcli_and_fails_over_dead_upstreams() {
+fn daemon_follows_nmcli_and_fails_over_dead_upstreams(fw: Fw) {
     require_root!();
     let sb = Sandbox::create(
         "dmnf",
         &["eth0:static:1", "wlan0:dhcp:2"],
         Options {
+            firewall: fw,
             dispatcher: false,
             config: Some(CONFIG),
             dbus_policy: true,
@@ -491,13 +412,13 @@ fn daemon_follows_nmcli_and_fails_over_dead_upstreams() {
 
 /// The D-Bus interface and its policy; SIGHUP; NetworkManager restarted under the
 /// daemon's feet; SIGTERM leaves the balanced state, --flush-on-exit removes it.
-#[test]
-fn daemon_dbus_policy_reload_and_networkmanager_restart() {
+fn daemon_dbus_policy_reload_and_networkmanager_restart(fw: Fw) {
     require_root!();
     let sb = Sandbox::create(
         "dmnd",
         &["eth0:static:1", "wlan0:static:2"],
         Options {
+            firewall: fw,
             dispatcher: false,
             config: Some(CONFIG),
             dbus_policy: true,
@@ -640,13 +561,13 @@ fn daemon_dbus_policy_reload_and_networkmanager_restart() {
 /// With the dispatcher script installed too, the two never fight: a dispatcher run
 /// while an uplink is unhealthy reaches the daemon's result (the dead uplink stays out).
 /// Probes here are TCP handshakes; with every upstream dead, all uplinks stay balanced.
-#[test]
-fn daemon_and_dispatcher_agree() {
+fn daemon_and_dispatcher_agree(fw: Fw) {
     require_root!();
     let sb = Sandbox::create(
         "dmna",
         &["eth0:static:1", "wlan0:static:2", "usb0:static:3"],
         Options {
+            firewall: fw,
             config: Some(&CONFIG.replace("\"198.51.100.10\"", "\"tcp:198.51.100.10:7000\"")),
             dbus_policy: true,
             ..Default::default()
@@ -702,3 +623,9 @@ fn daemon_and_dispatcher_agree() {
     spread_is(&sb, 6, &[(1, 2), (2, 2), (3, 2)]);
     drop(daemon);
 }
+
+on_both_backends!(
+    daemon_follows_nmcli_and_fails_over_dead_upstreams,
+    daemon_dbus_policy_reload_and_networkmanager_restart,
+    daemon_and_dispatcher_agree,
+);

@@ -8,7 +8,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{Options, SERVER, Sandbox, isp_addr, tally};
+use common::{Fw, Options, SERVER, Sandbox, isp_addr, tally};
 
 /// What the internet server sees of connections through the campus network.
 const CAMPUS: &str = "203.0.113.38";
@@ -24,36 +24,17 @@ fn expect_spread(sb: &Sandbox, n: usize, want: &[(u32, usize)]) {
     assert_eq!(got, want, "connections per ISP address");
 }
 
-/// Starts a server in the host answering each connection with the peer address.
-fn host_listener(sb: &Sandbox, port: u16) -> std::process::Child {
-    let child = Command::new(common::sandbox_script())
-        .args(["exec-ns", &sb.name, "host", "python3"])
-        .arg(common::repo().join("tests/sandbox/peer_server.py"))
-        .arg("0.0.0.0")
-        .arg(port.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("socat");
-    sb.wait_until(10, "host listener", || {
-        sb.ns("host", &["ss", "-ltn"])
-            .stdout
-            .windows(port.to_string().len() + 1)
-            .any(|w| w == format!(":{port}").as_bytes())
-    });
-    child
-}
-
 /// Points 3, 4, 5 and 10, spread over static and DHCP uplinks, driven by `nmcli` through
 /// the real dispatcher; point 7 over repeated up/down cycles.
-#[test]
-fn balances_over_uplinks_and_follows_nmcli() {
+fn balances_over_uplinks_and_follows_nmcli(fw: Fw) {
     require_root!();
     let sb = Sandbox::create_up(
         "bal",
         &["eth0:static:1", "wlan0:dhcp:2", "usb0:static:3"],
-        Options::default(),
+        Options {
+            firewall: fw,
+            ..Default::default()
+        },
     );
     sb.wait_until(10, "rules for three uplinks", || sb.our_table_rules() == 6);
 
@@ -93,7 +74,7 @@ fn balances_over_uplinks_and_follows_nmcli() {
 
     // Point 4: connections coming in through each uplink, from its LAN and from the
     // internet, are answered (through the same uplink, or the ISP/rp_filter drops them).
-    let mut listener = host_listener(&sb, 7100);
+    let listener = common::Listener::start(&sb, "0.0.0.0", 7100);
     let client = sb.client();
     for (k, iface) in [(1, "eth0"), (2, "wlan0"), (3, "usb0")] {
         let addr = sb.addr(iface);
@@ -107,8 +88,7 @@ fn balances_over_uplinks_and_follows_nmcli() {
         }
     }
 
-    let _ = listener.kill();
-    let _ = listener.wait();
+    drop(listener);
 
     // Point 10: an uplink that goes away leaves the balance at once.
     sb.down("up-wlan0");
@@ -133,13 +113,15 @@ fn balances_over_uplinks_and_follows_nmcli() {
 
 /// Point 1: when the uplink in the middle leaves, connections on the others keep working
 /// and their marks and tables stay.
-#[test]
-fn identity_survives_an_uplink_leaving() {
+fn identity_survives_an_uplink_leaving(fw: Fw) {
     require_root!();
     let sb = Sandbox::create_up(
         "ident",
         &["eth0:static:1", "usb0:static:2", "wlan0:static:3"],
-        Options::default(),
+        Options {
+            firewall: fw,
+            ..Default::default()
+        },
     );
     let wlan_table_before = sb.host_ok(&["ip", "-4", "route", "show", "table", "6103"]);
     assert!(
@@ -149,32 +131,16 @@ fn identity_survives_an_uplink_leaving() {
 
     // Six long-lived connections (two per uplink) to the server's echo port, exercised
     // for 6 s.
-    let hold = Command::new(common::sandbox_script())
-        .args(["exec", &sb.name, "python3", &sb.client(), "hold", "6", "6"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let hold = common::Hold::start(&sb, 6, 6.0, SERVER);
     std::thread::sleep(Duration::from_millis(1500));
     sb.down("up-usb0");
-    let out = hold.wait_with_output().unwrap();
-    let report = String::from_utf8_lossy(&out.stdout);
-    let conns: serde_json::Value = serde_json::from_str(report.trim()).unwrap_or_else(|e| {
-        panic!(
-            "hold output {report:?}: {e}; {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
-    let conns = conns.as_array().unwrap();
+    let held = hold.finish();
     for isp in [1, 3] {
-        let on: Vec<_> = conns
-            .iter()
-            .filter(|c| c["isp"] == isp_addr(isp).as_str())
-            .collect();
-        assert_eq!(on.len(), 2, "two connections on ISP {isp}: {report}");
+        let on: Vec<_> = held.iter().filter(|h| h.isp == isp_addr(isp)).collect();
+        assert_eq!(on.len(), 2, "two connections on ISP {isp}: {held:?}");
         assert!(
-            on.iter().all(|c| c["ok"] == true),
-            "connections on ISP {isp} broke when usb0 left: {report}"
+            on.iter().all(|h| h.ok),
+            "connections on ISP {isp} broke when usb0 left: {held:?}"
         );
     }
     let wlan_table_after = sb.host_ok(&["ip", "-4", "route", "show", "table", "6103"]);
@@ -184,13 +150,13 @@ fn identity_survives_an_uplink_leaving() {
 
 /// Points 7 and 8 by hand: `apply` twice changes nothing the second time, and `flush`
 /// leaves the machine exactly as it was before nm-multiwan ran.
-#[test]
-fn apply_is_idempotent_and_flush_restores_everything() {
+fn apply_is_idempotent_and_flush_restores_everything(fw: Fw) {
     require_root!();
     let sb = Sandbox::create_up(
         "flush",
         &["eth0:campus", "wlan0:campus", "usb0:dhcp:2"],
         Options {
+            firewall: fw,
             dispatcher: false,
             ..Default::default()
         },
@@ -217,13 +183,13 @@ fn apply_is_idempotent_and_flush_restores_everything() {
 
 /// Point 9: parallel runs serialise; runs killed at any moment leave the network
 /// reachable and the next run converges to the same state.
-#[test]
-fn concurrent_and_killed_runs_converge() {
+fn concurrent_and_killed_runs_converge(fw: Fw) {
     require_root!();
     let sb = Sandbox::create_up(
         "conc",
         &["eth0:static:1", "wlan0:static:2", "usb0:static:3"],
         Options {
+            firewall: fw,
             dispatcher: false,
             ..Default::default()
         },
@@ -281,8 +247,7 @@ fn concurrent_and_killed_runs_converge() {
 
 /// Weights are exact, `enabled = false` and `ipv4.never-default` uplinks are left out,
 /// and point 2: other software's mark bits survive ours.
-#[test]
-fn weights_exclusions_and_foreign_marks() {
+fn weights_exclusions_and_foreign_marks(fw: Fw) {
     require_root!();
     let sb = Sandbox::create(
         "wght",
@@ -293,6 +258,7 @@ fn weights_exclusions_and_foreign_marks() {
             "eth1:static:4",
         ],
         Options {
+            firewall: fw,
             config: Some("[uplinks.up-eth0]\nweight = 2\n[uplinks.usb0]\nenabled = false\n"),
             ..Default::default()
         },
@@ -411,13 +377,15 @@ fn weights_exclusions_and_foreign_marks() {
 
 /// Bad input: a broken config names file, line and reason, exits non-zero and changes
 /// nothing; hostile connection names are only data; nonsense arguments are usage errors.
-#[test]
-fn bad_input_changes_nothing() {
+fn bad_input_changes_nothing(fw: Fw) {
     require_root!();
     let sb = Sandbox::create(
         "bad",
         &["eth0:static:1", "wlan0:static:2"],
-        Options::default(),
+        Options {
+            firewall: fw,
+            ..Default::default()
+        },
     );
     let pwned = format!("/tmp/nmmw-pwned-{}", std::process::id());
     let evil = format!("evil \"$(touch {pwned})\" 'q' `touch {pwned}`");
@@ -476,13 +444,13 @@ fn bad_input_changes_nothing() {
 
 /// Point 6: two uplinks in one subnet with one gateway (wired + Wi-Fi on one campus
 /// network, 10 Mbit/s per address) double the rate of parallel downloads.
-#[test]
-fn campus_same_subnet_doubles_parallel_downloads() {
+fn campus_same_subnet_doubles_parallel_downloads(fw: Fw) {
     require_root!();
     let sb = Sandbox::create(
         "camp",
         &["eth0:campus", "wlan0:campus"],
         Options {
+            firewall: fw,
             rate: Some("10mbit"),
             ..Default::default()
         },
@@ -520,3 +488,13 @@ fn campus_same_subnet_doubles_parallel_downloads() {
         assert!(rx > 1_000_000, "{iface} received only {rx} bytes");
     }
 }
+
+on_both_backends!(
+    balances_over_uplinks_and_follows_nmcli,
+    identity_survives_an_uplink_leaving,
+    apply_is_idempotent_and_flush_restores_everything,
+    concurrent_and_killed_runs_converge,
+    weights_exclusions_and_foreign_marks,
+    bad_input_changes_nothing,
+    campus_same_subnet_doubles_parallel_downloads,
+);

@@ -7,9 +7,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
-
-use common::{Options, SERVER, SERVER6, Sandbox, isp_addr, isp_addr6, tally};
+use common::{Fw, Options, SERVER, SERVER6, Sandbox, isp_addr, isp_addr6, tally};
 
 /// What the internet server sees of connections through the campus network.
 const CAMPUS: &str = "203.0.113.38";
@@ -34,35 +32,6 @@ fn expect_spread4(sb: &Sandbox, n: usize, want: &[(String, usize)]) {
 /// Everything of ours in both families, and the netfilter tables.
 fn snapshot_all(sb: &Sandbox) -> String {
     sb.snapshot() + &sb.snapshot6()
-}
-
-/// A server in the host answering each IPv6 connection with the peer address; killed on
-/// drop.
-struct Listener(Child);
-
-impl Listener {
-    fn start(sb: &Sandbox, port: u16) -> Listener {
-        let child = Command::new(common::sandbox_script())
-            .args(["exec-ns", &sb.name, "host", "socat"])
-            .arg(format!("TCP6-LISTEN:{port},ipv6only=1,fork,reuseaddr"))
-            .arg("SYSTEM:echo $SOCAT_PEERADDR")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("socat");
-        sb.wait_until(10, "host listener", || {
-            common::text(&sb.ns("host", &["ss", "-6", "-ltn"])).contains(&format!(":{port}"))
-        });
-        Listener(child)
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// `count` connections from namespace SB-`from` to `addr:port`; each must be answered.
@@ -92,13 +61,13 @@ fn status_json(sb: &Sandbox) -> serde_json::Value {
 /// Spread over static, DHCPv6 and SLAAC uplinks, local destinations (on-link prefixes,
 /// link-local), inbound replies, status, and up/down cycles through the real
 /// dispatcher; IPv4 keeps spreading in the same dual-stack sandbox.
-#[test]
-fn ipv6_balances_over_dual_stack_uplinks_and_follows_nmcli() {
+fn ipv6_balances_over_dual_stack_uplinks_and_follows_nmcli(fw: Fw) {
     require_root!();
     let sb = Sandbox::create_up(
         "v6bal",
         &["eth0:static:1", "wlan0:dhcp:2", "usb0:campus"],
         Options {
+            firewall: fw,
             ipv6: true,
             ..Default::default()
         },
@@ -144,7 +113,7 @@ fn ipv6_balances_over_dual_stack_uplinks_and_follows_nmcli() {
     // Inbound replies: connections coming in through each uplink, from its router and
     // from the internet, are answered through the same uplink (each ISP drops what does
     // not come from its own prefix, so a wrong way fails).
-    let listener = Listener::start(&sb, 7100);
+    let listener = common::Listener::start(&sb, "::", 7100);
     for (iface, ns) in [("eth0", "isp1"), ("wlan0", "isp2"), ("usb0", "campus")] {
         let addr = sb.addr6(iface);
         for from in [ns, "inet"] {
@@ -184,49 +153,17 @@ fn ipv6_balances_over_dual_stack_uplinks_and_follows_nmcli() {
     // Stable identity: when the uplink in the middle (wlan0, id 2) leaves, long-lived
     // IPv6 connections on the others keep working (their marks and tables stay).
     let tables_before = sb.snapshot6();
-    let mut echo = Command::new(common::sandbox_script())
-        .args(["exec-ns", &sb.name, "inet", "socat"])
-        .arg(format!("TCP6-LISTEN:7002,bind=[{SERVER6}],fork,reuseaddr"))
-        .arg("SYSTEM:echo $SOCAT_PEERADDR; exec cat")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    sb.wait_until(10, "echo server", || {
-        common::text(&sb.ns("inet", &["ss", "-6", "-ltn"])).contains(":7002")
-    });
-    let hold = Command::new(common::sandbox_script())
-        .args(["exec", &sb.name, "python3", &sb.client(), "hold", "6", "6"])
-        .args([SERVER6, "7002"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let hold = common::Hold::start(&sb, 6, 6.0, SERVER6);
     std::thread::sleep(std::time::Duration::from_millis(1500));
     // An uplink that goes away leaves the IPv6 balance at once.
     sb.down("up-wlan0");
-    let out = hold.wait_with_output().unwrap();
-    let _ = echo.kill();
-    let _ = echo.wait();
-    let report = String::from_utf8_lossy(&out.stdout);
-    let conns: serde_json::Value = serde_json::from_str(report.trim()).unwrap_or_else(|e| {
-        panic!(
-            "hold output {report:?}: {e}; {}",
-            String::from_utf8_lossy(&out.stderr)
-        )
-    });
+    let held = hold.finish();
     for isp in [isp_addr6(1), CAMPUS6.to_string()] {
-        let on: Vec<_> = conns
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|c| common::normalise_addr(c["isp"].as_str().unwrap_or("")) == isp)
-            .collect();
-        assert_eq!(on.len(), 2, "two connections through {isp}: {report}");
+        let on: Vec<_> = held.iter().filter(|h| h.isp == isp).collect();
+        assert_eq!(on.len(), 2, "two connections through {isp}: {held:?}");
         assert!(
-            on.iter().all(|c| c["ok"] == true),
-            "connections through {isp} broke when wlan0 left: {report}"
+            on.iter().all(|h| h.ok),
+            "connections through {isp} broke when wlan0 left: {held:?}"
         );
     }
     let kept = |snap: &str| -> Vec<String> {
@@ -264,13 +201,13 @@ fn ipv6_balances_over_dual_stack_uplinks_and_follows_nmcli() {
 
 /// `apply` twice changes nothing the second time, and `flush` leaves the machine exactly
 /// as it was, in both families. Two uplinks share one SLAAC prefix (campus).
-#[test]
-fn ipv6_apply_is_idempotent_and_flush_restores_everything() {
+fn ipv6_apply_is_idempotent_and_flush_restores_everything(fw: Fw) {
     require_root!();
     let sb = Sandbox::create_up(
         "v6flush",
         &["eth0:campus", "wlan0:campus", "usb0:dhcp:2"],
         Options {
+            firewall: fw,
             dispatcher: false,
             ipv6: true,
             ..Default::default()
@@ -280,7 +217,12 @@ fn ipv6_apply_is_idempotent_and_flush_restores_everything() {
     sb.host_ok(&["/usr/bin/nm-multiwan", "apply"]);
     let applied = snapshot_all(&sb);
     assert_ne!(before, applied, "apply changed nothing");
-    assert!(applied.contains("-A nm-multiwan-out -p ipv6-icmp -j RETURN"));
+    let fw_text = sb.firewall_text();
+    assert!(
+        fw_text.contains("-A nm-multiwan-out -p ipv6-icmp -j RETURN")
+            || fw_text.contains("meta l4proto ipv6-icmp return"),
+        "new ICMPv6 is never balanced: {fw_text}"
+    );
     sb.host_ok(&["/usr/bin/nm-multiwan", "apply"]);
     assert_eq!(
         snapshot_all(&sb),
@@ -331,13 +273,13 @@ fn ipv6_apply_is_idempotent_and_flush_restores_everything() {
 /// `ipv6 = false` installs nothing IPv6; automatic mode turns IPv6 on with two IPv6
 /// uplinks (weights apply to it) and removes exactly what it installed when one leaves;
 /// an IPv6-only uplink gets an id and takes part in IPv6 only.
-#[test]
-fn ipv6_switches_on_and_off_cleanly_and_ipv6_only_uplinks_count() {
+fn ipv6_switches_on_and_off_cleanly_and_ipv6_only_uplinks_count(fw: Fw) {
     require_root!();
     let sb = Sandbox::create_up(
         "v6off",
         &["eth0:static:1", "wlan0:static:2"],
         Options {
+            firewall: fw,
             dispatcher: false,
             ipv6: true,
             config: Some("ipv6 = false\n"),
@@ -390,6 +332,8 @@ fn ipv6_switches_on_and_off_cleanly_and_ipv6_only_uplinks_count() {
         "",
         "ipv4.gateway",
         "",
+        "ipv4.dns",
+        "",
         "ipv4.may-fail",
         "yes",
     ]);
@@ -419,13 +363,13 @@ fn ipv6_switches_on_and_off_cleanly_and_ipv6_only_uplinks_count() {
 
 /// A machine without IPv6 (the sandbox disables it everywhere) gets nothing IPv6, and
 /// IPv4 is balanced as it always was.
-#[test]
-fn ipv4_only_machine_gets_nothing_ipv6() {
+fn ipv4_only_machine_gets_nothing_ipv6(fw: Fw) {
     require_root!();
     let sb = Sandbox::create_up(
         "v4only",
         &["eth0:static:1", "wlan0:dhcp:2"],
         Options {
+            firewall: fw,
             dispatcher: false,
             ..Default::default()
         },
@@ -452,3 +396,10 @@ fn ipv4_only_machine_gets_nothing_ipv6() {
     sb.host_ok(&["/usr/bin/nm-multiwan", "flush"]);
     assert_eq!(sb.snapshot6(), before6);
 }
+
+on_both_backends!(
+    ipv6_balances_over_dual_stack_uplinks_and_follows_nmcli,
+    ipv6_apply_is_idempotent_and_flush_restores_everything,
+    ipv6_switches_on_and_off_cleanly_and_ipv6_only_uplinks_count,
+    ipv4_only_machine_gets_nothing_ipv6,
+);

@@ -94,15 +94,28 @@ fn uncommented_example_parses_to_the_defaults() {
         .unwrap_or_else(|e| panic!("{e}\n---\n{text}"));
     // Map entries shown as examples hold the defaults of their type: the same config
     // without them, with each entry's defaults, must be the defaults.
+    // Policies have no defaults to show: the example's one is checked key by key.
     let expected = Config {
         uplinks: config
             .uplinks
             .keys()
             .map(|name| (name.clone(), Default::default()))
             .collect(),
+        policy: config.policy.clone(),
         ..Config::default()
     };
     assert!(!expected.uplinks.is_empty(), "the example shows an uplink");
+    let [policy] = config.policy.as_slice() else {
+        panic!("the example shows one policy: {:?}", config.policy);
+    };
+    assert_eq!(
+        policy.mode,
+        nm_multiwan::config::Mode::Balance,
+        "the default mode"
+    );
+    assert!(policy.fallback, "the default fallback");
+    assert_eq!(policy.sticky_secs(), Some(600));
+    assert_eq!(policy.port_ranges(), [(443, 443), (8000, 8100)]);
     assert_eq!(comparable(&config), comparable(&expected));
 }
 

@@ -84,6 +84,7 @@ fn uplink(iface: &str, address: Ipv4Addr, prefix: u8, gateway: Option<Ipv4Addr>)
             subnet: IpNet::new(address.into(), prefix),
             gateway: gateway.map(Into::into),
             metric: 100,
+            dns: vec![],
             routes: vec![],
         }),
         ipv6: None,
@@ -97,6 +98,7 @@ fn v6(address: &str, prefix: u8, gateway: Option<&str>) -> Option<IpSide> {
         subnet: IpNet::new(address.into(), prefix),
         gateway: gateway.map(|g| g.parse().unwrap()),
         metric: 100,
+        dns: vec![],
         routes: vec![],
     })
 }

@@ -298,11 +298,14 @@ fn expected_eth0() -> Value {
         "iface": "eth0",
         "connection_id": "uplink eth0",
         "connection_uuid": UUID_ETH0,
-        "address": "10.71.1.2",
-        "subnet": {"addr": "10.71.1.0", "prefix": 24},
-        "gateway": "10.71.1.1",
-        "metric": 100,
-        "local_routes": [{"addr": "10.71.1.0", "prefix": 24}],
+        "ipv4": {
+            "address": "10.71.1.2",
+            "subnet": "10.71.1.0/24",
+            "gateway": "10.71.1.1",
+            "metric": 100,
+            "routes": [{"dst": "10.71.1.0/24", "via": null}],
+        },
+        "ipv6": null,
     })
 }
 
@@ -311,14 +314,19 @@ fn expected_wlan0() -> Value {
         "iface": "wlan0",
         "connection_id": NASTY_ID,
         "connection_uuid": UUID_WLAN0,
-        "address": "10.71.2.2",
-        "subnet": {"addr": "10.71.2.0", "prefix": 24},
-        "gateway": "10.71.2.1",
-        "metric": 600,
-        "local_routes": [
-            {"addr": "10.71.2.0", "prefix": 24},
-            {"addr": "192.0.2.0", "prefix": 24},
-        ],
+        "ipv4": {
+            "address": "10.71.2.2",
+            "subnet": "10.71.2.0/24",
+            "gateway": "10.71.2.1",
+            "metric": 600,
+            // The device's on-link route, and the static route its profile adds
+            // (NetworkManager's RouteData): both go into the uplink's table.
+            "routes": [
+                {"dst": "10.71.2.0/24", "via": null},
+                {"dst": "192.0.2.0/24", "via": "10.71.2.1"},
+            ],
+        },
+        "ipv6": null,
     })
 }
 

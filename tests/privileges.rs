@@ -82,7 +82,7 @@ fn writing_commands_without_cap_net_admin_say_they_need_root() {
         let o = run(&bin.path, &run_dir, who, &["dispatch", "eth0", "pre-up"]);
         assert_eq!(o.status.code(), Some(0), "ignored event: {}", stderr(&o));
         // Reading commands are not refused: they go on to the (absent) bus.
-        for args in [&["plan"][..], &["status"]] {
+        for args in [&["plan"][..], &["status"], &["top"]] {
             let o = run(&bin.path, &run_dir, who, args);
             assert_eq!(o.status.code(), Some(3), "{who:?} {args:?}: {}", stderr(&o));
         }

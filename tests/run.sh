@@ -14,4 +14,4 @@ tests/sandbox/install-deps.sh
 tests/sandbox/sandbox.sh reap
 
 # Two sandboxes at a time: each runs its own NetworkManager and dbus-daemon.
-cargo test --locked -- --test-threads=2 "$@"
+cargo test --locked --no-fail-fast -- --test-threads=2 "$@"

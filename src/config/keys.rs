@@ -143,6 +143,72 @@ pub const KEYS: &[Key] = &[
         },
         note: "",
     },
+    Key {
+        path: "policy",
+        accepts: Accepts::Form(
+            "an array of tables, one [[policy]] each, with keys name, to, ports, protocol, \
+             user, uplinks, mode, sticky, fallback",
+        ),
+        note: "checked in order, the first that matches a new connection decides",
+    },
+    Key {
+        path: "policy[].name",
+        accepts: Accepts::Form("a name, unique among the policies (shown by status and explain)"),
+        note: "",
+    },
+    Key {
+        path: "policy[].to",
+        accepts: Accepts::Form(
+            "a list of destinations: prefixes or addresses of either family such as \
+             \"10.0.0.0/8\" (host bits clear), or host names such as \"portal.example.edu\"",
+        ),
+        note: "",
+    },
+    Key {
+        path: "policy[].ports",
+        accepts: Accepts::Form(
+            "a list of destination ports or ranges such as [\"443\", \"8000-8100\"], each \
+             1..=65535, low end first",
+        ),
+        note: "only with a protocol that has ports (tcp, udp, sctp, dccp, udplite) or none",
+    },
+    Key {
+        path: "policy[].protocol",
+        accepts: Accepts::Form(
+            "tcp, udp, icmp, icmpv6, sctp, dccp, udplite, gre, esp, ah or a protocol number 0..=255",
+        ),
+        note: "",
+    },
+    Key {
+        path: "policy[].user",
+        accepts: Accepts::Form("a local user name or a uid"),
+        note: "",
+    },
+    Key {
+        path: "policy[].uplinks",
+        accepts: Accepts::Form(
+            "a list of uplinks, each a NetworkManager connection id or an interface name, \
+             in order of preference",
+        ),
+        note: "",
+    },
+    Key {
+        path: "policy[].mode",
+        accepts: Accepts::Form("\"balance\", \"failover\" or \"direct\""),
+        note: "",
+    },
+    Key {
+        path: "policy[].sticky",
+        accepts: Accepts::Form(
+            "a time such as \"30s\", \"10m\", \"2h\" (s, m, h, d), at least 1 s and at most a day",
+        ),
+        note: "mode = \"balance\" only",
+    },
+    Key {
+        path: "policy[].fallback",
+        accepts: Accepts::Bool,
+        note: "false: fail the policy's connections while none of its uplinks is usable",
+    },
 ];
 
 // The words of `rule_priority` and `table_base` spell these values out.

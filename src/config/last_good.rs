@@ -55,6 +55,18 @@ pub fn load_or_last_good(path: &Path, run_dir: &Path) -> Loaded {
         }
         Err(e) => e,
     };
+    let (config, source) = last_good_or_defaults(run_dir);
+    Loaded {
+        config,
+        error: Some(error),
+        source,
+        text: None,
+    }
+}
+
+/// The last good configuration kept in `run_dir`, or the defaults when there is none
+/// (or it no longer loads), with where it came from.
+pub fn last_good_or_defaults(run_dir: &Path) -> (Config, Source) {
     let good = run_dir.join(LAST_GOOD_FILE);
     let fallback = match std::fs::read_to_string(&good) {
         Ok(text) => match Config::parse(&text, &good) {
@@ -70,19 +82,62 @@ pub fn load_or_last_good(path: &Path, run_dir: &Path) -> Loaded {
             None
         }
     };
-    let (config, source) = match fallback {
+    match fallback {
         Some(config) => (config, Source::LastGood(good)),
         None => (Config::default(), Source::Defaults),
-    };
-    Loaded {
-        config,
-        error: Some(error),
-        source,
-        text: None,
     }
 }
 
 impl Loaded {
+    /// An error about `key` of this configuration, found later (against the facts),
+    /// with the file, line and column of the key as the file holds it.
+    pub fn invalid_key(&self, key: Vec<super::keys::Seg>, value: String, reason: String) -> Error {
+        let (path, text) = match &self.source {
+            Source::File(p) => (p.clone(), self.text.clone().unwrap_or_default()),
+            Source::LastGood(p) => (p.clone(), std::fs::read_to_string(p).unwrap_or_default()),
+            Source::Defaults => (PathBuf::from("(defaults)"), String::new()),
+        };
+        let invalid = super::errors::Invalid::new(key, value).because(reason);
+        match toml::de::DeTable::parse(&text) {
+            Ok(doc) => super::errors::Diagnose {
+                path: &path,
+                text: &text,
+                doc: Some(doc.get_ref()),
+            }
+            .invalid(&invalid),
+            Err(_) => super::errors::Diagnose {
+                path: &path,
+                text: &text,
+                doc: None,
+            }
+            .invalid(&invalid),
+        }
+    }
+
+    /// [`Error::UnknownUplinks`] as a config error naming the first such key; any
+    /// other error as it is.
+    pub fn locate(&self, e: Error) -> Error {
+        match e {
+            Error::UnknownUplinks(list) if !list.is_empty() => {
+                use super::keys::Seg;
+                let (i, j, name) = list[0].clone();
+                self.invalid_key(
+                    vec![
+                        Seg::key("policy"),
+                        Seg::Index(i),
+                        Seg::key("uplinks"),
+                        Seg::Index(j),
+                    ],
+                    format!("{name:?}"),
+                    "neither a connection nor an interface NetworkManager knows; nothing was \
+                     changed"
+                        .into(),
+                )
+            }
+            other => other,
+        }
+    }
+
     /// What is used instead of the broken file, in words.
     pub fn fallback(&self) -> String {
         match &self.source {

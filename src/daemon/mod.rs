@@ -15,13 +15,17 @@
 //! also publishes its verdicts (`health.json` in the run directory) so that their
 //! reconciles reach the same result. The lock is held only while reconciling.
 
+mod announce;
 mod probes;
+mod sampling;
 mod service;
 mod signals;
 #[cfg(test)]
 mod tests;
 
-pub use service::{BUS_NAME, INTERFACE, OBJECT_PATH, STATUS_QUERY_TIMEOUT, query_status};
+pub use service::{
+    BUS_NAME, INTERFACE, OBJECT_PATH, STATUS_QUERY_TIMEOUT, query_status, status_on,
+};
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -84,6 +88,8 @@ struct Shared {
     control: mpsc::Sender<Control>,
     /// The live system-bus connection, when there is one.
     bus: Mutex<Option<Connection>>,
+    /// The uplinks' byte counters, sampled every second.
+    traffic: Mutex<sampling::Sampling>,
 }
 
 impl Shared {
@@ -138,6 +144,14 @@ struct Daemon {
     nm_connectivity: BTreeMap<String, Option<u32>>,
     /// Since when NetworkManager says it is starting up.
     nm_starting_since: Option<Instant>,
+    /// What `UplinksChanged` last said.
+    announced: announce::Announced,
+    /// The configuration loaded from the file, kept as the last good one once a
+    /// reconcile has applied it (one the facts refuse never becomes the fallback).
+    unkept: Option<config::Loaded>,
+    /// Whether `config_error` shows a refusal by the facts (cleared once the
+    /// configuration applies), not a file that fails to load.
+    refusal_shown: bool,
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
@@ -147,11 +161,8 @@ pub async fn run(opts: Options) -> Result<()> {
     let loaded = config::load_or_last_good(&opts.config_path, &opts.run_dir);
     loaded.log_error();
     let lock = DaemonLock::acquire(&opts.run_dir)?;
-    if let Err(e) = loaded.keep_as_last_good(&opts.run_dir) {
-        warn!("cannot keep the configuration as the last good one: {e}");
-    }
     let config_error = ConfigErrorReport::from_loaded(&loaded);
-    let config = loaded.config;
+    let config = loaded.config.clone();
     let sig = |kind, name: &str| {
         signal(kind).map_err(|e| Error::io(format!("installing the {name} handler"), e))
     };
@@ -169,6 +180,7 @@ pub async fn run(opts: Options) -> Result<()> {
         board: Mutex::new(Board::default()),
         control: control_tx,
         bus: Mutex::new(None),
+        traffic: Mutex::default(),
     });
     info!(
         config = %opts.config_path.display(),
@@ -180,6 +192,7 @@ pub async fn run(opts: Options) -> Result<()> {
         "daemon starting"
     );
     let bus_task = tokio::spawn(bus_task(shared.clone(), nm_tx));
+    let sample_task = tokio::spawn(sampling::sample_loop(shared.clone()));
 
     let mut d = Daemon {
         opts,
@@ -193,6 +206,9 @@ pub async fn run(opts: Options) -> Result<()> {
         failures: 0,
         nm_connectivity: BTreeMap::new(),
         nm_starting_since: None,
+        announced: Default::default(),
+        unkept: Some(loaded),
+        refusal_shown: false,
     };
     d.schedule(Instant::now(), "start".into());
     let mut safety = tokio::time::interval_at(Instant::now() + SAFETY_INTERVAL, SAFETY_INTERVAL);
@@ -230,6 +246,7 @@ pub async fn run(opts: Options) -> Result<()> {
     }
 
     bus_task.abort();
+    sample_task.abort();
     for p in d.probers.values() {
         p.task.abort();
     }
@@ -325,11 +342,9 @@ impl Daemon {
             );
             return Err(e.to_string());
         }
-        if let Err(e) = loaded.keep_as_last_good(&self.opts.run_dir) {
-            warn!("cannot keep the configuration as the last good one: {e}");
-        }
         *self.shared.config_error.lock().expect("config error lock") = None;
-        let config = loaded.config;
+        let config = loaded.config.clone();
+        self.unkept = Some(loaded);
         let probes_changed = config.health.targets != self.config.health.targets
             || config.health.interval_ms != self.config.health.interval_ms;
         self.config = Arc::new(config);
@@ -374,12 +389,41 @@ impl Daemon {
         let (config, run_dir) = (self.config.clone(), self.opts.run_dir.clone());
         let handle = tokio::runtime::Handle::current();
         let result = tokio::task::spawn_blocking(move || {
-            handle.block_on(reconcile::reconcile(&config, &run_dir, &verdicts))
+            handle.block_on(reconcile::reconcile_or(
+                &config,
+                || config::last_good_or_defaults(&run_dir).0,
+                &run_dir,
+                &verdicts,
+            ))
         })
         .await
         .unwrap_or_else(|e| Err(Error::Other(format!("reconcile task: {e}"))));
         match result {
-            Ok(outcome) => {
+            Ok((outcome, refused)) => {
+                match refused {
+                    // The facts refuse the configuration (a policy names an uplink
+                    // nobody knows): the last good one ran instead; `status` says so.
+                    Some(e) => {
+                        let e = match &self.unkept {
+                            Some(l) => l.locate(e),
+                            None => e,
+                        };
+                        error!("{e}; following NetworkManager with the last good configuration");
+                        *self.shared.config_error.lock().expect("config error lock") =
+                            Some(ConfigErrorReport::new(&e, "the last good configuration"));
+                        self.refusal_shown = true;
+                    }
+                    None => {
+                        if std::mem::take(&mut self.refusal_shown) {
+                            *self.shared.config_error.lock().expect("config error lock") = None;
+                        }
+                        if let Some(l) = self.unkept.take()
+                            && let Err(e) = l.keep_as_last_good(&self.opts.run_dir)
+                        {
+                            warn!("cannot keep the configuration as the last good one: {e}");
+                        }
+                    }
+                }
                 reconcile::log_outcome(&reasons, &outcome, tracing::Level::DEBUG);
                 // Uplinks left out of this run (NetworkManager's view in flux, or the
                 // kernel refused them) or held while NetworkManager re-activates them
@@ -401,6 +445,8 @@ impl Daemon {
                     self.schedule(Instant::now(), "NetworkManager connectivity".into());
                 }
                 self.publish();
+                self.watch_traffic(&plan);
+                self.announce(Some(&plan)).await;
                 Ok(())
             }
             Err(e) => {
@@ -408,6 +454,7 @@ impl Daemon {
                 let delay = retry_delay(self.failures);
                 warn!(trigger = ?reasons, "reconcile failed: {e}; retrying in {delay:?}");
                 self.schedule(Instant::now() + delay, "retry".into());
+                self.announce(None).await;
                 Err(e.to_string())
             }
         }

@@ -44,13 +44,26 @@ impl Service {
             .lock()
             .expect("config error lock")
             .clone();
+        let traffic = self.shared.traffic.lock().expect("traffic lock").report();
         let report = StatusReport {
             health: Some(health),
             config_error,
             ..report
-        };
+        }
+        .with_traffic(traffic);
         serde_json::to_string(&report).map_err(|e| zbus::fdo::Error::Failed(e.to_string()))
     }
+
+    /// Sent after a reconcile in which an uplink joined or left, or its health or role
+    /// changed: `changes` as `(iface, connection, what, detail)` with `what` one of
+    /// joined, left, unhealthy, healthy, role; `uplinks` as `(iface, connection,
+    /// in_balance, healthy, role)`, all of them as they are now (see [`crate::events`]).
+    #[zbus(signal)]
+    pub(super) async fn uplinks_changed(
+        emitter: &zbus::object_server::SignalEmitter<'_>,
+        changes: Vec<crate::events::ChangeWire>,
+        uplinks: Vec<crate::events::StateWire>,
+    ) -> zbus::Result<()>;
 
     /// Re-reads the configuration and reconciles. Root only, whatever the bus policy.
     async fn reload(
@@ -102,6 +115,12 @@ pub const STATUS_QUERY_TIMEOUT: Duration = Duration::from_secs(3);
 /// is an error: without it there is no NetworkManager to read either.
 pub async fn query_status(timeout: Duration) -> Result<Option<StatusReport>> {
     let conn = crate::bus::system(timeout).await?;
+    Ok(status_on(&conn, timeout).await)
+}
+
+/// Asks a running daemon for its status on an open system-bus connection; `None` when
+/// none answers within `timeout` (`top` asks every second on one connection).
+pub async fn status_on(conn: &Connection, timeout: Duration) -> Option<StatusReport> {
     let ask = async {
         let reply = conn
             .call_method(Some(BUS_NAME), OBJECT_PATH, Some(INTERFACE), "Status", &())
@@ -109,7 +128,7 @@ pub async fn query_status(timeout: Duration) -> Result<Option<StatusReport>> {
         let text: String = reply.body().deserialize()?;
         Ok::<_, zbus::Error>(text)
     };
-    Ok(match tokio::time::timeout(timeout, ask).await {
+    match tokio::time::timeout(timeout, ask).await {
         Ok(Ok(text)) => match serde_json::from_str(&text) {
             Ok(report) => Some(report),
             Err(e) => {
@@ -125,5 +144,5 @@ pub async fn query_status(timeout: Duration) -> Result<Option<StatusReport>> {
             debug!("no daemon status within {timeout:?}");
             None
         }
-    })
+    }
 }

@@ -97,6 +97,15 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl From<Error> for crate::Error {
+    fn from(e: Error) -> Self {
+        crate::Error::Kernel {
+            what: "conntrack",
+            source: Box::new(e),
+        }
+    }
+}
+
 /// One direction of a connection. For ICMP and ICMPv6, which have no ports, `sport`
 /// holds the echo identifier and `dport` `type << 8 | code`, where the kernel keeps
 /// them in its own tuple; protocols without either have zeros.

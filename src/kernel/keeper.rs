@@ -55,6 +55,15 @@ impl Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl From<Error> for crate::Error {
+    fn from(e: Error) -> Self {
+        crate::Error::Kernel {
+            what: "keeping departed addresses",
+            source: Box::new(e),
+        }
+    }
+}
+
 /// The departed addresses still needed: those that some entry with a mark inside
 /// `mark_mask` has as original source while its answers come back to another
 /// address (source NAT: it leaves through another uplink). Entries without our mark

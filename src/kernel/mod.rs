@@ -7,8 +7,10 @@
 //! - [`sysctl`]: the per-interface sysctls we need;
 //! - [`firewall`]: marking and NAT, one trait with an nftables and an iptables backend;
 //! - [`conntrack`]: the connection tracking table over netlink;
-//! - [`keeper`]: departed uplink addresses kept alive for the connections still using them.
+//! - [`keeper`]: departed uplink addresses kept alive for the connections still using them;
+//! - [`cgroup`]: the cgroups of `run --via`.
 
+pub mod cgroup;
 pub mod conntrack;
 pub mod firewall;
 pub mod keeper;

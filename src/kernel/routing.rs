@@ -45,6 +45,8 @@ pub struct RoutingState {
     pub addresses: BTreeMap<String, Vec<IpAddr>>,
     /// The main table's default routes, by output interface: gateway (if any).
     pub main_defaults: BTreeMap<String, Vec<Option<IpAddr>>>,
+    /// The main table's other routes: (destination, output interface).
+    pub main_routes: Vec<(IpNet, String)>,
 }
 
 impl RoutingState {
@@ -100,6 +102,8 @@ impl Routing {
                     .entry(route.oif)
                     .or_default()
                     .push(route.gateway);
+            } else if route.table == MAIN_TABLE {
+                state.main_routes.push((route.dst, route.oif));
             }
         }
         debug!(

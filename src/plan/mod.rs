@@ -3,6 +3,7 @@
 //! or a network.
 
 pub mod ids;
+pub mod ladder;
 pub mod round;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -11,7 +12,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::kernel::firewall::{FirewallPlan, FwUplink, Protocol, Round};
+use crate::kernel::firewall::{Cgroup, FirewallPlan, FwUplink, Protocol, Round};
 use crate::kernel::{Route, Rule, Sysctl};
 #[cfg(test)]
 use crate::model::DeviceRoute;
@@ -31,10 +32,24 @@ pub struct Facts {
     /// Ids already given, so that identity survives every rebalance and restart.
     pub ids: KnownIds,
     /// Tracked connections whose source address was translated: (original source,
-    /// our outbound mark). Read only when an uplink's address departed.
-    pub translated: Vec<(IpAddr, u32)>,
-    /// Every address configured on the machine (our own dummy interface left out).
+    /// our outbound mark). `None` when not read: conntrack is read only while an
+    /// address departed or one we keep belongs to no primary uplink any more.
+    pub translated: Option<Vec<(IpAddr, u32)>>,
+    /// Addresses the last run's uplinks had that no uplink has now.
+    pub departed: BTreeSet<IpAddr>,
+    /// Addresses on our keeper interface now.
+    pub kept: BTreeSet<IpAddr>,
+    /// Every address configured on the machine (our own keeper interface left out).
     pub local: BTreeSet<IpAddr>,
+    /// Every interface's addresses, as the kernel holds them (bound sources).
+    pub addresses: BTreeMap<String, Vec<IpAddr>>,
+    /// The addresses of the policies' host names, resolved for this run (a name
+    /// missing here did not resolve).
+    pub resolved: BTreeMap<String, Vec<IpAddr>>,
+    /// The uids of the user names the policies name.
+    pub users: BTreeMap<String, u32>,
+    /// The cgroups of `run --via` that exist: (interface, cgroup).
+    pub via: Vec<(String, Cgroup)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -92,9 +107,12 @@ pub struct Plan {
     /// Marking and NAT, both families.
     pub firewall: FirewallPlan,
     pub sysctls: Vec<Sysctl>,
-    /// Addresses of departed uplinks to keep on our dummy interface: connections that
-    /// took one as their source and leave through another uplink still use it, and
-    /// the kernel sends from local addresses only.
+    /// Addresses to keep on our keeper interface, so that they stay local whatever
+    /// their uplink does: the primary uplink's (every unbound local socket takes it as
+    /// source, and leaves through any uplink, translated), and departed ones that
+    /// connections through other uplinks still use. The kernel sends from local
+    /// addresses only; a kept copy means the primary leaving costs those connections
+    /// nothing.
     pub keep: Vec<IpAddr>,
     /// Things the user should know (uplinks left out, and why).
     pub warnings: Vec<String>,
@@ -244,14 +262,9 @@ pub fn plan(config: &Config, facts: &Facts) -> Plan {
     routes.sort();
     sysctls.sort();
 
-    let firewall = firewall_plan(&ns, &uplinks, ipv6, exclude, &mut warnings);
-    let marks: BTreeSet<u32> = uplinks.iter().map(|u| u.mark).collect();
-    let keep: BTreeSet<IpAddr> = facts
-        .translated
-        .iter()
-        .filter(|(src, mark)| marks.contains(mark) && !facts.local.contains(src))
-        .map(|(src, _)| *src)
-        .collect();
+    let mut firewall = firewall_plan(&ns, &uplinks, ipv6, exclude, &mut warnings);
+    firewall.ladder = ladder::ladder(config, facts, &uplinks, &firewall.families, &mut warnings);
+    let keep = addresses_to_keep(facts, &uplinks);
     Plan {
         namespace: ns,
         ipv6,
@@ -263,6 +276,52 @@ pub fn plan(config: &Config, facts: &Facts) -> Plan {
         keep: keep.into_iter().collect(),
         warnings,
     }
+}
+
+/// The primary uplink's address in each family where another uplink could carry its
+/// connections, and the departed addresses connections still use (see
+/// [`Plan::keep`]).
+fn addresses_to_keep(facts: &Facts, uplinks: &[PlannedUplink]) -> Vec<IpAddr> {
+    let mut keep = BTreeSet::new();
+    for family in Family::ALL {
+        // What the main table prefers: the lowest metric among all of NetworkManager's
+        // uplinks, balanced or not.
+        let primary = facts
+            .uplinks
+            .iter()
+            .filter_map(|u| u.side(family))
+            .min_by_key(|s| s.metric);
+        if let Some(primary) = primary
+            && uplinks.iter().any(|u| {
+                u.served_side(family)
+                    .is_some_and(|s| s.address != primary.address)
+            })
+        {
+            keep.insert(primary.address);
+        }
+    }
+    let ours: BTreeSet<IpAddr> = facts.uplinks.iter().flat_map(Uplink::addresses).collect();
+    match &facts.translated {
+        Some(translated) => {
+            let marks: BTreeSet<u32> = uplinks.iter().map(|u| u.mark).collect();
+            keep.extend(
+                translated
+                    .iter()
+                    .filter(|(src, mark)| marks.contains(mark) && !ours.contains(src))
+                    .map(|(src, _)| *src),
+            );
+        }
+        // Not read (or not readable): what departed or is kept and is no uplink's stays,
+        // rather than break the connections that may still use it.
+        None => keep.extend(
+            facts
+                .departed
+                .iter()
+                .chain(&facts.kept)
+                .filter(|a| !ours.contains(a)),
+        ),
+    }
+    keep.into_iter().collect()
 }
 
 /// The three rules of an uplink in one family.
@@ -360,6 +419,7 @@ fn firewall_plan(
             .collect(),
         exclude: exclude.into_iter().collect(),
         rounds,
+        ladder: Vec::new(),
     }
 }
 

@@ -437,23 +437,33 @@ fn ipv6_offlink_global_gateway_and_point_to_point() {
     assert!(ppp_default.gateway.is_none() && !ppp_default.onlink);
 }
 
-/// A departed uplink's address is kept while connections marked for a planned uplink
-/// still use it as their translated source; not when it is local again, not for
-/// connections of uplinks that are gone too.
+/// The primary uplink's address (lowest metric: the source of every unbound socket) is
+/// kept whenever another uplink could carry its connections; a departed address while
+/// connections marked for a planned uplink still use it as their translated source, not
+/// once it is an uplink's again, not for connections of uplinks that are gone too.
 #[test]
-fn departed_addresses_in_use_are_kept() {
+fn primary_and_departed_addresses_in_use_are_kept() {
+    let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
     let mut f = facts(vec![uplink("wlan0", 2), uplink("usb0", 3)]);
-    f.local = ["10.0.2.2".parse().unwrap(), "10.0.3.2".parse().unwrap()].into();
-    let gone: IpAddr = "10.0.1.2".parse().unwrap();
     f.ids.kernel = [("wlan0".to_string(), 2), ("usb0".to_string(), 3)].into();
-    f.translated = vec![(gone, 0x0200_0000), (gone, 0x0900_0000)];
-    let p = plan(&Config::default(), &f);
-    assert_eq!(p.keep, [gone]);
-    f.translated = vec![(gone, 0x0900_0000)];
-    assert!(plan(&Config::default(), &f).keep.is_empty());
-    f.translated = vec![(gone, 0x0200_0000)];
-    f.local.insert(gone);
-    assert!(plan(&Config::default(), &f).keep.is_empty());
+    // wlan0 (metric 102) is the primary now; nothing read from conntrack.
+    assert_eq!(plan(&Config::default(), &f).keep, [ip("10.0.2.2")]);
+    // One uplink alone: nothing to translate, nothing to keep.
+    let single = facts(vec![uplink("wlan0", 2)]);
+    assert!(plan(&Config::default(), &single).keep.is_empty());
+    let gone = ip("10.0.1.2");
+    f.departed = [gone].into();
+    f.translated = Some(vec![(gone, 0x0200_0000), (gone, 0x0900_0000)]);
+    assert_eq!(plan(&Config::default(), &f).keep, [gone, ip("10.0.2.2")]);
+    f.translated = Some(vec![(gone, 0x0900_0000)]);
+    assert_eq!(plan(&Config::default(), &f).keep, [ip("10.0.2.2")]);
+    // Conntrack unreadable: what departed stays kept rather than break connections.
+    f.translated = None;
+    assert_eq!(plan(&Config::default(), &f).keep, [gone, ip("10.0.2.2")]);
+    // Back on an uplink: its own again.
+    f.uplinks.push(uplink("eth0", 1));
+    f.translated = Some(vec![(gone, 0x0200_0000)]);
+    assert_eq!(plan(&Config::default(), &f).keep, [gone]);
 }
 
 /// An uplink of any kind: 0 IPv4 only, 1 IPv6 only, 2 dual-stack.
@@ -601,5 +611,206 @@ proptest! {
         let mut rev = ups.clone();
         rev.reverse();
         prop_assert_eq!(plan(&cfg, &facts(ups)), plan(&cfg, &facts(rev)));
+    }
+}
+
+mod ladder {
+    use super::*;
+    use crate::kernel::firewall::{Action, Cgroup, Rung, Why};
+
+    fn rungs(p: &Plan, f: impl Fn(&Why) -> bool) -> Vec<&Rung> {
+        p.firewall.ladder.iter().filter(|r| f(&r.why)).collect()
+    }
+
+    fn mark(p: &Plan, iface: &str) -> u32 {
+        p.uplink(iface).unwrap().mark
+    }
+
+    /// Rung 3: the addresses of every uplink but the primary (lowest metric) are bound
+    /// sources; rung 4: each uplink's name servers, a shared one for the first only.
+    #[test]
+    fn bound_sources_but_the_primary_and_name_servers() {
+        let mut f = facts(vec![
+            uplink("eth0", 1),
+            uplink("wlan0", 2),
+            uplink("usb0", 3),
+        ]);
+        f.uplinks[0].ipv4.as_mut().unwrap().dns = vec![ip("192.0.2.1"), ip("9.9.9.9")];
+        f.uplinks[1].ipv4.as_mut().unwrap().dns = vec![ip("192.0.2.2"), ip("9.9.9.9")];
+        f.addresses.insert(
+            "wlan0".into(),
+            vec![ip("10.0.2.2"), ip("10.0.2.77"), ip("fe80::1")],
+        );
+        let p = plan(&Config::default(), &f);
+        let bound = rungs(&p, |w| matches!(w, Why::BoundSource { .. }));
+        let by: Vec<(String, Vec<String>)> = bound
+            .iter()
+            .map(|r| {
+                let Action::Uplink { iface, .. } = &r.action else {
+                    panic!("{r:?}")
+                };
+                let srcs = r.matches.sources.iter().map(|s| s.to_string()).collect();
+                (iface.clone(), srcs)
+            })
+            .collect();
+        assert_eq!(
+            by,
+            [
+                ("usb0".to_string(), vec!["10.0.3.2/32".to_string()]),
+                (
+                    "wlan0".to_string(),
+                    vec!["10.0.2.2/32".to_string(), "10.0.2.77/32".to_string()]
+                )
+            ]
+        );
+        assert_eq!(rungs(&p, |w| matches!(w, Why::BoundDevice { .. })).len(), 2);
+        let dns = rungs(&p, |w| matches!(w, Why::Dns { .. }));
+        assert_eq!(dns.len(), 2);
+        assert_eq!(dns[0].matches.destinations.len(), 2, "eth0 has both");
+        assert_eq!(
+            dns[1].matches.destinations,
+            [IpNet::host(ip("192.0.2.2"))],
+            "9.9.9.9 is eth0's already"
+        );
+        // The application's choice comes before the network's.
+        let pos = |w: fn(&Why) -> bool| p.firewall.ladder.iter().position(|r| w(&r.why));
+        assert!(
+            pos(|w| matches!(w, Why::BoundSource { .. })) < pos(|w| matches!(w, Why::Dns { .. }))
+        );
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    /// Policies: in order after the rest, failover to the first usable uplink, their
+    /// own rounds over the usable ones, the general round or a drop when none is.
+    #[test]
+    fn policies_follow_health_and_fallback() {
+        let config = parse(
+            "[[policy]]\nname = \"pin\"\nto = [\"198.51.100.0/24\"]\nuplinks = [\"wlan0\", \"conn-eth0\"]\nmode = \"failover\"\n\
+             [[policy]]\nname = \"vpn\"\nto = [\"192.0.2.7\"]\nuplinks = [\"usb0\"]\nfallback = false\n\
+             [[policy]]\nname = \"web\"\nports = [\"443\"]\nuplinks = [\"eth0\", \"usb0\"]\nsticky = \"5m\"\n\
+             [[policy]]\nname = \"lan\"\nto = [\"2001:db8:99::/48\"]\nmode = \"direct\"\n\
+             [[policy]]\nname = \"named\"\nto = [\"gone.example\", \"there.example\"]\nuser = \"nosuchuser\"\n",
+        );
+        let mut f = facts(vec![
+            uplink("eth0", 1),
+            uplink("wlan0", 2),
+            uplink("usb0", 3),
+        ]);
+        f.resolved
+            .insert("there.example".into(), vec![ip("203.0.113.5")]);
+        let p = plan(&config, &f);
+        let policy = |name: &str| -> Vec<&Rung> {
+            rungs(
+                &p,
+                |w| matches!(w, Why::Policy { name: n, .. } if n == name),
+            )
+        };
+        assert_eq!(
+            policy("pin")[0].action,
+            Action::Uplink {
+                iface: "wlan0".into(),
+                mark: mark(&p, "wlan0")
+            }
+        );
+        assert!(
+            matches!(&policy("vpn")[0].action, Action::Balance { members, .. } if members == &[mark(&p, "usb0")]),
+            "{:?}",
+            policy("vpn")
+        );
+        let Action::Balance {
+            rounds,
+            members,
+            sticky,
+        } = &policy("web")[0].action
+        else {
+            panic!()
+        };
+        assert_eq!(members, &[mark(&p, "eth0"), mark(&p, "usb0")]);
+        assert_eq!(*sticky, Some(300));
+        assert_eq!(rounds.len(), 2, "TCP and UDP: ports without a protocol");
+        assert_eq!(policy("web")[0].matches.protocols, [6, 17]);
+        // No IPv6 balancing here: the IPv6-only policy has no rung at all.
+        assert!(policy("lan").is_empty());
+        // A user who does not exist: the policy matches nothing, with a warning.
+        assert!(policy("named").is_empty());
+        assert!(
+            p.warnings.iter().any(|w| w.contains("nosuchuser")),
+            "{:?}",
+            p.warnings
+        );
+        assert!(
+            p.warnings.iter().any(|w| w.contains("gone.example")),
+            "{:?}",
+            p.warnings
+        );
+
+        // wlan0 and usb0 out of balance: failover to eth0, the VPN fails closed, the web
+        // round is eth0 alone.
+        f.health.insert("wlan0".into(), false);
+        f.health.insert("usb0".into(), false);
+        let p2 = plan(&config, &f);
+        let policy2 = |name: &str| -> Action {
+            rungs(
+                &p2,
+                |w| matches!(w, Why::Policy { name: n, .. } if n == name),
+            )[0]
+            .action
+            .clone()
+        };
+        assert_eq!(
+            policy2("pin"),
+            Action::Uplink {
+                iface: "eth0".into(),
+                mark: mark(&p2, "eth0")
+            }
+        );
+        assert_eq!(policy2("vpn"), Action::Drop);
+        let Action::Balance { members, .. } = policy2("web") else {
+            panic!()
+        };
+        assert_eq!(members, [mark(&p2, "eth0")]);
+        // With fallback (the default), no usable uplink means the general round.
+        let general = parse("[[policy]]\nname = \"g\"\nuplinks = [\"usb0\"]\n");
+        let p3 = plan(&general, &f);
+        assert_eq!(p3.firewall.ladder.last().unwrap().action, Action::General);
+        // Policies come after every other rung.
+        let first_policy = p
+            .firewall
+            .ladder
+            .iter()
+            .position(|r| r.policy().is_some())
+            .unwrap();
+        assert!(
+            p.firewall.ladder[first_policy..]
+                .iter()
+                .all(|r| r.policy().is_some())
+        );
+    }
+
+    /// `run --via`: through its uplink even out of balance; dropped once it is gone.
+    #[test]
+    fn run_via_pins_or_fails_closed() {
+        let mut f = facts(vec![uplink("eth0", 1), uplink("wlan0", 2)]);
+        let cg = |iface: &str| Cgroup {
+            path: format!("nm-multiwan/via-{iface}"),
+            id: 7,
+            level: 2,
+        };
+        f.via = vec![("wlan0".into(), cg("wlan0")), ("usb0".into(), cg("usb0"))];
+        f.health.insert("wlan0".into(), false);
+        let p = plan(&Config::default(), &f);
+        let via: Vec<(&Why, &Action)> = p
+            .firewall
+            .ladder
+            .iter()
+            .filter(|r| matches!(r.why, Why::Via { .. }))
+            .map(|r| (&r.why, &r.action))
+            .collect();
+        assert_eq!(via.len(), 2);
+        assert!(matches!(via[0].1, Action::Uplink { iface, .. } if iface == "wlan0"));
+        assert_eq!(via[1].1, &Action::Drop);
     }
 }

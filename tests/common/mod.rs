@@ -3,6 +3,8 @@
 //! namespaces. Everything is observed from outside: traffic and kernel state.
 #![allow(dead_code)]
 
+pub mod daemon;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -20,8 +22,12 @@ pub fn sandbox_script() -> PathBuf {
     repo().join("tests/sandbox/sandbox.sh")
 }
 
+/// The binary under test: this build, or `NMMW_BINARY` (another build, e.g. to
+/// measure what an earlier version did in the same test).
 pub fn binary() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_nm-multiwan"))
+    std::env::var_os("NMMW_BINARY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_nm-multiwan")))
 }
 
 /// What a root-only test says when run without root: it fails, never passes silently.
@@ -88,7 +94,50 @@ fn describe(args: &[&str], o: &Output) -> String {
     )
 }
 
+/// The firewall backend a test runs on. End-to-end tests run on both: a test is written
+/// as `fn name(fw: Fw)` and listed in its file's [`on_both_backends!`] call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fw {
+    Nftables,
+    Iptables,
+}
+
+impl Fw {
+    pub fn name(self) -> &'static str {
+        match self {
+            Fw::Nftables => "nftables",
+            Fw::Iptables => "iptables",
+        }
+    }
+}
+
+/// Generates, for each listed `fn name(fw: Fw)`, the tests `nftables::name` and
+/// `iptables::name`: one body, both backends.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod nftables {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(super::common::Fw::Nftables)
+                }
+            )*
+        }
+        mod iptables {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(super::common::Fw::Iptables)
+                }
+            )*
+        }
+    };
+}
+
 pub struct Options<'a> {
+    /// The firewall backend (`firewall = ...` is put first in the sandbox's config).
+    pub firewall: Fw,
     pub dispatcher: bool,
     pub config: Option<&'a str>,
     pub rate: Option<&'a str>,
@@ -105,6 +154,7 @@ pub struct Options<'a> {
 impl Default for Options<'_> {
     fn default() -> Self {
         Options {
+            firewall: Fw::Nftables,
             dispatcher: true,
             config: None,
             rate: None,
@@ -184,13 +234,16 @@ impl Sandbox {
         if opts.dispatcher {
             cmd.env("SB_DISPATCHER", repo().join("dispatcher.d/90-nm-multiwan"));
         }
-        let mut config_file = None;
-        if let Some(c) = opts.config {
-            let path = std::env::temp_dir().join(format!("{name}-config.toml"));
-            std::fs::write(&path, c).unwrap();
-            cmd.env("SB_CONFIG", &path);
-            config_file = Some(path);
-        }
+        // The backend is chosen first, whatever else the test's config says.
+        let config = format!(
+            "firewall = \"{}\"\n{}",
+            opts.firewall.name(),
+            opts.config.unwrap_or("")
+        );
+        let path = std::env::temp_dir().join(format!("{name}-config.toml"));
+        std::fs::write(&path, config).unwrap();
+        cmd.env("SB_CONFIG", &path);
+        let config_file = Some(path);
         if let Some(r) = opts.rate {
             cmd.env("SB_RATE", r);
         }
@@ -334,12 +387,80 @@ impl Sandbox {
 
     fn snapshot_filtered(&self, keep_route: impl Fn(&str) -> bool) -> String {
         let mut s = self.family_state("-4", "iptables-save", keep_route);
+        s += &self.nft_ruleset();
         s += &self.host_ok(&[
             "sh",
             "-c",
             "for f in /proc/sys/net/ipv4/conf/*/rp_filter /proc/sys/net/ipv4/conf/*/src_valid_mark /proc/sys/net/ipv4/conf/*/arp_ignore /proc/sys/net/ipv4/conf/*/arp_announce; do echo \"$f $(cat $f)\"; done",
         ]);
         s
+    }
+
+    /// The whole nf_tables ruleset (iptables-nft's tables included), counters left
+    /// out.
+    pub fn nft_ruleset(&self) -> String {
+        let mut out = String::new();
+        for line in self.host_ok(&["nft", "list", "ruleset"]).lines() {
+            let line = match line.find("counter packets") {
+                Some(i) => {
+                    let rest = &line[i..];
+                    // "counter packets N bytes M" -> "counter"
+                    let after = rest
+                        .split_whitespace()
+                        .skip(5)
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    format!("{}counter {after}", &line[..i])
+                }
+                None => line.to_string(),
+            };
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Everything our firewall shows, whichever backend: our iptables chains (both
+    /// families) and our nftables table.
+    pub fn firewall_text(&self) -> String {
+        let mut s = String::new();
+        for save in ["iptables-save", "ip6tables-save"] {
+            if let Ok(o) = std::str::from_utf8(&self.host(&[save]).stdout) {
+                s += o;
+            }
+        }
+        let o = self.host(&["nft", "list", "table", "inet", "nm-multiwan"]);
+        if o.status.success() {
+            s += &text(&o);
+        }
+        s
+    }
+
+    /// The marks the IPv4 TCP round gives new connections, whichever backend holds it:
+    /// the uplinks in the balance.
+    pub fn balanced_marks(&self) -> std::collections::BTreeSet<String> {
+        let mut marks = std::collections::BTreeSet::new();
+        for l in text(&self.host(&["iptables-save", "-t", "mangle"])).lines() {
+            if l.starts_with("-A nm-multiwan-tcp")
+                && l.contains("-j MARK")
+                && let Some(m) = l.split("--set-xmark ").nth(1)
+            {
+                marks.insert(m.split('/').next().unwrap_or("").to_string());
+            }
+        }
+        let o = self.host(&["nft", "list", "map", "inet", "nm-multiwan", "round4_tcp"]);
+        if o.status.success() {
+            for chain in text(&o).split("goto to4_").skip(1) {
+                let hex: String = chain
+                    .chars()
+                    .take_while(|c| c.is_ascii_hexdigit())
+                    .collect();
+                if let Ok(m) = u32::from_str_radix(&hex, 16) {
+                    marks.insert(format!("{m:#x}"));
+                }
+            }
+        }
+        marks
     }
 
     /// IPv6 state relevant to us, normalised: every IPv6 rule, the routes in our tables,
@@ -512,4 +633,166 @@ pub fn isp_addr6(k: u32) -> String {
 
 pub fn exists(p: &Path) -> bool {
     p.exists()
+}
+
+/// `nm-multiwan daemon` running in the sandbox's host; killed on drop. On a failing
+/// test its log is printed.
+pub struct Daemon {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(sb: &Sandbox, extra: &[&str]) -> Daemon {
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = sb.work_file(&format!("daemon-{n}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(sandbox_script());
+        cmd.args(["exec", &sb.name, "/usr/bin/nm-multiwan", "-v", "daemon"])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out);
+        let child = cmd.spawn().expect("start the daemon");
+        let d = Daemon { child, log };
+        // Ready once it has reconciled and owns its bus name (or said it cannot).
+        sb.wait_until(15, "the daemon's first reconcile", || {
+            d.log_text().contains("reconciled") || d.log_text().contains("in sync")
+        });
+        d
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(self.pid(), sig) }, 0, "kill {sig}");
+    }
+
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// SIGTERM and wait (at most 10 s) for a clean exit.
+    pub fn stop(mut self) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "daemon ignores SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let text = self.log_text();
+            let lines: Vec<&str> = text.lines().collect();
+            eprintln!("--- daemon log (last 80 lines) ---");
+            for l in &lines[lines.len().saturating_sub(80)..] {
+                eprintln!("{l}");
+            }
+        }
+    }
+}
+
+/// One long-lived connection of a [`Hold`]: the ISP address the server saw, and
+/// whether it kept working to the end.
+#[derive(Debug, Clone)]
+pub struct Held {
+    pub isp: String,
+    pub ok: bool,
+    pub failed_at: Option<f64>,
+    /// The longest an echo took to come back, in seconds.
+    pub max_wait: f64,
+}
+
+/// `client.py hold`: COUNT long-lived connections to an echo server, exercised every
+/// 0.2 s for SECONDS, running in the background while the test does something else.
+pub struct Hold {
+    child: std::process::Child,
+}
+
+impl Hold {
+    /// Starts COUNT connections to `host:port` (IPv4 or IPv6 echo server on 7002).
+    pub fn start(sb: &Sandbox, count: usize, seconds: f64, host: &str) -> Hold {
+        let child = Command::new(sandbox_script())
+            .args(["exec", &sb.name, "python3", &sb.client(), "hold"])
+            .arg(count.to_string())
+            .arg(seconds.to_string())
+            .args([host, "7002"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the hold client");
+        Hold { child }
+    }
+
+    /// Waits for the end; every connection's fate.
+    pub fn finish(self) -> Vec<Held> {
+        let out = self.child.wait_with_output().expect("hold client");
+        let report = String::from_utf8_lossy(&out.stdout);
+        let v: serde_json::Value = serde_json::from_str(report.trim()).unwrap_or_else(|e| {
+            panic!(
+                "hold output {report:?}: {e}; {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        v.as_array()
+            .expect("a list")
+            .iter()
+            .map(|c| Held {
+                isp: normalise_addr(c["isp"].as_str().unwrap_or("")),
+                ok: c["ok"] == true,
+                failed_at: c["failed_at"].as_f64(),
+                max_wait: c["max_wait"].as_f64().unwrap_or(0.0),
+            })
+            .collect()
+    }
+}
+
+/// A server in the sandbox's host answering each connection with the peer address
+/// (`peer_server.py`): on `addr` ("0.0.0.0" for IPv4, "::" for IPv6 only); killed on
+/// drop.
+pub struct Listener(std::process::Child);
+
+impl Listener {
+    pub fn start(sb: &Sandbox, addr: &str, port: u16) -> Listener {
+        let child = Command::new(sandbox_script())
+            .args(["exec-ns", &sb.name, "host", "python3"])
+            .arg(repo().join("tests/sandbox/peer_server.py"))
+            .arg(addr)
+            .arg(port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("peer_server.py");
+        let family = if addr.contains(':') { "-6" } else { "-4" };
+        sb.wait_until(10, "host listener", || {
+            text(&sb.ns("host", &["ss", family, "-ltn"])).contains(&format!(":{port} "))
+        });
+        Listener(child)
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -4,23 +4,59 @@
   client.py which COUNT [HOST [PORT]]
       COUNT sequential connections; each prints the address the server saw
       (i.e. which ISP carried it) or "FAIL <reason>".
+  client.py which COUNT HOST PORT --bind ADDR | --device IFACE
+      the same from a socket bound to a source address or to a device first.
+  client.py udp COUNT HOST PORT [PACKETS]
+      COUNT UDP flows, each from a new socket sending PACKETS datagrams (default 3,
+      like a QUIC handshake); prints the address the server saw, or "FAIL <reason>".
+  client.py dns COUNT SERVER NAME [TYPE]
+      COUNT look-ups of NAME (TYPE A or AAAA) at SERVER, each from a new socket as a
+      stub resolver does; prints the first address answered, "EMPTY", or "FAIL ...".
+  client.py mix ROUNDS RESOLVER HOST [QUIC]
+      a browser-like mix: per round an A and an AAAA look-up at RESOLVER, a QUIC-like
+      UDP flow to HOST:443 (QUIC=0: none) and a TCP connection to HOST:7000, with two
+      long downloads
+      from HOST:7001 running all along; prints one JSON object:
+      {"tcp": [...], "udp": [...], "dns": [...], "downloads": [bytes, ...]}.
   client.py hold COUNT SECONDS [HOST [PORT]]
       COUNT long-lived connections to an echo server that first sends the peer
       address; each is exercised every 0.2 s for SECONDS. Prints one JSON list:
-      [{"isp": "...", "ok": true|false, "failed_at": seconds|null}, ...].
+      [{"isp": "...", "ok": true|false, "failed_at": seconds|null,
+        "max_wait": seconds}, ...]  (max_wait: the longest an echo took to come back).
 """
 import json
+import random
 import socket
+import struct
 import sys
+import threading
 import time
 
 SERVER = "198.51.100.10"
 
 
-def which(count, host, port, timeout=3.0):
+def connect(host, port, timeout, bind=None, device=None):
+    # getaddrinfo, not the bare tuple: it turns "fe80::1%eth0" into an address with
+    # its scope id (connect() would refuse a link-local address without one).
+    family, _, _, _, addr = socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM)[0]
+    s = socket.socket(family, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    if device:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, device.encode())
+    if bind:
+        s.bind((bind, 0))
+    try:
+        s.connect(addr)
+    except OSError:
+        s.close()
+        raise
+    return s
+
+
+def which(count, host, port, timeout=3.0, bind=None, device=None):
     for _ in range(count):
         try:
-            with socket.create_connection((host, port), timeout=timeout) as s:
+            with connect(host, port, timeout, bind, device) as s:
                 s.settimeout(timeout)
                 data = b""
                 while not data.endswith(b"\n"):
@@ -33,6 +69,105 @@ def which(count, host, port, timeout=3.0):
             print(f"FAIL {e}", flush=True)
 
 
+def udp_flow(host, port, packets=3, timeout=2.0):
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        seen = None
+        for _ in range(packets):
+            s.sendto(b"quic-like", (host, port))
+            try:
+                data, _ = s.recvfrom(256)
+                seen = data.decode().strip()
+            except OSError:
+                pass
+        return seen or "FAIL no answer"
+
+
+def dns_query(server, name, qtype="A", timeout=2.0):
+    """One look-up from a new socket; the first address answered."""
+    qid = random.randrange(65536)
+    codes = {"A": 1, "AAAA": 28}
+    q = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    for label in name.rstrip(".").split("."):
+        q += bytes([len(label)]) + label.encode()
+    q += b"\0" + struct.pack(">HH", codes[qtype], 1)
+    family = socket.AF_INET6 if ":" in server else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        try:
+            s.sendto(q, (server, 53))
+            data, _ = s.recvfrom(2048)
+        except OSError as e:
+            return f"FAIL {e}"
+    rid, flags, _, ancount = struct.unpack(">HHHH", data[:8])
+    if rid != qid:
+        return "FAIL wrong id"
+    # Skip the question, then read the answers' data.
+    i = 12
+    while data[i] != 0:
+        i += data[i] + 1
+    i += 5
+    for _ in range(ancount):
+        if data[i] & 0xC0 == 0xC0:
+            i += 2
+        else:
+            while data[i] != 0:
+                i += data[i] + 1
+            i += 1
+        rtype, _, _, rdlen = struct.unpack(">HHIH", data[i:i + 10])
+        i += 10
+        rdata = data[i:i + rdlen]
+        i += rdlen
+        if rtype == 1:
+            return socket.inet_ntop(socket.AF_INET, rdata)
+        if rtype == 28:
+            return socket.inet_ntop(socket.AF_INET6, rdata)
+    return "EMPTY"
+
+
+def download(host, port, seconds, out, slot):
+    try:
+        with socket.create_connection((host, port), timeout=3.0) as s:
+            s.settimeout(1.0)
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                out[slot] += len(chunk)
+    except OSError:
+        pass
+
+
+def mix(rounds, resolver, host, quic=True):
+    result = {"tcp": [], "udp": [], "dns": [], "downloads": [0, 0]}
+    loads = [threading.Thread(target=download, args=(host, 7001, 0.6 * rounds + 2, result["downloads"], k))
+             for k in range(2)]
+    for t in loads:
+        t.start()
+    for _ in range(rounds):
+        result["dns"].append(dns_query(resolver, "probe.test", "A"))
+        result["dns"].append(dns_query(resolver, "probe.test", "AAAA"))
+        if quic:
+            result["udp"].append(udp_flow(host, 443))
+        try:
+            with socket.create_connection((host, 7000), timeout=3.0) as s:
+                s.settimeout(3.0)
+                data = b""
+                while not data.endswith(b"\n"):
+                    chunk = s.recv(256)
+                    if not chunk:
+                        break
+                    data += chunk
+                result["tcp"].append(data.decode().strip() or "FAIL empty reply")
+        except OSError as e:
+            result["tcp"].append(f"FAIL {e}")
+    for t in loads:
+        t.join()
+    print(json.dumps(result), flush=True)
+
+
 def hold(count, seconds, host, port):
     conns = []
     for _ in range(count):
@@ -41,13 +176,15 @@ def hold(count, seconds, host, port):
         isp = b""
         while not isp.endswith(b"\n"):
             isp += s.recv(1)
-        conns.append({"sock": s, "isp": isp.decode().strip(), "ok": True, "failed_at": None})
+        conns.append({"sock": s, "isp": isp.decode().strip(), "ok": True, "failed_at": None,
+                      "max_wait": 0.0})
     start = time.monotonic()
     while time.monotonic() - start < seconds:
         for c in conns:
             if not c["ok"]:
                 continue
             try:
+                sent = time.monotonic()
                 c["sock"].sendall(b"ping\n")
                 got = b""
                 while not got.endswith(b"\n"):
@@ -57,11 +194,13 @@ def hold(count, seconds, host, port):
                     got += chunk
                 if got != b"ping\n":
                     raise OSError(f"unexpected {got!r}")
+                c["max_wait"] = max(c["max_wait"], round(time.monotonic() - sent, 3))
             except OSError:
                 c["ok"] = False
                 c["failed_at"] = round(time.monotonic() - start, 2)
         time.sleep(0.2)
-    print(json.dumps([{k: c[k] for k in ("isp", "ok", "failed_at")} for c in conns]), flush=True)
+    print(json.dumps([{k: c[k] for k in ("isp", "ok", "failed_at", "max_wait")} for c in conns]),
+          flush=True)
 
 
 def main(argv):
@@ -71,7 +210,20 @@ def main(argv):
     if mode == "which":
         host = argv[3] if len(argv) > 3 else SERVER
         port = int(argv[4]) if len(argv) > 4 else 7000
-        which(int(argv[2]), host, port)
+        opts = argv[5:]
+        bind = opts[opts.index("--bind") + 1] if "--bind" in opts else None
+        device = opts[opts.index("--device") + 1] if "--device" in opts else None
+        which(int(argv[2]), host, port, bind=bind, device=device)
+    elif mode == "udp":
+        packets = int(argv[5]) if len(argv) > 5 else 3
+        for _ in range(int(argv[2])):
+            print(udp_flow(argv[3], int(argv[4]), packets), flush=True)
+    elif mode == "dns":
+        qtype = argv[5] if len(argv) > 5 else "A"
+        for _ in range(int(argv[2])):
+            print(dns_query(argv[3], argv[4], qtype), flush=True)
+    elif mode == "mix":
+        mix(int(argv[2]), argv[3], argv[4], len(argv) < 6 or argv[5] != "0")
     elif mode == "hold":
         host = argv[4] if len(argv) > 4 else SERVER
         port = int(argv[5]) if len(argv) > 5 else 7002

@@ -35,6 +35,9 @@
 #                           the uplinks' addresses, routes and links down, and empty
 #                           /run/NetworkManager, so that NetworkManager starts from its profiles
 #                           (keyfiles) and DHCP lease files alone.
+#   lanhost SB K A4 [A6]    Another host on ISP K's LAN: namespace SB-lanK, its eth0 on the ISP's
+#                           bridge with address A4 (e.g. 10.200.1.77/24) and optionally A6
+#                           (e.g. 2001:db8:1::77/64), default routes via the ISP router.
 #   info SB                 key=value lines: work dir, owner, NetworkManager PID, keyfile dir, logs.
 #   list                    Sandboxes that have a work dir or a namespace.
 #   reap                    Destroy every sandbox whose owner (SB_OWNER at create) is gone: what
@@ -91,9 +94,18 @@
 #   inet side 203.0.113.(4K+1), ISP side 203.0.113.(4K+2), which is what the internet sees
 #   (MASQUERADE): isp1 .6, isp2 .10, isp3 .14, isp4 .18, isp5 .22, isp6 .26, isp7 .30, isp8 .34.
 #   Campus: LAN 10.250.0.0/24 gw 10.250.0.1 (port 7000 too), link 203.0.113.36/30, seen as .38.
+#   Name servers: ISP K runs a resolver at 192.0.2.K (campus: 192.0.2.9; on the ISP's lo, routed
+#   by SB-inet through the ISP) that answers only its own customers: queries arriving on its wan
+#   side are dropped, as ISP resolvers commonly do. It answers isp.test with 10.99.0.K and
+#   probe.test with the server's address. DHCP hands it out (option 6); static uplinks carry it
+#   in their keyfile (ipv4.dns), so NetworkManager learns it either way. With SB_IPV6=1 it also
+#   listens on 2001:db8:K:53::1 (campus 2001:db8:250:53::1), handed out by DHCPv6 and router
+#   advertisements (RDNSS), ipv6.dns for static uplinks.
 #   SB-inet: server 198.51.100.10 (on lo): TCP 7000 echoes the peer address and closes (peer_server.py), TCP 7001
 #   streams zeros until the client closes, TCP 7002 sends the peer address then echoes what it
-#   gets (long-lived connections), iperf3 -s on 5201..5208. It routes each LAN
+#   gets (long-lived connections), UDP 7000 and 443 answer each datagram with the peer address
+#   (udp_server.py; QUIC-like flows), iperf3 -s on 5201..5208. More destinations: 198.51.100.11-19
+#   answer TCP and UDP 7010 the same way. It routes each LAN
 #   (10.200.K.0/24, 10.250.0.0/24) back via its ISP, so it can connect INTO the host.
 #   Interfaces in SB-inet are named isp1..isp8/campus; in SB-ispK: wan, br0, and one bridge port
 #   per host uplink named like the host interface. ISPs filter strictly (rp_filter=1): a packet
@@ -102,7 +114,8 @@
 # PRIVATE MOUNTS (in SB-host only, nothing on the real filesystem changes): /run (WORK/run),
 #   /var/lib/NetworkManager, /etc/NetworkManager/dispatcher.d (WORK/dispatcher.d),
 #   /etc/nm-multiwan (WORK/etc-nm-multiwan) through an overlay on /etc, /usr/bin overlay with
-#   SB_BINARY, read-only /sys (NetworkManager without udev), the bus's nm-dispatcher service
+#   SB_BINARY, read-only /sys (NetworkManager without udev) with cgroup2 on /sys/fs/cgroup, the
+#   bus's nm-dispatcher service
 #   file (--debug), and for NetworkManager alone the devices' rp_filter files (SB_RP_FILTER).
 #
 # ADDRESSES (IPv6, with SB_IPV6=1)
@@ -222,7 +235,7 @@ owner_alive() { # owner_alive WORK: WORK/owner ("PID STARTTIME") names a live pr
 all_ns() {
     local k
     printf '%s\n' "$1-host" "$1-inet" "$1-campus"
-    for k in 1 2 3 4 5 6 7 8; do printf '%s\n' "$1-isp$k"; done
+    for k in 1 2 3 4 5 6 7 8; do printf '%s\n' "$1-isp$k" "$1-lan$k"; done
 }
 
 # The private mount namespace is entered through the private dbus-daemon (HOST_PID), which
@@ -384,6 +397,10 @@ setup_upstream() { # setup_upstream NAME: namespace, link to inet, bridge, NAT, 
     ip -n "$ns" link set wan up
     ip -n "$ns" route add default via "$a_inet"
     ip -n "$SB-inet" route add "$lan.0/24" via "$a_up"
+    # The ISP's resolver, beyond its gateway, for its own customers only.
+    ip -n "$ns" addr add "192.0.2.$k/32" dev lo
+    ip -n "$SB-inet" route add "192.0.2.$k/32" via "$a_up"
+    ip netns exec "$ns" iptables -A INPUT -i wan -d "192.0.2.$k" -j DROP
     ip -n "$ns" link add br0 type bridge forward_delay 0 stp_state 0
     ip -n "$ns" addr add "$lan.1/24" dev br0
     ip -n "$ns" link set br0 up
@@ -403,6 +420,14 @@ setup_upstream() { # setup_upstream NAME: namespace, link to inet, bridge, NAT, 
             shape "$ns" "${U_IFACE[$i]}" "ifb$i"
         fi
     done
+    local dns_listen=(--listen-address="192.0.2.$k")
+    if [ "${SB_IPV6:-0}" = 1 ]; then
+        dns_listen+=(--listen-address="$(up_lan6 "$up"):53::1")
+    fi
+    spawn "$ns" "dns-$up" dnsmasq --keep-in-foreground --conf-file=/dev/null --port=53 \
+        --no-resolv --no-hosts --user=root --group=root --bind-interfaces "${dns_listen[@]}" \
+        --no-dhcp-interface=lo --address=/isp.test/"10.99.0.$k" --address=/probe.test/"$SERVER" \
+        --pid-file= --log-facility=- --log-queries
     if [ "$dhcp" = 1 ]; then
         local v6=()
         if [ "${SB_IPV6:-0}" = 1 ]; then
@@ -413,11 +438,12 @@ setup_upstream() { # setup_upstream NAME: namespace, link to inet, bridge, NAT, 
             else
                 v6=(--enable-ra --dhcp-range=::100,::1ff,constructor:br0,64,1h)
             fi
+            v6+=(--dhcp-option=option6:dns-server,"[$(up_lan6 "$up"):53::1]")
         fi
         spawn "$ns" "dnsmasq-$up" dnsmasq --keep-in-foreground --conf-file=/dev/null --port=0 \
             --no-resolv --no-hosts --user=root --group=root --interface=br0 --bind-interfaces \
             --dhcp-authoritative --no-ping --dhcp-range="$lan.100,$lan.150,255.255.255.0,1h" \
-            --dhcp-option=3,"$lan.1" --dhcp-leasefile="$W/dnsmasq-$up.leases" --pid-file= \
+            --dhcp-option=3,"$lan.1" --dhcp-option=6,"192.0.2.$k" --dhcp-leasefile="$W/dnsmasq-$up.leases" --pid-file= \
             --log-facility=- --log-dhcp "${v6[@]}"
     fi
     spawn "$ns" "echo-$up" python3 "$SELF_DIR/peer_server.py" "$lan.1" 7000
@@ -446,6 +472,9 @@ setup_upstream6() { # setup_upstream6 NAME: IPv6 on the upstream's links, NAT66,
     # Unknown multicast (neighbour solicitations) is flooded, querier or not.
     ip -n "$ns" link set br0 type bridge mcast_snooping 0
     ip -n "$ns" addr add "$lan6::1/64" dev br0 nodad
+    ip -n "$ns" addr add "$lan6:53::1/128" dev lo nodad
+    ip -n "$SB-inet" -6 route add "$lan6:53::/64" via "2001:db8:ff:$k::2"
+    ip netns exec "$ns" ip6tables -A INPUT -i wan -d "$lan6:53::1" -j DROP
     ip netns exec "$ns" ip6tables -t nat -A POSTROUTING -o wan -j MASQUERADE
     ip netns exec "$ns" ip6tables -A FORWARD -i br0 ! -s "$lan6::/64" -j DROP
     ip netns exec "$ns" ip6tables -A INPUT -i br0 -s "$lan6::/64" -j ACCEPT
@@ -510,7 +539,7 @@ write_keyfile() { # write_keyfile INDEX
             "${U_ID[$i]}" "$(cat /proc/sys/kernel/random/uuid)" "${U_IFACE[$i]}" "$ac"
         printf '[ethernet]\n\n[ipv4]\n'
         if [ "${U_KIND[$i]}" = static ]; then
-            printf 'method=manual\naddress1=%s.%s/24,%s.1\n' "$lan" "${U_HOST[$i]}" "$lan"
+            printf 'method=manual\naddress1=%s.%s/24,%s.1\ndns=192.0.2.%s;\n' "$lan" "${U_HOST[$i]}" "$lan" "$(up_idx "$up")"
         else
             printf 'method=auto\n'
         fi
@@ -524,7 +553,7 @@ write_keyfile() { # write_keyfile INDEX
             printf 'may-fail=false\n\n[ipv6]\nmay-fail=false\n'
             [ "${SB_ROUTE_METRIC:-fixed}" != fixed ] || printf 'route-metric=%s\n' $((100 + i))
             if [ "${U_KIND[$i]}" = static ]; then
-                printf 'method=manual\naddress1=%s::2/64,%s::1\n' "$(up_lan6 "$up")" "$(up_lan6 "$up")"
+                printf 'method=manual\naddress1=%s::2/64,%s::1\ndns=%s:53::1;\n' "$(up_lan6 "$up")" "$(up_lan6 "$up")" "$(up_lan6 "$up")"
             else
                 printf 'method=auto\n'
             fi
@@ -570,6 +599,9 @@ nm_inner() {
     mount --bind "$w/var-lib-NetworkManager" /var/lib/NetworkManager
     # Without udev NetworkManager manages devices only when /sys is read-only (README.md here).
     mount -o remount,bind,ro /sys
+    # `ip netns exec` gave us a sysfs of our own, without the cgroup2 file system below it:
+    # mounted again (the same hierarchy), for `nm-multiwan run --via`.
+    mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null || true
     # nm-dispatcher, D-Bus-activated, would log to a syslog that isn't there: have the bus start
     # it with --debug and its output (and that of the scripts it runs) in WORK/nm-dispatcher.log.
     svc=/usr/share/dbus-1/system-services/org.freedesktop.nm_dispatcher.service
@@ -711,9 +743,20 @@ cmd_create() {
     spawn "$SB-inet" echo-inet python3 "$SELF_DIR/peer_server.py" "$SERVER" 7000
     spawn "$SB-inet" hold-inet python3 "$SELF_DIR/peer_server.py" "$SERVER" 7002 --echo
     spawn "$SB-inet" zero-inet socat -U TCP-LISTEN:7001,bind="$SERVER",fork,reuseaddr OPEN:/dev/zero
+    spawn "$SB-inet" udp-inet python3 "$SELF_DIR/udp_server.py" "$SERVER" 7000 443
+    # More destinations (198.51.100.11-19), for what tells destinations apart.
+    local more=''
+    for k in 11 12 13 14 15 16 17 18 19; do
+        ip -n "$SB-inet" addr add "198.51.100.$k/32" dev lo
+        more="$more${more:+,}198.51.100.$k"
+    done
+    spawn "$SB-inet" echo-more python3 "$SELF_DIR/peer_server.py" 0.0.0.0 7010
+    spawn "$SB-inet" udp-more python3 "$SELF_DIR/udp_server.py" "$more" 7010
     if [ "${SB_IPV6:-0}" = 1 ]; then
         spawn "$SB-inet" echo6-inet python3 "$SELF_DIR/peer_server.py" "$SERVER6" 7000
         spawn "$SB-inet" zero6-inet socat -U TCP6-LISTEN:7001,bind="[$SERVER6]",fork,reuseaddr OPEN:/dev/zero
+        spawn "$SB-inet" hold6-inet python3 "$SELF_DIR/peer_server.py" "$SERVER6" 7002 --echo
+        spawn "$SB-inet" udp6-inet python3 "$SELF_DIR/udp_server.py" "$SERVER6" 7000 443
     fi
     for k in 1 2 3 4 5 6 7 8; do
         spawn "$SB-inet" "iperf3-520$k" iperf3 -s -B "$SERVER" -p "520$k"
@@ -739,7 +782,11 @@ managed=1
 
 [connectivity]
 enabled=false
+
 EOF
+    # What the packages install into NetworkManager's conf.d (the sandbox's NetworkManager
+    # reads this one file only).
+    cat "$SELF_DIR/../../packaging/NetworkManager/90-nm-multiwan.conf" >>"$W/NetworkManager.conf"
     for i in "${!U_IFACE[@]}"; do
         write_keyfile "$i"
     done
@@ -790,11 +837,16 @@ EOF
         wait_until 5 listening "$SB-inet" tcp "$k" || die "no server on $SERVER:$k in $SB-inet; see $W/log/"
     done
     if [ "${SB_IPV6:-0}" = 1 ]; then
-        for k in 7000 7001; do
+        for k in 7000 7001 7002; do
             wait_until 5 listening "$SB-inet" tcp "$k" 6 || die "no server on [$SERVER6]:$k in $SB-inet; see $W/log/"
         done
     fi
+    for k in 7000 443 7010; do
+        wait_until 5 listening "$SB-inet" udp "$k" || die "no UDP server on port $k in $SB-inet; see $W/log/"
+    done
+    wait_until 5 listening "$SB-inet" tcp 7010 || die "no server on port 7010 in $SB-inet; see $W/log/"
     for up in $ups; do
+        wait_until 5 listening "$SB-$up" udp 53 || die "no resolver in $SB-$up; see $W/log/dns-$up.log"
         wait_until 5 listening "$SB-$up" tcp 7000 || die "no server on port 7000 in $SB-$up; see $W/log/"
         if [ "${SB_IPV6:-0}" = 1 ]; then
             wait_until 5 listening "$SB-$up" tcp 7000 6 || die "no IPv6 server on port 7000 in $SB-$up; see $W/log/"
@@ -940,6 +992,32 @@ cmd_restart_nm() { # cmd_restart_nm [--reboot] SB [TIMEOUT]
     say "NetworkManager of '$sb' restarted (pid $old -> $NM_PID)"
 }
 
+cmd_lanhost() { # cmd_lanhost SB K ADDR4/PREFIX [ADDR6/PREFIX]
+    local sb=$1 k=$2 a4=$3 a6=${4:-} ns up
+    check_name "$sb"
+    need_root
+    case "$k" in [1-8]) ;; *) die "lanhost: K must be 1..8, got '$k'" ;; esac
+    up="$sb-isp$k"
+    ns="$sb-lan$k"
+    ns_exists "$up" || die "lanhost: no ISP $k in sandbox '$sb'"
+    ! ns_exists "$ns" || die "lanhost: $ns exists"
+    ip netns add "$ns"
+    ip -n "$ns" link set lo up
+    ip -n "$up" link add "lanhost" type veth peer name eth0 netns "$ns"
+    ip -n "$up" link set lanhost master br0
+    ip -n "$up" link set lanhost up
+    ip -n "$ns" addr add "$a4" dev eth0
+    ip -n "$ns" link set eth0 up
+    ip -n "$ns" route add default via "10.200.$k.1"
+    if [ -n "$a6" ]; then
+        ip netns exec "$ns" sysctl -qw net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.eth0.disable_ipv6=0 \
+            net.ipv6.conf.eth0.accept_ra=0
+        ip -n "$ns" addr add "$a6" dev eth0 nodad
+        ip -n "$ns" -6 route add default via "$(up_lan6 "isp$k")::1"
+    fi
+    say "LAN host $ns on ISP $k: $a4 ${a6}"
+}
+
 cmd_info() {
     local sb=$1 w="$SB_ROOT/$1"
     check_name "$sb"
@@ -960,7 +1038,7 @@ cmd_info() {
 
 cmd_list() {
     { ls "$SB_ROOT" 2>/dev/null || true; ip netns list 2>/dev/null | awk '{print $1}' |
-        sed -n 's/^\([A-Za-z0-9_]*\)-\(host\|inet\|campus\|isp[1-8]\)$/\1/p'; } | sort -u
+        sed -n 's/^\([A-Za-z0-9_]*\)-\(host\|inet\|campus\|isp[1-8]\|lan[1-8]\)$/\1/p'; } | sort -u
 }
 
 cmd_reap() {
@@ -1020,6 +1098,10 @@ main() {
         restart-nm)
             { [ "$#" -ge 1 ] && [ "$#" -le 3 ]; } || die "usage: $0 restart-nm [--reboot] SB [TIMEOUT]"
             cmd_restart_nm "$@"
+            ;;
+        lanhost)
+            { [ "$#" -ge 3 ] && [ "$#" -le 4 ]; } || die "usage: $0 lanhost SB K ADDR4/PREFIX [ADDR6/PREFIX]"
+            cmd_lanhost "$@"
             ;;
         info)
             [ "$#" = 1 ] || die "usage: $0 info SB"

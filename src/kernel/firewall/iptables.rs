@@ -25,7 +25,9 @@ use std::sync::Mutex;
 
 use tracing::debug;
 
-use super::{Backend, Counters, Firewall, FirewallPlan, Protocol};
+use super::{
+    Action, Backend, Counters, Firewall, FirewallPlan, Matches, Protocol, RoundOf, StickyEntry,
+};
 use crate::error::{Error, Result};
 use crate::model::Family;
 
@@ -34,7 +36,7 @@ pub const PRE_CHAIN: &str = "nm-multiwan-pre";
 pub const NAT_CHAIN: &str = "nm-multiwan-nat";
 
 /// Bumped whenever the rendering changes, so that an upgrade rebuilds the chains.
-const RENDERING: u32 = 2;
+const RENDERING: u32 = 3;
 
 /// (table, built-in chain, our chain) for every jump we own.
 const JUMPS: [(&str, &str, &str); 3] = [
@@ -47,12 +49,241 @@ fn round_chain(p: Protocol) -> String {
     format!("nm-multiwan-{}", p.name())
 }
 
+/// A policy's chain: its action.
+fn policy_chain(index: usize) -> String {
+    format!("nm-multiwan-p{index}")
+}
+
+/// One of a policy's rounds.
+fn policy_round_chain(index: usize, p: Protocol) -> String {
+    format!("nm-multiwan-p{index}-{}", p.name())
+}
+
+/// The `recent` list remembering a policy's sticky destinations of one uplink.
+fn sticky_list(family: Family, index: usize, mark: u32) -> String {
+    let f = match family {
+        Family::V4 => 4,
+        Family::V6 => 6,
+    };
+    format!("nmmw{f}-p{index}-{mark:08x}")
+}
+
+/// The policy index (and round protocol) of a policy chain's name.
+fn parse_policy_chain(chain: &str) -> Option<(usize, Option<Protocol>)> {
+    let rest = chain.strip_prefix("nm-multiwan-p")?;
+    let (index, protocol) = match rest.split_once('-') {
+        Some((i, p)) => (i, Some(Protocol::ALL.into_iter().find(|x| x.name() == p)?)),
+        None => (rest, None),
+    };
+    if index.is_empty() || !index.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    Some((index.parse().ok()?, protocol))
+}
+
 /// Every chain name we ever create (flush removes all of them).
 fn is_ours(chain: &str) -> bool {
     chain == OUT_CHAIN
         || chain == PRE_CHAIN
         || chain == NAT_CHAIN
         || Protocol::ALL.iter().any(|p| chain == round_chain(*p))
+        || parse_policy_chain(chain).is_some()
+}
+
+/// The protocol as iptables names it in `family`.
+fn protocol_arg(p: u8, family: Family) -> String {
+    match (p, family) {
+        (58, Family::V6) => "ipv6-icmp".into(),
+        _ => crate::config::policy::PROTOCOLS
+            .iter()
+            .find(|(name, n)| *n == p && *name != "icmpv6")
+            .map_or_else(|| p.to_string(), |(name, _)| name.to_string()),
+    }
+}
+
+/// A rung's matches as iptables arguments: one string per rule (a list of sources,
+/// destinations, protocols or more than 15 ports becomes several rules).
+fn match_variants(m: &Matches, family: Family) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let cross = |out: Vec<String>, parts: Vec<String>| -> Vec<String> {
+        if parts.is_empty() {
+            return out;
+        }
+        out.iter()
+            .flat_map(|o| parts.iter().map(move |p| format!("{o}{p}")))
+            .collect()
+    };
+    if let Some(cg) = &m.cgroup {
+        out = cross(out, vec![format!("-m cgroup --path {} ", cg.path)]);
+    }
+    if let Some(oif) = &m.oif {
+        out = cross(out, vec![format!("-o {oif} ")]);
+    }
+    if let Some(uid) = m.uid {
+        out = cross(out, vec![format!("-m owner --uid-owner {uid} ")]);
+    }
+    out = cross(out, m.sources.iter().map(|n| format!("-s {n} ")).collect());
+    out = cross(
+        out,
+        m.destinations.iter().map(|n| format!("-d {n} ")).collect(),
+    );
+    out = cross(
+        out,
+        m.protocols
+            .iter()
+            .map(|p| format!("-p {} ", protocol_arg(*p, family)))
+            .collect(),
+    );
+    // multiport takes 15 ports, a range counting as two.
+    let mut chunks: Vec<Vec<String>> = Vec::new();
+    let mut used = 15;
+    for &(a, b) in &m.ports {
+        let (text, cost) = if a == b {
+            (a.to_string(), 1)
+        } else {
+            (format!("{a}:{b}"), 2)
+        };
+        if used + cost > 15 {
+            chunks.push(Vec::new());
+            used = 0;
+        }
+        used += cost;
+        chunks.last_mut().expect("a chunk").push(text);
+    }
+    cross(
+        out,
+        chunks
+            .iter()
+            .map(|c| format!("-m multiport --dports {} ", c.join(",")))
+            .collect(),
+    )
+}
+
+/// The rules of the policies' and marking chains of one family, and the rules of the
+/// output chain for rungs 3 to 5.
+fn render_ladder(
+    p: &FirewallPlan,
+    family: Family,
+    out: &mut Vec<String>,
+    chains: &mut Vec<(String, Vec<String>)>,
+) {
+    let m = p.mark_mask;
+    let o = OUT_CHAIN;
+    let save = format!("-j CONNMARK --save-mark --nfmask {m:#x} --ctmask {m:#x}");
+    // What an action does, as the rules of `chain` for the packets `when` selects:
+    // marking is MARK, CONNMARK and RETURN (back to OUTPUT: the output chain is jumped
+    // to, the policies' chains reached by goto), no chain per uplink, so that uplinks
+    // coming and going never reorder our chains.
+    let act = |chain: &str, when: &str, action: &Action| -> Vec<String> {
+        match action {
+            Action::Uplink { mark, .. } => vec![
+                format!("-A {chain} {when}-j MARK --set-xmark {mark:#x}/{m:#x}"),
+                format!("-A {chain} {when}{save}"),
+                format!("-A {chain} {when}-j RETURN"),
+            ],
+            Action::Drop => vec![format!("-A {chain} {when}-j DROP")],
+            Action::Direct => vec![format!("-A {chain} {when}-j RETURN")],
+            Action::General | Action::Balance { .. } => Vec::new(),
+        }
+    };
+    for rung in p.ladder_of(family) {
+        let variants = match_variants(&rung.matches, family);
+        let Some(index) = rung.policy() else {
+            for v in &variants {
+                out.extend(act(o, v, &rung.action));
+            }
+            continue;
+        };
+        let chain = policy_chain(index);
+        for v in &variants {
+            out.push(format!("-A {o} {v}-g {chain}"));
+        }
+        let mut rules = Vec::new();
+        match &rung.action {
+            Action::General => {
+                for r in p.rounds_of(family) {
+                    rules.push(match r.protocol {
+                        Protocol::Tcp => {
+                            format!("-A {chain} -p tcp -j {}", round_chain(r.protocol))
+                        }
+                        Protocol::Udp => {
+                            format!("-A {chain} -p udp -j {}", round_chain(r.protocol))
+                        }
+                        Protocol::Other => format!(
+                            "-A {chain} -m mark --mark 0x0/{m:#x} -j {}",
+                            round_chain(r.protocol)
+                        ),
+                    });
+                }
+                rules.push(format!("-A {chain} -m mark ! --mark 0x0/{m:#x} {save}"));
+            }
+            Action::Balance {
+                rounds,
+                members,
+                sticky,
+            } => {
+                if let Some(secs) = sticky {
+                    for &mark in members {
+                        rules.push(format!(
+                            "-A {chain} -m mark --mark 0x0/{m:#x} -m recent --update --seconds {secs} --reap --name {} --mask {} --rdest -j MARK --set-xmark {mark:#x}/{m:#x}",
+                            sticky_list(family, index, mark),
+                            full_mask(family),
+                        ));
+                    }
+                    rules.push(format!("-A {chain} -m mark ! --mark 0x0/{m:#x} {save}"));
+                    rules.push(format!("-A {chain} -m mark ! --mark 0x0/{m:#x} -j RETURN"));
+                }
+                for r in rounds {
+                    let rc = policy_round_chain(index, r.protocol);
+                    rules.push(match r.protocol {
+                        Protocol::Tcp => format!("-A {chain} -p tcp -g {rc}"),
+                        Protocol::Udp => format!("-A {chain} -p udp -g {rc}"),
+                        Protocol::Other => format!("-A {chain} -g {rc}"),
+                    });
+                    let mut rr = nth_rules(&rc, &r.slots, m);
+                    if sticky.is_some() {
+                        for &mark in members {
+                            rr.push(format!(
+                                "-A {rc} -m mark --mark {mark:#x}/{m:#x} -m recent --set --name {} --mask {} --rdest",
+                                sticky_list(family, index, mark),
+                                full_mask(family)
+                            ));
+                        }
+                    }
+                    rr.push(format!("-A {rc} {save}"));
+                    chains.push((rc, rr));
+                }
+            }
+            action => rules.extend(act(&chain, "", action)),
+        }
+        chains.push((chain, rules));
+    }
+}
+
+/// The mask `recent` prints for a whole address (what iptables-save shows).
+fn full_mask(family: Family) -> &'static str {
+    match family {
+        Family::V4 => "255.255.255.255",
+        Family::V6 => "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+    }
+}
+
+/// An exact nth round in `chain`: slot k marks the k-th of every `slots.len()` packets
+/// that reach it.
+fn nth_rules(chain: &str, slots: &[u32], m: u32) -> Vec<String> {
+    let every = slots.len();
+    slots
+        .iter()
+        .enumerate()
+        .map(|(k, mark)| {
+            let nth = if every > 1 {
+                format!("-m statistic --mode nth --every {every} --packet {k} ")
+            } else {
+                String::new()
+            };
+            format!("-A {chain} {nth}-j MARK --set-xmark {mark:#x}/{m:#x}")
+        })
+        .collect()
 }
 
 /// The nft family name of a family's iptables tables (for removing empty ones).
@@ -203,6 +434,8 @@ fn render_family(p: &FirewallPlan, family: Family, fingerprint: &str) -> Rendere
         o.push(format!("-A {out} -d {net} -j RETURN"));
     }
     let mut mangle = Vec::new();
+    let mut ladder_chains = Vec::new();
+    render_ladder(p, family, &mut o, &mut ladder_chains);
     for round in p.rounds_of(family) {
         let chain = round_chain(round.protocol);
         o.push(match round.protocol {
@@ -211,22 +444,10 @@ fn render_family(p: &FirewallPlan, family: Family, fingerprint: &str) -> Rendere
             // What no round of its own took.
             Protocol::Other => format!("-A {out} -m mark --mark 0x0/{m:#x} -j {chain}"),
         });
-        let every = round.slots.len();
-        let rules = round
-            .slots
-            .iter()
-            .enumerate()
-            .map(|(k, mark)| {
-                let nth = if every > 1 {
-                    format!("-m statistic --mode nth --every {every} --packet {k} ")
-                } else {
-                    String::new()
-                };
-                format!("-A {chain} {nth}-j MARK --set-xmark {mark:#x}/{m:#x}")
-            })
-            .collect();
+        let rules = nth_rules(&chain, &round.slots, m);
         mangle.push((chain, rules));
     }
+    mangle.extend(ladder_chains);
     o.push(format!(
         "-A {out} -m mark ! --mark 0x0/{m:#x} -j CONNMARK --save-mark --nfmask {m:#x} --ctmask {m:#x}"
     ));
@@ -256,8 +477,9 @@ fn render_family(p: &FirewallPlan, family: Family, fingerprint: &str) -> Rendere
     ));
     mangle.insert(1, (PRE_CHAIN.to_string(), r));
 
-    let nat = p
-        .uplinks_of(family)
+    let ups: Vec<_> = p.uplinks_of(family).collect();
+    let mut nat: Vec<String> = ups
+        .iter()
         .map(|u| {
             format!(
                 "-A {NAT_CHAIN} -o {} -m mark --mark {:#x}/{m:#x} -j MASQUERADE",
@@ -265,6 +487,17 @@ fn render_family(p: &FirewallPlan, family: Family, fingerprint: &str) -> Rendere
             )
         })
         .collect();
+    // A connection that left through another uplink than its mark's (a socket bound to
+    // that device) takes that uplink's mark: its replies then pass the reverse-path
+    // filter there.
+    for u in &ups {
+        for other in ups.iter().filter(|o| o.mark != u.mark) {
+            nat.push(format!(
+                "-A {NAT_CHAIN} -o {} -m mark --mark {:#x}/{m:#x} -j CONNMARK --set-xmark {:#x}/{m:#x}",
+                u.iface, other.mark, u.mark
+            ));
+        }
+    }
     Rendered { mangle, nat }
 }
 
@@ -584,7 +817,15 @@ impl Firewall for Iptables {
                 if saved.holds(&r, &fp) {
                     continue;
                 }
-                tables.restore(&Tables::full_batch(&r, &saved))?;
+                let mut batch = Tables::full_batch(&r, &saved);
+                if super::fault_injected() {
+                    batch = batch.replacen(
+                        "COMMIT\n",
+                        &format!("-A {OUT_CHAIN} -j nm-multiwan-missing\nCOMMIT\n"),
+                        1,
+                    );
+                }
+                tables.restore(&batch)?;
                 created.extend(
                     ["mangle", "nat"]
                         .into_iter()
@@ -604,15 +845,16 @@ impl Firewall for Iptables {
         Ok(created)
     }
 
-    fn flush(&self, created: &BTreeSet<String>) -> Result<()> {
+    fn flush(&self, created: &BTreeSet<String>) -> Result<BTreeSet<String>> {
+        let mut created = created.clone();
         for family in Family::ALL {
             let saved = self.dump_lenient(family)?;
             if saved.has_any() {
                 self.of(family).flush_chains(&saved)?;
             }
-            self.remove_created(family, &mut created.clone())?;
+            self.remove_created(family, &mut created)?;
         }
-        Ok(())
+        Ok(created)
     }
 
     fn counters(&self) -> Result<Counters> {
@@ -621,8 +863,25 @@ impl Firewall for Iptables {
             let Ok(saved) = self.of(family).dump_counters() else {
                 continue;
             };
-            for p in Protocol::ALL {
-                for (packets, rule) in saved.rules.get(&round_chain(p)).into_iter().flatten() {
+            for (chain, rules) in &saved.rules {
+                let round = match parse_policy_chain(chain) {
+                    Some((index, Some(p))) => Some((RoundOf::Policy(index), p)),
+                    _ => Protocol::ALL
+                        .into_iter()
+                        .find(|p| *chain == round_chain(*p))
+                        .map(|p| (RoundOf::General, p)),
+                };
+                let marking = round.is_some();
+                for (packets, rule) in rules {
+                    if chain == OUT_CHAIN
+                        && let Some(target) = rule.split(" -g ").nth(1)
+                        && let Some((index, None)) = parse_policy_chain(target.trim())
+                    {
+                        *out.hits.entry(index).or_default() += packets;
+                    }
+                    if !marking {
+                        continue;
+                    }
                     let mark = rule
                         .split("--set-xmark ")
                         .nth(1)
@@ -630,10 +889,58 @@ impl Firewall for Iptables {
                         .and_then(parse_hex);
                     if let Some(mark) = mark {
                         *out.placed.entry((family, mark)).or_default() += packets;
+                        // Every packet reaching a round matches exactly one of its slots.
+                        if let Some((of, p)) = round {
+                            *out.dealt.entry((of, family, p)).or_default() += packets;
+                        }
                     }
                 }
             }
         }
+        Ok(out)
+    }
+
+    fn sticky(&self, p: &FirewallPlan) -> Result<Vec<StickyEntry>> {
+        let mut out = Vec::new();
+        let Some(clock) = recent::Clock::now() else {
+            return Ok(out);
+        };
+        for rung in &p.ladder {
+            let (
+                Some(index),
+                Action::Balance {
+                    members,
+                    sticky: Some(secs),
+                    ..
+                },
+            ) = (rung.policy(), &rung.action)
+            else {
+                continue;
+            };
+            for &mark in members {
+                let name = sticky_list(rung.family, index, mark);
+                let Ok(text) = std::fs::read_to_string(format!("/proc/net/xt_recent/{name}"))
+                else {
+                    continue;
+                };
+                for (destination, last_seen) in recent::parse(&text) {
+                    let age = clock.age(last_seen);
+                    if age < *secs {
+                        out.push(StickyEntry {
+                            policy: index,
+                            destination,
+                            mark,
+                            expires_in: secs - age,
+                        });
+                    }
+                }
+            }
+        }
+        // A destination remembered for two uplinks (one stale): the freshest counts.
+        out.sort_by(|a, b| {
+            (a.policy, a.destination, b.expires_in).cmp(&(b.policy, b.destination, a.expires_in))
+        });
+        out.dedup_by(|a, b| a.policy == b.policy && a.destination == b.destination);
         Ok(out)
     }
 
@@ -680,6 +987,76 @@ impl Iptables {
             }
         }
         Ok(())
+    }
+}
+
+/// The `recent` match's lists, as /proc/net/xt_recent shows them (times in jiffies).
+mod recent {
+    use std::net::IpAddr;
+
+    /// `(address, last seen)` of every entry of a list.
+    pub fn parse(text: &str) -> Vec<(IpAddr, u64)> {
+        text.lines()
+            .filter_map(|l| {
+                let addr = l.strip_prefix("src=")?.split_whitespace().next()?;
+                let last = l.split("last_seen: ").nth(1)?.split_whitespace().next()?;
+                Some((addr.parse().ok()?, last.parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// The kernel's jiffies now, and how many make a second.
+    pub struct Clock {
+        jiffies: u64,
+        hz: u64,
+    }
+
+    impl Clock {
+        /// From /proc/timer_list (root only, as the lists are): jiffies start at
+        /// 2^32 - 300 * HZ on a 64-bit kernel, so one reading of the monotonic clock and
+        /// of jiffies gives HZ.
+        pub fn now() -> Option<Clock> {
+            let text = std::fs::read_to_string("/proc/timer_list").ok()?;
+            let ns: u64 = text.lines().find_map(|l| {
+                l.strip_prefix("now at ")?
+                    .split_whitespace()
+                    .next()?
+                    .parse()
+                    .ok()
+            })?;
+            let jiffies: u64 = text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("jiffies: ")?.trim().parse().ok())?;
+            Some(Clock {
+                jiffies,
+                hz: hz_of(jiffies, ns),
+            })
+        }
+
+        /// Seconds since `stamp` (in jiffies).
+        pub fn age(&self, stamp: u64) -> u64 {
+            self.jiffies.saturating_sub(stamp) / self.hz
+        }
+    }
+
+    /// HZ from jiffies and the monotonic time in ns: the configured value nearest to
+    /// (jiffies - 2^32) / (seconds - 300).
+    pub fn hz_of(jiffies: u64, ns: u64) -> u64 {
+        let secs = ns as f64 / 1e9 - 300.0;
+        let ticks = jiffies as f64 - 4_294_967_296.0;
+        let estimate = if secs.abs() < 1.0 {
+            250.0
+        } else {
+            ticks / secs
+        };
+        [100u64, 250, 300, 1000]
+            .into_iter()
+            .min_by(|a, b| {
+                (*a as f64 - estimate)
+                    .abs()
+                    .total_cmp(&(*b as f64 - estimate).abs())
+            })
+            .expect("candidates")
     }
 }
 
@@ -766,6 +1143,60 @@ mod tests {
         );
         assert!(ll < inbound);
         assert!(r.nat.iter().any(|l| l.contains("-o wlan0")));
+    }
+
+    /// Policies render as chains of their own reached by goto, with nth rounds and
+    /// `recent` lists for sticky destinations; flush knows every such chain as ours.
+    #[test]
+    fn policies_render_and_are_ours() {
+        use crate::config::Config;
+        use crate::plan::plan;
+        use crate::testing::{facts, uplink};
+        let config = Config::parse(
+            "[[policy]]\nname = \"s\"\nto = [\"198.51.100.0/24\"]\nports = [\"443\"]\nprotocol = \"tcp\"\nsticky = \"10m\"\n\
+             [[policy]]\nname = \"d\"\nuser = 1000\nmode = \"direct\"\n",
+            std::path::Path::new("x.toml"),
+        )
+        .unwrap();
+        let p = plan(&config, &facts(vec![uplink("eth0", 1), uplink("wlan0", 2)])).firewall;
+        let text = Iptables::new().render(&p);
+        for want in [
+            "-A nm-multiwan-out -d 198.51.100.0/24 -p tcp -m multiport --dports 443 -g nm-multiwan-p0",
+            "-A nm-multiwan-p0 -m mark --mark 0x0/0x3f000000 -m recent --update --seconds 600 --reap --name nmmw4-p0-01000000",
+            "-A nm-multiwan-p0 -p tcp -g nm-multiwan-p0-tcp",
+            "-A nm-multiwan-p0-tcp -m statistic --mode nth --every 2 --packet 1 -j MARK --set-xmark 0x2000000/0x3f000000",
+            "-A nm-multiwan-p0-tcp -m mark --mark 0x2000000/0x3f000000 -m recent --set --name nmmw4-p0-02000000",
+            "-A nm-multiwan-out -m owner --uid-owner 1000 -g nm-multiwan-p1",
+            "-A nm-multiwan-p1 -j RETURN",
+            "-A nm-multiwan-out -s 10.0.2.2/32 -j MARK --set-xmark 0x2000000/0x3f000000",
+            "-A nm-multiwan-out -s 10.0.2.2/32 -j RETURN",
+            "-A nm-multiwan-nat -o eth0 -m mark --mark 0x2000000/0x3f000000 -j CONNMARK --set-xmark 0x1000000/0x3f000000",
+        ] {
+            assert!(text.contains(want), "{want} not in\n{text}");
+        }
+        let ladder = text.find("-g nm-multiwan-p0").unwrap();
+        assert!(
+            ladder
+                < text
+                    .find("-A nm-multiwan-out -p tcp -j nm-multiwan-tcp")
+                    .unwrap()
+        );
+        for ours in ["nm-multiwan-p0", "nm-multiwan-p12-udp"] {
+            assert!(is_ours(ours), "{ours}");
+        }
+        for not in [
+            "nm-multiwan-p",
+            "nm-multiwan-px",
+            "nm-multiwan-p1-icmp",
+            "nm-multiwan-to-1",
+        ] {
+            assert!(!is_ours(not), "{not}");
+        }
+        assert_eq!(recent::hz_of(4_296_211_078, 5_275_740_000_000), 250);
+        let entries = recent::parse(
+            "src=198.51.100.10 ttl: 64 last_seen: 4296727695 oldest_pkt: 6 4296727695\n",
+        );
+        assert_eq!(entries, [("198.51.100.10".parse().unwrap(), 4_296_727_695)]);
     }
 
     #[test]

@@ -51,6 +51,14 @@ pub enum Choice {
     Iptables,
 }
 
+/// Test hook: with `NM_MULTIWAN_FAULT=firewall-refused` in its environment a backend
+/// adds one rule the kernel refuses (a jump to a chain that does not exist) to its
+/// batch, so that the suite can show a refused batch changes nothing. Read per call,
+/// never set by nm-multiwan itself.
+pub fn fault_injected() -> bool {
+    std::env::var_os("NM_MULTIWAN_FAULT").is_some_and(|v| v == "firewall-refused")
+}
+
 /// The backend `choice` means on this machine: `auto` asks the kernel whether it has
 /// nf_tables (not whether an `nft` binary exists: we never run it).
 pub fn resolve(choice: Choice) -> Backend {
@@ -121,6 +129,98 @@ pub struct Round {
     pub slots: Vec<u32>,
 }
 
+/// Who chose where a new connection goes, on a rung of the ladder (rungs 3 to 5; rung 1,
+/// an existing mark, rung 2, what is not ours to balance, and rung 6, the rounds, are
+/// fixed parts of every rendering).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Why {
+    /// The application bound its socket to one of this uplink's addresses.
+    BoundSource { iface: String },
+    /// The application bound its socket to this uplink's device (SO_BINDTODEVICE): the
+    /// kernel routed its first packet out of that device.
+    BoundDevice { iface: String },
+    /// A program started with `nm-multiwan run --via IFACE` (its cgroup).
+    Via { iface: String },
+    /// A name server NetworkManager learned on this uplink.
+    Dns { iface: String },
+    /// The config's policy number `index` (from 0, in file order).
+    Policy { index: usize, name: String },
+}
+
+/// A cgroup v2 directory of ours, as the firewall matches it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Cgroup {
+    /// Relative to the cgroup2 root, e.g. `nm-multiwan/via-eth0`.
+    pub path: String,
+    /// The directory's inode number (what `socket cgroupv2` compares).
+    pub id: u64,
+    /// Its depth below the root (`nm-multiwan/via-eth0`: 2).
+    pub level: u32,
+}
+
+/// What a rung looks at; every field given must hold (an empty list: anything).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Matches {
+    /// Source addresses (one family: the rung's).
+    pub sources: Vec<IpNet>,
+    /// Destinations (the rung's family).
+    pub destinations: Vec<IpNet>,
+    /// The device the kernel routed the first packet out of, before our mark.
+    pub oif: Option<String>,
+    /// IP protocol numbers.
+    pub protocols: Vec<u8>,
+    /// Destination port ranges (inclusive); `protocols` then holds only protocols
+    /// with ports (TCP, UDP, SCTP, DCCP, UDP-Lite).
+    pub ports: Vec<(u16, u16)>,
+    /// The socket's owner.
+    pub uid: Option<u32>,
+    /// The socket's cgroup (v2).
+    pub cgroup: Option<Cgroup>,
+}
+
+/// What a rung does with a new connection it matches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// Out through this uplink: its mark (a `FwUplink` serving the rung's family).
+    Uplink { iface: String, mark: u32 },
+    /// A policy's own rounds over its usable uplinks (the rung's family, one per
+    /// protocol), optionally remembering each destination's uplink for `sticky`
+    /// seconds after its last new connection; `members` lists the marks the rounds use.
+    Balance {
+        rounds: Vec<Round>,
+        members: Vec<u32>,
+        sticky: Option<u64>,
+    },
+    /// The general rounds (a policy whose uplinks are all down or out of balance).
+    General,
+    /// Unmarked: the main table's route, no NAT of ours.
+    Direct,
+    /// Dropped (a policy with `fallback = false` and no usable uplink, a program of
+    /// `run --via` whose uplink is gone).
+    Drop,
+}
+
+/// One rung of the ladder, in one family.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rung {
+    pub family: Family,
+    pub why: Why,
+    pub matches: Matches,
+    pub action: Action,
+}
+
+impl Rung {
+    /// The policy index of a policy's rung.
+    pub fn policy(&self) -> Option<usize> {
+        match self.why {
+            Why::Policy { index, .. } => Some(index),
+            _ => None,
+        }
+    }
+}
+
 /// What our firewall does, in both families.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FirewallPlan {
@@ -137,6 +237,9 @@ pub struct FirewallPlan {
     pub exclude: Vec<IpNet>,
     /// The rounds, one per family and protocol (empty when no uplink serves the family).
     pub rounds: Vec<Round>,
+    /// Rungs 3 to 5 of the ladder, in the order they are checked (first match wins),
+    /// between what is not ours to balance and the rounds.
+    pub ladder: Vec<Rung>,
 }
 
 impl FirewallPlan {
@@ -154,6 +257,15 @@ impl FirewallPlan {
 
     pub fn uplinks_of(&self, family: Family) -> impl Iterator<Item = &FwUplink> {
         self.uplinks.iter().filter(move |u| u.serves(family))
+    }
+
+    pub fn ladder_of(&self, family: Family) -> impl Iterator<Item = &Rung> {
+        self.ladder.iter().filter(move |r| r.family == family)
+    }
+
+    /// The uplink with this mark.
+    pub fn uplink_by_mark(&self, mark: u32) -> Option<&FwUplink> {
+        self.uplinks.iter().find(|u| u.mark == mark)
     }
 
     /// A stable fingerprint of the plan for `backend`: stored with what the backend
@@ -176,12 +288,34 @@ impl FirewallPlan {
     }
 }
 
+/// Which round a counter belongs to: the general one, or a policy's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub enum RoundOf {
+    General,
+    Policy(usize),
+}
+
 /// Counters read from our objects.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Counters {
     /// New connections each mark was given by the rounds since the firewall was last
     /// installed, by family.
     pub placed: BTreeMap<(Family, u32), u64>,
+    /// New connections each round has dealt out since it was installed: its next slot
+    /// is this count modulo its length.
+    pub dealt: BTreeMap<(RoundOf, Family, Protocol), u64>,
+    /// New connections each policy matched, by policy index, both families.
+    pub hits: BTreeMap<usize, u64>,
+}
+
+/// A destination a policy keeps on one uplink for a while.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StickyEntry {
+    pub policy: usize,
+    pub destination: std::net::IpAddr,
+    pub mark: u32,
+    /// Seconds left before it is forgotten, unless a new connection renews it.
+    pub expires_in: u64,
 }
 
 pub trait Firewall {
@@ -198,10 +332,14 @@ pub trait Firewall {
     /// containers earlier runs created (which flush removes once empty); returns that
     /// set as it is now.
     fn apply(&self, plan: &FirewallPlan, created: &BTreeSet<String>) -> Result<BTreeSet<String>>;
-    /// Removes everything of ours (and `created` containers left empty); nothing else.
-    /// Idempotent.
-    fn flush(&self, created: &BTreeSet<String>) -> Result<()>;
+    /// Removes everything of ours (and those of the `created` containers that are this
+    /// backend's and left empty); nothing else. Idempotent. Returns what is left of
+    /// `created`.
+    fn flush(&self, created: &BTreeSet<String>) -> Result<BTreeSet<String>>;
     fn counters(&self) -> Result<Counters>;
+    /// The live sticky entries of the policies installed now (those whose uplink is
+    /// still usable for them).
+    fn sticky(&self, plan: &FirewallPlan) -> Result<Vec<StickyEntry>>;
     /// The plan in this backend's own syntax, as its tools would print it.
     fn render(&self, plan: &FirewallPlan) -> String;
 }

@@ -30,19 +30,21 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{Backend, Counters, Firewall, FirewallPlan, Protocol};
+use super::{
+    Action, Backend, Counters, Firewall, FirewallPlan, Matches, Protocol, RoundOf, StickyEntry,
+};
 use crate::error::{Error, Result};
 use crate::kernel::nft::{
-    self, Batch, Chain, ChainKind, CmpOp, CtKey, DataType, Element, Expr, FibFlags, FibResult,
-    Hook, KeyType, MetaKey, Nft, NumgenMode, Policy, Reg, Rule, Set, SetData, Table, TableContents,
-    Verdict, matches, priority, value,
+    self, Batch, Chain, ChainKind, CmpOp, CtKey, DataType, DynsetOp, ElemData, Element, Expr,
+    FibFlags, FibResult, Hook, KeyType, MetaKey, Nft, NumgenMode, Policy, Reg, Rule, Set, SetData,
+    SetRef, Table, TableContents, Verdict, matches, priority, value,
 };
 use crate::model::{Family, IpNet};
 
 pub const TABLE: &str = "nm-multiwan";
 
 /// Bumped whenever the rendering changes, so that an upgrade replaces the table.
-const RENDERING: u32 = 1;
+const RENDERING: u32 = 2;
 
 /// Our marking chains' priority: one before mangle (see the module's comment).
 pub const MARK_PRIORITY: i32 = priority::MANGLE - 1;
@@ -299,6 +301,58 @@ fn save_chain(mark: u32) -> String {
 fn round_map(f: Family, p: Protocol) -> String {
     format!("round{}_{}", suffix(f), p.name())
 }
+/// The chain holding the general rounds.
+const BALANCE: &str = "balance";
+/// A policy's chain in one family: its hit counter and its action.
+fn policy_chain(f: Family, index: usize) -> String {
+    format!("pol{}_{index}", suffix(f))
+}
+fn policy_round_map(f: Family, index: usize, p: Protocol) -> String {
+    format!("pround{}_{index}_{}", suffix(f), p.name())
+}
+/// A policy's sticky destinations: address -> mark, with a timeout.
+fn sticky_map(f: Family, index: usize) -> String {
+    format!("sticky{}_{index}", suffix(f))
+}
+/// The verdict of a sticky destination's mark: on to its uplink, renewing the entry.
+fn stick_vmap(f: Family, index: usize) -> String {
+    format!("stick{}_{index}", suffix(f))
+}
+fn stick_chain(f: Family, index: usize, mark: u32) -> String {
+    format!("pst{}_{index}_{mark:08x}", suffix(f))
+}
+
+/// The family and policy index of a `polF_N` chain.
+fn parse_policy_chain(name: &str) -> Option<(Family, usize)> {
+    let rest = name.strip_prefix("pol")?;
+    let (f, index) = rest.split_once('_')?;
+    let family = match f {
+        "4" => Family::V4,
+        "6" => Family::V6,
+        _ => return None,
+    };
+    Some((family, index.parse().ok()?))
+}
+
+/// Which round a round map is, from its name.
+fn parse_round_map(name: &str) -> Option<(RoundOf, Family, Protocol)> {
+    let family = |f: &str| match f {
+        "4" => Some(Family::V4),
+        "6" => Some(Family::V6),
+        _ => None,
+    };
+    let protocol = |p: &str| Protocol::ALL.into_iter().find(|x| x.name() == p);
+    if let Some(rest) = name.strip_prefix("pround") {
+        let mut parts = rest.splitn(3, '_');
+        let f = family(parts.next()?)?;
+        let index = parts.next()?.parse().ok()?;
+        let p = protocol(parts.next()?)?;
+        return Some((RoundOf::Policy(index), f, p));
+    }
+    let rest = name.strip_prefix("round")?;
+    let (f, p) = rest.split_once('_')?;
+    Some((RoundOf::General, family(f)?, protocol(p)?))
+}
 
 /// The table for a plan, with its text.
 struct Built {
@@ -416,7 +470,348 @@ fn prefix_element(net: &IpNet) -> Element {
     }
 }
 
+/// `ip saddr`/`ip daddr` (`destination`) of `f` in `nets`: one address compared, or an
+/// anonymous interval set looked up.
+fn address_match(f: Family, destination: bool, nets: &[IpNet]) -> Piece {
+    let (load, field) = match (f, destination) {
+        (Family::V4, false) => (Expr::ip_saddr(Reg::R1), "ip saddr"),
+        (Family::V4, true) => (Expr::ip_daddr(Reg::R1), "ip daddr"),
+        (Family::V6, false) => (Expr::ip6_saddr(Reg::R1), "ip6 saddr"),
+        (Family::V6, true) => (Expr::ip6_daddr(Reg::R1), "ip6 daddr"),
+    };
+    if let [one] = nets
+        && one.is_host()
+    {
+        let data = match one.addr() {
+            std::net::IpAddr::V4(a) => value::ipv4(a),
+            std::net::IpAddr::V6(a) => value::ipv6(a),
+        };
+        return Piece::new(
+            format!("{field} {}", one.addr()),
+            vec![load, Expr::cmp(CmpOp::Eq, Reg::R1, data)],
+        );
+    }
+    let data = match f {
+        Family::V4 => DataType::Ipv4Addr,
+        Family::V6 => DataType::Ipv6Addr,
+    };
+    let set = Set::new("", KeyType::single(data))
+        .interval()
+        .with_elements(nets.iter().map(prefix_element).collect());
+    let text: Vec<String> = nets
+        .iter()
+        .map(|n| {
+            if n.is_host() {
+                n.addr().to_string()
+            } else {
+                n.to_string()
+            }
+        })
+        .collect();
+    Piece::new(
+        format!("{field} {{ {} }}", text.join(", ")),
+        vec![load, Expr::lookup_anonymous(set, Reg::R1)],
+    )
+}
+
+fn protocol_name(p: u8) -> String {
+    crate::config::policy::PROTOCOLS
+        .iter()
+        .find(|(_, n)| *n == p)
+        .map_or_else(|| p.to_string(), |(name, _)| name.to_string())
+}
+
+/// What a rung looks at, after the family check.
+fn match_piece(f: Family, m: &Matches) -> Piece {
+    let mut piece = nfproto(f);
+    if let Some(cg) = &m.cgroup {
+        piece = piece.and(Piece::new(
+            format!("socket cgroupv2 level {} \"{}\"", cg.level, cg.path),
+            matches::cgroupv2(cg.level, cg.id),
+        ));
+    }
+    if let Some(oif) = &m.oif {
+        piece = piece.and(Piece::new(
+            format!("oifname \"{oif}\""),
+            matches::ifname(MetaKey::Oifname, oif),
+        ));
+    }
+    if let Some(uid) = m.uid {
+        piece = piece.and(Piece::new(format!("meta skuid {uid}"), matches::skuid(uid)));
+    }
+    if !m.sources.is_empty() {
+        piece = piece.and(address_match(f, false, &m.sources));
+    }
+    if !m.destinations.is_empty() {
+        piece = piece.and(address_match(f, true, &m.destinations));
+    }
+    match m.protocols.as_slice() {
+        [] => {}
+        [one] => piece = piece.and(l4proto(&protocol_name(*one), *one)),
+        many => {
+            let set = Set::new("", KeyType::single(DataType::InetProto))
+                .with_elements(many.iter().map(|p| Element::new(vec![*p])).collect());
+            let names: Vec<String> = many.iter().map(|p| protocol_name(*p)).collect();
+            piece = piece.and(Piece::new(
+                format!("meta l4proto {{ {} }}", names.join(", ")),
+                vec![
+                    Expr::meta(MetaKey::L4proto, Reg::R1),
+                    Expr::lookup_anonymous(set, Reg::R1),
+                ],
+            ));
+        }
+    }
+    match m.ports.as_slice() {
+        [] => {}
+        [(a, b)] if a == b => {
+            piece = piece.and(Piece::new(
+                format!("th dport {a}"),
+                vec![
+                    Expr::th_dport(Reg::R1),
+                    Expr::cmp(CmpOp::Eq, Reg::R1, value::port(*a)),
+                ],
+            ))
+        }
+        ranges => {
+            let set = Set::new("", KeyType::single(DataType::InetService))
+                .interval()
+                .with_elements(
+                    ranges
+                        .iter()
+                        .map(|&(a, b)| Element::port_range(a, b))
+                        .collect(),
+                );
+            let text: Vec<String> = ranges
+                .iter()
+                .map(|(a, b)| {
+                    if a == b {
+                        a.to_string()
+                    } else {
+                        format!("{a}-{b}")
+                    }
+                })
+                .collect();
+            piece = piece.and(Piece::new(
+                format!("th dport {{ {} }}", text.join(", ")),
+                vec![
+                    Expr::th_dport(Reg::R1),
+                    Expr::lookup_anonymous(set, Reg::R1),
+                ],
+            ));
+        }
+    }
+    piece
+}
+
+/// The verdict of a simple action.
+fn action_verdict(f: Family, action: &Action) -> Option<Piece> {
+    Some(match action {
+        Action::Uplink { mark, .. } => verdict(Verdict::Goto(to_chain(f, *mark))),
+        Action::Drop => verdict(Verdict::Drop),
+        Action::Direct => verdict(Verdict::Accept),
+        Action::General => verdict(Verdict::Goto(BALANCE.into())),
+        Action::Balance { .. } => return None,
+    })
+}
+
+/// The rule scope of a round: the family and, for TCP and UDP, the protocol.
+fn round_scope(f: Family, protocol: Protocol) -> Piece {
+    match protocol {
+        Protocol::Tcp => nfproto(f).and(l4proto("tcp", value::IPPROTO_TCP)),
+        Protocol::Udp => nfproto(f).and(l4proto("udp", value::IPPROTO_UDP)),
+        Protocol::Other => nfproto(f),
+    }
+}
+
+/// A round's map (slot -> goto `target(mark)`) and its counted rule in `chain`.
+fn round(
+    b: &mut Builder,
+    chain: &str,
+    map: &str,
+    f: Family,
+    protocol: Protocol,
+    slots: &[u32],
+    target: impl Fn(u32) -> String,
+) {
+    let n = slots.len() as u32;
+    let elements = slots
+        .iter()
+        .enumerate()
+        .map(|(k, mark)| Element::u32_host(k as u32).verdict(Verdict::Goto(target(*mark))))
+        .collect();
+    let text: Vec<String> = slots
+        .iter()
+        .enumerate()
+        .map(|(k, mark)| format!("{k} : goto {}", target(*mark)))
+        .collect();
+    b.set(
+        Set::map(
+            map,
+            KeyType::single(DataType::Numgen {
+                mode: NumgenMode::Incremental,
+                modulus: n,
+                offset: 0,
+            }),
+            SetData::Verdict,
+        )
+        .with_elements(elements),
+        set_text(
+            "map",
+            map,
+            &format!("typeof numgen inc mod {n} : verdict"),
+            "",
+            &text,
+        ),
+    );
+    // The counter counts what the round dealt: its next slot is that count mod n.
+    b.rule(
+        chain,
+        round_scope(f, protocol)
+            .and(counter())
+            .and(numgen_vmap(n, map)),
+    );
+}
+
+/// Rungs 3 to 5, appended to the output chain in order, with the chains, maps and
+/// sets they need. `keep`: sticky entries to carry over, by map name.
+fn ladder(b: &mut Builder, p: &FirewallPlan, keep: &BTreeMap<String, Vec<Element>>) {
+    let m = p.mark_mask;
+    for rung in &p.ladder {
+        let f = rung.family;
+        let when = match_piece(f, &rung.matches);
+        let Some(index) = rung.policy() else {
+            if let Some(v) = action_verdict(f, &rung.action) {
+                b.rule("output", when.and(v));
+            }
+            continue;
+        };
+        let chain = policy_chain(f, index);
+        b.chain(Chain::regular(chain.clone()));
+        b.rule("output", when.and(verdict(Verdict::Goto(chain.clone()))));
+        // Its hits.
+        b.rule(&chain, counter());
+        let Action::Balance {
+            rounds,
+            members,
+            sticky,
+        } = &rung.action
+        else {
+            let v = action_verdict(f, &rung.action).expect("a simple action");
+            b.rule(&chain, v);
+            continue;
+        };
+        let target: Box<dyn Fn(u32) -> String> = match sticky {
+            Some(secs) => {
+                let map = sticky_map(f, index);
+                let go = stick_vmap(f, index);
+                let (key, typ) = match f {
+                    Family::V4 => (DataType::Ipv4Addr, "ipv4_addr"),
+                    Family::V6 => (DataType::Ipv6Addr, "ipv6_addr"),
+                };
+                let carried: Vec<Element> = keep
+                    .get(&map)
+                    .into_iter()
+                    .flatten()
+                    .filter(|e| match &e.data {
+                        Some(ElemData::Value(v)) => v
+                            .as_slice()
+                            .try_into()
+                            .is_ok_and(|b: [u8; 4]| members.contains(&u32::from_ne_bytes(b))),
+                        _ => false,
+                    })
+                    .cloned()
+                    .collect();
+                let mut set = Set::map(
+                    map.clone(),
+                    KeyType::single(key),
+                    SetData::Value(DataType::Mark),
+                )
+                .dynamic()
+                .with_timeout(std::time::Duration::from_secs(*secs));
+                set.elements = carried;
+                b.set(
+                    set,
+                    format!(
+                        "\tmap {map} {{\n\t\ttype {typ} : mark\n\t\tflags dynamic,timeout\n\t\ttimeout {secs}s\n\t}}\n"
+                    ),
+                );
+                let mut go_elements = Vec::new();
+                let mut go_text = Vec::new();
+                let daddr = match f {
+                    Family::V4 => ("ip daddr", Expr::ip_daddr(Reg::R1)),
+                    Family::V6 => ("ip6 daddr", Expr::ip6_daddr(Reg::R1)),
+                };
+                for &mark in members {
+                    let st = stick_chain(f, index, mark);
+                    b.chain(Chain::regular(st.clone()));
+                    b.rule(
+                        &st,
+                        nfproto(f)
+                            .and(Piece::new(
+                                format!("update @{map} {{ {} : {mark:#010x} }}", daddr.0),
+                                vec![
+                                    daddr.1.clone(),
+                                    Expr::immediate(Reg::R2, value::u32_host(mark)),
+                                    Expr::Dynset {
+                                        op: DynsetOp::Update,
+                                        set: map.clone(),
+                                        sreg_key: Reg::R1,
+                                        sreg_data: Some(Reg::R2),
+                                        timeout: None,
+                                    },
+                                ],
+                            ))
+                            .and(verdict(Verdict::Goto(to_chain(f, mark)))),
+                    );
+                    go_elements.push(Element::u32_host(mark).verdict(Verdict::Goto(st.clone())));
+                    go_text.push(format!("{mark:#010x} : goto {st}"));
+                }
+                b.set(
+                    Set::map(
+                        go.clone(),
+                        KeyType::single(DataType::Mark),
+                        SetData::Verdict,
+                    )
+                    .with_elements(go_elements),
+                    set_text("map", &go, "type mark : verdict", "", &go_text),
+                );
+                // A destination it remembers goes back to its uplink (the packet's mark
+                // was 0 up to here: any mark makes the output chain return early).
+                b.rule(
+                    &chain,
+                    nfproto(f).and(Piece::new(
+                        format!("meta mark set {} map @{map} meta mark vmap @{go}", daddr.0),
+                        vec![
+                            daddr.1,
+                            Expr::map(map.clone(), Reg::R1, Reg::R1),
+                            Expr::meta_set(MetaKey::Mark, Reg::R1),
+                            Expr::meta(MetaKey::Mark, Reg::R1),
+                            Expr::vmap(go.clone(), Reg::R1),
+                        ],
+                    )),
+                );
+                // Never reached unless the map held a mark not in the verdict map.
+                b.rule(&chain, set_mark(m, 0));
+                Box::new(move |mark| stick_chain(f, index, mark))
+            }
+            None => Box::new(move |mark| to_chain(f, mark)),
+        };
+        for r in rounds {
+            let map = policy_round_map(f, index, r.protocol);
+            round(b, &chain, &map, f, r.protocol, &r.slots, &target);
+        }
+    }
+}
+
 fn build(p: &FirewallPlan, fingerprint: &str) -> Built {
+    build_keeping(p, fingerprint, &BTreeMap::new())
+}
+
+fn build_keeping(
+    p: &FirewallPlan,
+    fingerprint: &str,
+    keep: &BTreeMap<String, Vec<Element>>,
+) -> Built {
     let m = p.mark_mask;
     let mut b = Builder::default();
     let out = "output";
@@ -522,7 +917,7 @@ fn build(p: &FirewallPlan, fingerprint: &str) -> Built {
         b.rule(out, daddr_in(f, &set).and(ret()));
     }
 
-    // The rounds: one counter per family and protocol, a goto per slot.
+    // One chain per family and mark: sets the mark on the packet and the connection.
     for &f in &p.families {
         for u in p.uplinks_of(f) {
             let chain = to_chain(f, u.mark);
@@ -534,48 +929,18 @@ fn build(p: &FirewallPlan, fingerprint: &str) -> Built {
                     .and(counter()),
             );
         }
-        for round in p.rounds_of(f) {
-            let map = round_map(f, round.protocol);
-            let n = round.slots.len() as u32;
-            let elements = round
-                .slots
-                .iter()
-                .enumerate()
-                .map(|(k, mark)| {
-                    Element::u32_host(k as u32).verdict(Verdict::Goto(to_chain(f, *mark)))
-                })
-                .collect();
-            let text: Vec<String> = round
-                .slots
-                .iter()
-                .enumerate()
-                .map(|(k, mark)| format!("{k} : goto {}", to_chain(f, *mark)))
-                .collect();
-            b.set(
-                Set::map(
-                    map.clone(),
-                    KeyType::single(DataType::Numgen {
-                        mode: NumgenMode::Incremental,
-                        modulus: n,
-                        offset: 0,
-                    }),
-                    SetData::Verdict,
-                )
-                .with_elements(elements),
-                set_text(
-                    "map",
-                    &map,
-                    &format!("typeof numgen inc mod {n} : verdict"),
-                    "",
-                    &text,
-                ),
-            );
-            let scope = match round.protocol {
-                Protocol::Tcp => nfproto(f).and(l4proto("tcp", value::IPPROTO_TCP)),
-                Protocol::Udp => nfproto(f).and(l4proto("udp", value::IPPROTO_UDP)),
-                Protocol::Other => nfproto(f),
-            };
-            b.rule(out, scope.and(numgen_vmap(n, &map)));
+    }
+    // Rungs 3 to 5: the application's choice, the network's, the user's.
+    ladder(&mut b, p, keep);
+    // Rung 6, the rounds: one counter per family and protocol, a goto per slot.
+    b.chain(Chain::regular(BALANCE));
+    b.rule(out, verdict(Verdict::Goto(BALANCE.into())));
+    for &f in &p.families {
+        for r in p.rounds_of(f) {
+            let map = round_map(f, r.protocol);
+            round(&mut b, BALANCE, &map, f, r.protocol, &r.slots, |mark| {
+                to_chain(f, mark)
+            });
         }
     }
 
@@ -674,6 +1039,52 @@ fn build(p: &FirewallPlan, fingerprint: &str) -> Built {
                 ],
             )),
         );
+        // A connection that left through another uplink than its mark's: a socket bound
+        // to that device (SO_BINDTODEVICE) goes where it is bound whatever we marked,
+        // from that device's own address. The connection takes that uplink's mark, so
+        // that its replies pass the reverse-path filter there and status counts it
+        // where it went.
+        let map = format!("owner{}", suffix(f));
+        let mut elements = Vec::new();
+        let mut text = Vec::new();
+        for u in &ups {
+            let chain = format!("own_{:08x}", u.mark);
+            if !b.rules.contains_key(&chain) {
+                b.chain(Chain::regular(chain.clone()));
+                b.rule(&chain, set_ct_mark(m, u.mark));
+            }
+            for other in ups.iter().filter(|o| o.mark != u.mark) {
+                elements.push(
+                    Element::concat(&[&value::ifname(&u.iface), &value::u32_host(other.mark)])
+                        .verdict(Verdict::Goto(chain.clone())),
+                );
+                text.push(format!(
+                    "\"{}\" . {:#010x} : goto {chain}",
+                    u.iface, other.mark
+                ));
+            }
+        }
+        b.set(
+            Set::map(
+                map.clone(),
+                KeyType::concat(vec![DataType::Ifname, DataType::Mark]),
+                SetData::Verdict,
+            )
+            .with_elements(elements),
+            set_text("map", &map, "type ifname . mark : verdict", "", &text),
+        );
+        b.rule(
+            post,
+            nfproto(f).and(Piece::new(
+                format!("oifname . meta mark & {m:#010x} vmap @{map}"),
+                vec![
+                    Expr::meta(MetaKey::Oifname, Reg::R1),
+                    Expr::meta(MetaKey::Mark, Reg::R2),
+                    Expr::bitwise_u32(Reg::R2, m, 0),
+                    Expr::vmap(map.clone(), Reg::R1),
+                ],
+            )),
+        );
     }
     b.finish(fingerprint)
 }
@@ -701,7 +1112,16 @@ impl Firewall for Nftables {
     }
 
     fn apply(&self, p: &FirewallPlan, created: &BTreeSet<String>) -> Result<BTreeSet<String>> {
-        let built = build(p, &p.fingerprint(Backend::Nftables, RENDERING));
+        // Sticky destinations outlive the table they were learned in: read them before
+        // the replacement, and carry over those whose uplink the new plan still uses.
+        let keep = read_sticky_maps(p)?;
+        let mut built = build_keeping(p, &p.fingerprint(Backend::Nftables, RENDERING), &keep);
+        if super::fault_injected() {
+            built.contents.rules.push(Rule::new(
+                "output",
+                vec![Expr::verdict(Verdict::Jump("nm-multiwan-missing".into()))],
+            ));
+        }
         let mut batch = Batch::new();
         batch
             .replace_table(&built.contents)
@@ -712,12 +1132,14 @@ impl Firewall for Nftables {
         Ok(created.clone())
     }
 
-    fn flush(&self, _created: &BTreeSet<String>) -> Result<()> {
+    fn flush(&self, created: &BTreeSet<String>) -> Result<BTreeSet<String>> {
         let mut batch = Batch::new();
         batch.delete_table_if_exists(nft::Family::Inet, TABLE);
         open()?
             .commit(&batch)
-            .map_err(|e| nft_error("removing our table", e))
+            .map_err(|e| nft_error("removing our table", e))?;
+        // Our table is the only container we use, and it goes whole.
+        Ok(created.clone())
     }
 
     fn counters(&self) -> Result<Counters> {
@@ -728,10 +1150,71 @@ impl Firewall for Nftables {
         let mut out = Counters::default();
         for r in rules {
             let Some(c) = r.counter() else { continue };
-            let Some((f, mark)) = parse_to_chain(&r.chain) else {
+            if let Some((f, mark)) = parse_to_chain(&r.chain) {
+                *out.placed.entry((f, mark)).or_default() += c.packets;
+                continue;
+            }
+            // A round's rule: counter, numgen, vmap of the round's map.
+            let round = r.exprs.iter().find_map(|e| match e {
+                Expr::Lookup {
+                    set: SetRef::Named(name),
+                    ..
+                } => parse_round_map(name),
+                _ => None,
+            });
+            if let Some(key) = round {
+                *out.dealt.entry(key).or_default() += c.packets;
+                continue;
+            }
+            // A policy chain's first rule: its hits.
+            if let Some((_, index)) = parse_policy_chain(&r.chain) {
+                *out.hits.entry(index).or_default() += c.packets;
+            }
+        }
+        Ok(out)
+    }
+
+    fn sticky(&self, p: &FirewallPlan) -> Result<Vec<StickyEntry>> {
+        let maps = read_sticky_maps(p)?;
+        let mut out = Vec::new();
+        for rung in &p.ladder {
+            let (Some(index), Action::Balance { members, .. }) = (rung.policy(), &rung.action)
+            else {
                 continue;
             };
-            *out.placed.entry((f, mark)).or_default() += c.packets;
+            for e in maps
+                .get(&sticky_map(rung.family, index))
+                .into_iter()
+                .flatten()
+            {
+                let Some(ElemData::Value(v)) = &e.data else {
+                    continue;
+                };
+                let Ok(bytes) = <[u8; 4]>::try_from(v.as_slice()) else {
+                    continue;
+                };
+                let mark = u32::from_ne_bytes(bytes);
+                let destination = match e.key.start().len() {
+                    4 => <[u8; 4]>::try_from(e.key.start())
+                        .map(std::net::IpAddr::from)
+                        .ok(),
+                    16 => <[u8; 16]>::try_from(e.key.start())
+                        .map(std::net::IpAddr::from)
+                        .ok(),
+                    _ => None,
+                };
+                if let Some(destination) = destination
+                    && members.contains(&mark)
+                {
+                    out.push(StickyEntry {
+                        policy: index,
+                        destination,
+                        mark,
+                        // read_sticky_maps put the time left in `timeout`.
+                        expires_in: e.timeout.or(e.expiration).map_or(0, |d| d.as_secs()),
+                    });
+                }
+            }
         }
         Ok(out)
     }
@@ -739,6 +1222,49 @@ impl Firewall for Nftables {
     fn render(&self, p: &FirewallPlan) -> String {
         build(p, &p.fingerprint(Backend::Nftables, RENDERING)).text
     }
+}
+
+/// The elements of the sticky maps `p` has that exist in the kernel now, by map name
+/// (nothing when our table is not there).
+fn read_sticky_maps(p: &FirewallPlan) -> Result<BTreeMap<String, Vec<Element>>> {
+    let names: Vec<String> = p
+        .ladder
+        .iter()
+        .filter_map(|r| match (r.policy(), &r.action) {
+            (
+                Some(index),
+                Action::Balance {
+                    sticky: Some(_), ..
+                },
+            ) => Some(sticky_map(r.family, index)),
+            _ => None,
+        })
+        .collect();
+    let mut out = BTreeMap::new();
+    if names.is_empty() {
+        return Ok(out);
+    }
+    let mut nft = open()?;
+    for name in names {
+        match nft.list_set_elements(nft::Family::Inet, TABLE, &name) {
+            Ok(elements) => {
+                let live: Vec<Element> = elements
+                    .into_iter()
+                    .filter_map(|mut e| {
+                        // Carried over with the time it had left.
+                        let left = e.expiration.filter(|d| !d.is_zero())?;
+                        e.timeout = Some(left);
+                        e.expiration = None;
+                        Some(e)
+                    })
+                    .collect();
+                out.insert(name, live);
+            }
+            Err(e) if e.errno() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(nft_error(&format!("reading sticky map {name}"), e)),
+        }
+    }
+    Ok(out)
 }
 
 /// The family and mark of a `toF_MARK` chain.
@@ -766,9 +1292,12 @@ mod tests {
             "table inet nm-multiwan {",
             "type route hook output priority mangle - 1; policy accept;",
             "type nat hook postrouting priority srcnat - 1; policy accept;",
-            "meta nfproto ipv4 meta l4proto tcp numgen inc mod 2 vmap @round4_tcp",
-            "meta nfproto ipv6 meta l4proto udp numgen inc mod 2 vmap @round6_udp",
-            "meta nfproto ipv4 numgen inc mod 2 vmap @round4_other",
+            "meta nfproto ipv4 meta l4proto tcp counter numgen inc mod 2 vmap @round4_tcp",
+            "meta nfproto ipv6 meta l4proto udp counter numgen inc mod 2 vmap @round6_udp",
+            "meta nfproto ipv4 counter numgen inc mod 2 vmap @round4_other",
+            "meta nfproto ipv4 ip saddr 10.0.2.2 goto to4_02000000",
+            "meta nfproto ipv6 oifname \"wlan0\" goto to6_02000000",
+            "goto balance",
             "0 : goto to4_01000000, 1 : goto to4_02000000",
             "meta mark set meta mark & 0xc1ffffff | 0x01000000 ct mark set ct mark & 0xc1ffffff | 0x01000000 counter",
             "elements = { 10.0.1.0/24, 10.0.2.0/24 }",
@@ -812,6 +1341,7 @@ mod tests {
         p.families = vec![Family::V4];
         p.rounds.retain(|r| r.family == Family::V4);
         p.exclude.retain(|n| n.family() == Family::V4);
+        p.ladder.retain(|r| r.family == Family::V4);
         let text = Nftables::new().render(&p);
         assert!(!text.contains("ipv6") && !text.contains("round6") && !text.contains("exclude6"));
     }

@@ -8,7 +8,8 @@
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
-use super::objects::{self, DataItem, Family, Verdict};
+pub use super::data::NumgenMode;
+use super::data::{self, DataItem, Family, Verdict};
 use super::set::Set;
 use super::value;
 use super::wire::{self, Attr, AttrWriter, Attrs, Malformed, WireResult};
@@ -238,12 +239,6 @@ impl SetRef {
     pub fn named(name: impl Into<String>) -> SetRef {
         SetRef::Named(name.into())
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum NumgenMode {
-    Incremental,
-    Random,
 }
 
 /// `fib` lookup inputs (`NFTA_FIB_F_*`), combined with `|`.
@@ -645,7 +640,7 @@ impl Expr {
             Expr::Cmp { op, sreg, data } => {
                 w.put_u32(attr::cmp::SREG, sreg.0);
                 w.put_u32(attr::cmp::OP, op.to_raw());
-                w.nest(attr::cmp::DATA, |d| objects::encode_data_value(d, data));
+                w.nest(attr::cmp::DATA, |d| data::encode_data_value(d, data));
             }
             Expr::Bitwise {
                 sreg,
@@ -657,14 +652,12 @@ impl Expr {
                 w.put_u32(attr::bitwise::DREG, dreg.0);
                 w.put_u32(attr::bitwise::OP, 0); // mask and xor
                 w.put_u32(attr::bitwise::LEN, mask.len() as u32);
-                w.nest(attr::bitwise::MASK, |d| objects::encode_data_value(d, mask));
-                w.nest(attr::bitwise::XOR, |d| objects::encode_data_value(d, xor));
+                w.nest(attr::bitwise::MASK, |d| data::encode_data_value(d, mask));
+                w.nest(attr::bitwise::XOR, |d| data::encode_data_value(d, xor));
             }
             Expr::Immediate { dreg, data } => {
                 w.put_u32(attr::immediate::DREG, dreg.0);
-                w.nest(attr::immediate::DATA, |d| {
-                    objects::encode_data_value(d, data)
-                });
+                w.nest(attr::immediate::DATA, |d| data::encode_data_value(d, data));
             }
             Expr::Verdict(v) => {
                 w.put_u32(attr::immediate::DREG, Reg::VERDICT.0);
@@ -856,7 +849,7 @@ impl Expr {
         let reg = |ty: u16| -> WireResult<Reg> { u32_of(ty).map(Reg) };
         let opt_reg = |ty: u16| -> WireResult<Option<Reg>> { Ok(opt_u32(ty)?.map(Reg)) };
         let value = |ty: u16| -> WireResult<Vec<u8>> {
-            match get(ty).map(objects::decode_data).transpose()? {
+            match get(ty).map(data::decode_data).transpose()? {
                 Some(DataItem::Value(v)) => Ok(v),
                 Some(DataItem::Verdict(_)) => Err(Malformed(format!("{name}: verdict as value"))),
                 None => Err(Malformed(format!("{name}: attribute {ty} missing"))),
@@ -922,7 +915,7 @@ impl Expr {
                 let dreg = reg(attr::immediate::DREG)?;
                 let data = get(attr::immediate::DATA)
                     .ok_or_else(|| Malformed("immediate without data".into()))?;
-                match objects::decode_data(data)? {
+                match data::decode_data(data)? {
                     DataItem::Verdict(v) => Expr::Verdict(v),
                     DataItem::Value(data) => Expr::Immediate { dreg, data },
                 }

@@ -36,6 +36,7 @@
 
 pub mod batch;
 pub mod client;
+pub mod data;
 pub mod error;
 pub mod expr;
 pub mod objects;

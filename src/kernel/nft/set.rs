@@ -13,9 +13,8 @@ use std::cmp::Ordering;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
+use super::data::{self, DataItem, NumgenMode, Verdict};
 use super::error::{Error, Result};
-use super::expr::NumgenMode;
-use super::objects::{self, DataItem, Verdict};
 use super::value;
 use super::wire::{self, AttrWriter, Malformed, Message, UdataWriter, WireResult, udata_set};
 
@@ -894,7 +893,7 @@ impl RawElem {
             open: false,
         };
         let value_of = |a: &wire::Attr<'_>| -> WireResult<Vec<u8>> {
-            match objects::decode_data(a)? {
+            match data::decode_data(a)? {
                 DataItem::Value(v) => Ok(v),
                 DataItem::Verdict(_) => Err(Malformed("verdict as element key".into())),
             }
@@ -905,7 +904,7 @@ impl RawElem {
                 wire::elem::KEY => r.key = value_of(&a)?,
                 wire::elem::KEY_END => r.key_end = Some(value_of(&a)?),
                 wire::elem::DATA => {
-                    r.data = Some(match objects::decode_data(&a)? {
+                    r.data = Some(match data::decode_data(&a)? {
                         DataItem::Value(v) => ElemData::Value(v),
                         DataItem::Verdict(v) => ElemData::Verdict(v),
                     })
