@@ -39,6 +39,8 @@ RSS_GOAL_MB = 10.0
 STRIPPED_GOAL_MB = 6.0
 CPU_REST_GOAL_PCT = 0.5  # of one core: "no measurable CPU at rest beyond probes"
 REACT_GOAL_MS = 1000.0  # our reading of "react at once"
+FAILOVER_GOAL_MS = 2000.0  # issue 11: failover within 2 s at the defaults
+RESUME_GOAL_S = 1.0  # issue 11: a retrying client resumes within 1 s of the verdict
 
 
 # Every scenario that involves the firewall runs once per backend (the config's
@@ -634,11 +636,16 @@ class Daemon:
         self.f.close()
 
 
+# Probes at the defaults (issue 11: interval 250 ms, dead after 5 unanswered, back after
+# 12 answered), except the target: the sandbox's internet server.
+HEALTH_DEFAULTS = """[health]
+targets = ["198.51.100.10"]
+"""
 HEALTH_CONFIG = """[health]
 targets = ["198.51.100.10"]
 interval_ms = {interval}
-down_after = 3
-up_after = 3
+down_after = {down}
+up_after = {up}
 """
 
 
@@ -693,39 +700,39 @@ def scenario_react(binary, cfg, results):
         out["daemon"] = None
         log("reaction: no daemon subcommand in this build: daemon rows not measured")
         return
-    for interval in cfg["daemon_intervals"]:
-        health = HEALTH_CONFIG.format(interval=interval)
-        first = interval == cfg["daemon_intervals"][0]
+    for tag, interval, down, up in cfg["daemon_cases"]:
+        health = HEALTH_DEFAULTS if tag == "defaults" else HEALTH_CONFIG.format(interval=interval, down=down, up=up)
+        first = tag == cfg["daemon_cases"][0][0]
         with Sandbox(f"dmn{interval}", specs, binary, config=fw_config(BACKENDS[0], health),
                      loose_rp=True, daemon=True) as sb:
             sb.up_all()
-            log(f"reaction: daemon, probes every {interval} ms"
+            log(f"reaction: daemon, probes every {interval} ms, out after {down}, back after {up}"
                 + (": nmcli down/up, upstream cut" if first else ": upstream cut")
                 + f"; a daemon per backend in turn")
             updown = {fw: {"down": [], "up": []} for fw in BACKENDS}
             cuts = {fw: {"cut": [], "restore": []} for fw in BACKENDS}
+            wait = (max(down, up) + 1) * interval / 1000 + 5
             for rep in range(max(reps if first else 0, cfg["cut_reps"])):
                 for fw in BACKENDS:
                     sb.use(fw, health)
                     d = Daemon(sb, f"daemon-{fw}.log")
                     try:
+                        sb.check_backend(fw)
                         if first and rep < reps:
                             r = updown_reps(sb, 1, timeout)
                             updown[fw]["down"] += r["down"]
                             updown[fw]["up"] += r["up"]
                         if rep < cfg["cut_reps"]:
-                            t = 4 * interval / 1000 * 3 + 5
-                            cuts[fw]["cut"].append(react(sb, cut_trigger(sb, "isp3", True), c, {a, b}, t,
+                            cuts[fw]["cut"].append(react(sb, cut_trigger(sb, "isp3", True), c, {a, b}, wait,
                                                          dispatcher_log=False))
-                            cuts[fw]["restore"].append(react(sb, cut_trigger(sb, "isp3", False), c, {a, b, c}, t,
+                            cuts[fw]["restore"].append(react(sb, cut_trigger(sb, "isp3", False), c, {a, b, c}, wait,
                                                              mode="use", dispatcher_log=False))
                     finally:
                         d.stop()
-                        out.setdefault("daemon_logs", {}).setdefault(str(interval), {})[fw] = \
-                            d.log.read_text()[-4000:]
+                        out.setdefault("daemon_logs", {}).setdefault(tag, {})[fw] = d.log.read_text()[-4000:]
             if first:
                 out["daemon"] = updown
-            out[f"cut_daemon_{interval}"] = cuts
+            out[f"cut_daemon_{tag}"] = {"interval_ms": interval, "down_after": down, "up_after": up, **cuts}
 
 
 # --- scenario 4: data-plane cost --------------------------------------------------------
@@ -803,8 +810,8 @@ def scenario_footprint(binary, cfg, results):
         out["daemon"] = None
         return
     specs = ["eth0:static:1", "eth1:static:2", "eth2:static:3"]
-    interval = 1000
-    health = HEALTH_CONFIG.format(interval=interval)
+    interval = 250  # the default
+    health = HEALTH_DEFAULTS
     out["daemon"] = {}
     with Sandbox("foot", specs, binary, config=fw_config(BACKENDS[0], health), daemon=True) as sb:
         sb.up_all()
@@ -882,6 +889,128 @@ def scenario_onewire(binary, cfg, results):
                     runs[fw][name].append(sb.agent("goodput", p, cfg["warmup"], cfg["window"], "eth0", "wlan0"))
         sb.nmmw("unsplit", "eth0")
         results["onewire"] = {"p": p, "rate_per_address": "10mbit", "uplinks": uplinks, "runs": runs}
+
+
+# --- scenario 7: health (issue 11) -----------------------------------------------------
+
+
+# Health runs on one backend: the verdicts and resets do not depend on it, and the
+# kernel's round is read from nftables' map (round_marks).
+HEALTH_BACKEND = "nftables"
+
+LOSSY_CONFIG = """[health]
+targets = ["192.0.2.53"]
+"""
+
+RESET_CONFIG = """[health]
+targets = ["198.51.100.10"]
+reset_connections = {reset}
+"""
+
+
+def health_status(sb):
+    return json.loads(sb.run("/usr/bin/nm-multiwan", "status", "--json"))
+
+
+def round_marks(sb):
+    """The marks of the IPv4 TCP round, as nftables holds it."""
+    out = sb.run("nft", "list", "map", "inet", "nm-multiwan", "round4_tcp", check=False)
+    return set(re.findall(r"goto to4_([0-9a-f]{8})", out))
+
+
+def lossy_run(binary, cfg, out):
+    """Every uplink loses 3 % of its packets (each way) at random and its probe target
+    answers after 0-50 ms: the daemon at its defaults must never take one out."""
+    specs = ["eth0:static:1", "eth1:static:2", "eth2:static:3"]
+    seconds = cfg["lossy_seconds"]
+    with Sandbox("lossy", specs, binary, config=fw_config(HEALTH_BACKEND, LOSSY_CONFIG), loose_rp=True,
+                 daemon=True) as sb:
+        sb.up_all()
+        for k in (1, 2, 3):
+            subprocess.run([str(SANDBOX), "loss", sb.name, f"isp{k}", "3"], check=True, capture_output=True)
+            subprocess.run([str(SANDBOX), "slow-echo", sb.name, f"isp{k}", "0", "50"], check=True,
+                           capture_output=True)
+        d = Daemon(sb)
+        try:
+            sb.check_backend(HEALTH_BACKEND)
+            log(f"health: {seconds} s with 3 % loss and 0-50 ms of delay on every uplink")
+            full = round_marks(sb)
+            t0 = time.time()
+            polls = short = 0
+            while time.time() - t0 < seconds:
+                polls += 1
+                if round_marks(sb) != full:
+                    short += 1
+                time.sleep(0.5)
+            h = health_status(sb)["health"]
+            out["lossy"] = {
+                "seconds": round(time.time() - t0, 1),
+                "polls": polls,
+                "polls_not_full": short,
+                "uplinks": {
+                    i: {k: u.get(k) for k in ("times_out", "rounds", "rounds_failed", "loss_percent",
+                                              "median_rtt_ms", "healthy")}
+                    for i, u in h["uplinks"].items()
+                },
+                "false_verdicts": sum(u["times_out"] for u in h["uplinks"].values()),
+            }
+        finally:
+            d.stop()
+            out["lossy_log"] = d.log.read_text()[-4000:]
+
+
+def reset_run(binary, cfg, out, reset):
+    """Four downloads over two uplinks, one upstream cut: how long after the verdict
+    (the kernel's round without it) the downloads it carried resume elsewhere."""
+    specs = ["eth0:static:1", "eth1:static:2"]
+    config = fw_config(HEALTH_BACKEND, RESET_CONFIG.format(reset="true" if reset else "false"))
+    runs = []
+    with Sandbox("rst" if reset else "nrst", specs, binary, rate="20mbit", config=config, loose_rp=True,
+                 daemon=True) as sb:
+        sb.up_all()
+        d = Daemon(sb)
+        try:
+            sb.check_backend(HEALTH_BACKEND)
+            for _ in range(cfg["reset_reps"]):
+                time.sleep(3)
+                both = round_marks(sb)
+                client = subprocess.Popen(
+                    [str(SANDBOX), "exec", sb.name, PY, str(REPO / "tests/sandbox/client.py"), "download", "4",
+                     "16", "10"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                time.sleep(3)
+                t_cut = time.time()
+                sb.ns("isp2", "iptables", "-I", "FORWARD", "-j", "DROP")
+                verdict = None
+                while time.time() - t_cut < 10:
+                    now = time.time()
+                    if len(round_marks(sb)) < len(both):
+                        verdict = now
+                        break
+                stdout, _ = client.communicate(timeout=60)
+                sb.ns("isp2", "iptables", "-D", "FORWARD", "-j", "DROP")
+                downloads = json.loads(stdout.strip().splitlines()[-1])
+                resumed = []
+                for dl in downloads:
+                    if dl[0]["isp"] != isp_addr(2):
+                        continue
+                    nxt = next((c for c in dl[1:] if c["isp"] and c["isp"] != isp_addr(2) and c["first_byte"]),
+                               None)
+                    resumed.append(None if nxt is None or verdict is None else nxt["first_byte"] - verdict)
+                others_cut = sum(1 for dl in downloads if dl[0]["isp"] == isp_addr(1) and len(dl) > 1)
+                runs.append({"verdict_after_cut_s": None if verdict is None else verdict - t_cut,
+                             "resumed_after_verdict_s": resumed, "other_uplink_cut": others_cut})
+        finally:
+            d.stop()
+    out["reset" if reset else "no_reset"] = runs
+
+
+def scenario_health(binary, cfg, results):
+    out = results.setdefault("health", {})
+    out["backend"] = HEALTH_BACKEND
+    for reset in (True, False):
+        log(f"health: a download through a dying uplink, reset_connections = {str(reset).lower()}")
+        reset_run(binary, cfg, out, reset)
+    lossy_run(binary, cfg, out)
 
 
 # --- table ------------------------------------------------------------------------------
@@ -997,6 +1126,14 @@ def render_goals(goals):
         verdict = met_cell({fw: cells[fw][1] for fw in BACKENDS})
         lines.append("| " + " | ".join([goal, *(cells[fw][0] for fw in BACKENDS), verdict, where]) + " |")
     return "\n".join(lines)
+
+
+def cut_case_order(key):
+    """The health defaults first, then the other cases (older runs: by interval, longest first)."""
+    case = key[len("cut_daemon_"):]
+    if case == "defaults":
+        return (0, 0)
+    return (1, -int(case)) if case.isdigit() else (1, 0)
 
 
 def build_table(R):
@@ -1178,22 +1315,32 @@ def build_table(R):
                 row("3 reaction", f"nmcli con {label}, daemon (no dispatcher)",
                     {fw: cell(dm[fw][ev], key) for fw in BACKENDS}, "recipe " + cell(rc[ev], key), "< 1 s",
                     {fw: within(dm[fw][ev], key, REACT_GOAL_MS) for fw in BACKENDS})
-            for k in sorted((x for x in r if x.startswith("cut_daemon_")), key=lambda x: -int(x.rsplit("_", 1)[1])):
-                iv = int(k.rsplit("_", 1)[1])
-                bound = 3 * iv + iv  # down_after rounds, plus up to one round of phase
-                row("3 reaction", f"upstream cut → failover, daemon probes {iv} ms × 3",
-                    {fw: cell(r[k][fw]["cut"], "first_ms")
-                     + f" ({statistics.median([x['failures'] for x in r[k][fw]['cut']]):.0f} failed conns)"
+            for k in sorted((x for x in r if x.startswith("cut_daemon_")), key=cut_case_order):
+                case = r[k]
+                # Runs before the health defaults (cut_daemon_<interval>) probed with 3 and 3.
+                iv = case.get("interval_ms") or int(k.rsplit("_", 1)[1])
+                down, up = case.get("down_after", 3), case.get("up_after", 3)
+                defaults = k == "cut_daemon_defaults"
+                label = f"probes {iv} ms, out after {down}" + (" (defaults)" if defaults else "")
+                if defaults:
+                    bound, goal = FAILOVER_GOAL_MS, f"≤ {FAILOVER_GOAL_MS:.0f} ms (issue 11)"
+                else:
+                    # down_after unanswered probes, one more interval, and the reconcile.
+                    bound = (down + 1) * iv + 300
+                    goal = f"≤ {bound} ms ((down_after + 1) × interval + 300)"
+                row("3 reaction", f"upstream cut → failover, daemon {label}",
+                    {fw: cell(case[fw]["cut"], "first_ms")
+                     + f" ({statistics.median([x['failures'] for x in case[fw]['cut']]):.0f} failed conns)"
                      for fw in BACKENDS},
                     "dispatcher only " + "; ".join(f"{fw} {cell(r['cut_dispatcher_only'][fw], 'first_ms')}"
                                                    for fw in BACKENDS)
-                    + f"; recipe {cell(r['cut_recipe'], 'first_ms')}",
-                    f"≤ {bound} ms (3 lost rounds + 1)",
-                    {fw: within(r[k][fw]["cut"], "first_ms", bound) for fw in BACKENDS})
-                row("3 reaction", f"upstream back → in use again, probes {iv} ms × 3",
-                    {fw: cell(r[k][fw]["restore"], "first_ms") for fw in BACKENDS},
-                    "recipe/dispatcher: never left", f"≤ {bound} ms",
-                    {fw: within(r[k][fw]["restore"], "first_ms", bound) for fw in BACKENDS})
+                    + f"; recipe {cell(r['cut_recipe'], 'first_ms')}", goal,
+                    {fw: within(case[fw]["cut"], "first_ms", bound) for fw in BACKENDS})
+                bound = (up + 1) * iv + 500
+                row("3 reaction", f"upstream back → in use again, back after {up} answered, {iv} ms",
+                    {fw: cell(case[fw]["restore"], "first_ms") for fw in BACKENDS},
+                    "recipe/dispatcher: never left", f"≤ {bound} ms ((up_after + 1) × interval + 500)",
+                    {fw: within(case[fw]["restore"], "first_ms", bound) for fw in BACKENDS})
         else:
             row("3 reaction", "daemon: nmcli down/up, upstream cut", "not measured: daemon not available", "—", "—")
 
@@ -1249,6 +1396,45 @@ def build_table(R):
                 "one address: " + "; ".join(f"{fw} {fmt(s[fw]['one'])}" for fw in BACKENDS),
                 f"≥ {goal}× one address" if goal else "—",
                 {fw: (x[fw] >= goal) if goal else None for fw in BACKENDS})
+
+    h = R.get("health")
+    if h:
+        # Measured on one backend only (see scenario_health): the other's column stays empty.
+        fw = h.get("backend", BACKENDS[0])
+
+        def resumed(key):
+            runs = h.get(key, [])
+            return [x for r in runs for x in r["resumed_after_verdict_s"]], runs
+
+        with_reset, runs = resumed("reset")
+        without, _ = resumed("no_reset")
+        sw = stats([x * 1000 for x in with_reset if x is not None])
+        so = stats([x * 1000 for x in without if x is not None])
+        never_w = sum(1 for x in with_reset if x is None)
+        cut_others = sum(r["other_uplink_cut"] for r in runs)
+        verdict = stats([r["verdict_after_cut_s"] * 1000 for r in runs if r["verdict_after_cut_s"] is not None])
+        if runs:
+            rat = ratio(sw, so)
+            row("7 health", f"download through a dying uplink, retried on error: resumed after the verdict "
+                f"(verdict {fmt(verdict, ' ms', 0)} after the cut; {len(with_reset)} downloads)",
+                {fw: f"reset: {fmt(sw, ' ms', 0)}" + (f", never in {never_w}" if never_w else "")
+                 + f"; downloads on the other uplink cut: {cut_others}"},
+                f"no reset: {fmt(so, ' ms', 0)} (the client's own 10 s timeout)"
+                + (f"; reset/no reset {rat:.2f}" if rat is not None else ""),
+                f"≤ {RESUME_GOAL_S * 1000:.0f} ms (issue 11)",
+                {fw: sw is not None and never_w == 0 and cut_others == 0 and sw["max"] <= RESUME_GOAL_S * 1000})
+        lossy = h.get("lossy")
+        if lossy:
+            u = lossy["uplinks"].values()
+            sent = sum(x["rounds"] for x in u)
+            lost = sum(x["rounds_failed"] for x in u)
+            rtt = [x["median_rtt_ms"] for x in u if x["median_rtt_ms"] is not None]
+            row("7 health", f"{lossy['seconds'] / 60:.0f} min, {len(lossy['uplinks'])} uplinks losing 3 % of "
+                f"packets each way, target answering after 0-50 ms, defaults: false verdicts",
+                {fw: f"{lossy['false_verdicts']} ({sent} probes, {100 * lost / max(sent, 1):.1f} % lost; "
+                 f"median round trip {min(rtt, default=0):.0f}-{max(rtt, default=0):.0f} ms; round short of "
+                 f"an uplink in {lossy['polls_not_full']}/{lossy['polls']} polls)"},
+                "—", "0", {fw: lossy["false_verdicts"] == 0 and lossy["polls_not_full"] == 0})
     return t
 
 
@@ -1388,7 +1574,8 @@ def config(quick):
             "spread_rounds": 6, "spread_check_reps": 1,
             "apply_counts": [1, 8, 16], "apply_reps": 5, "noop_reps": 10,
             "react_reps": 1, "react_timeout": 5.0, "recipe_timeout": 3.0, "cut_timeout_none": 3.0, "cut_reps": 1,
-            "daemon_intervals": [1000],
+            "daemon_cases": [("defaults", 250, 5, 12)],
+            "lossy_seconds": 60, "reset_reps": 1,
             "dp_reps": 3, "dp_seconds": 2, "rest_settle": 3, "rest_seconds": 10,
             "onewire_reps": 1, "onewire_p": 16,
         }
@@ -1399,7 +1586,8 @@ def config(quick):
         "spread_rounds": 12, "spread_check_reps": 2,
         "apply_counts": [1, 4, 8, 16], "apply_reps": 20, "noop_reps": 40,
         "react_reps": 5, "react_timeout": 6.0, "recipe_timeout": 5.0, "cut_timeout_none": 5.0, "cut_reps": 3,
-        "daemon_intervals": [1000, 250],
+        "daemon_cases": [("defaults", 250, 5, 12), ("old", 1000, 3, 3)],
+        "lossy_seconds": 600, "reset_reps": 3,
         "dp_reps": 12, "dp_seconds": 3, "rest_settle": 5, "rest_seconds": 30,
         "onewire_reps": 3, "onewire_p": 16,
     }
@@ -1432,6 +1620,7 @@ SCENARIOS = {
     "dataplane": scenario_dataplane,
     "footprint": scenario_footprint,
     "onewire": scenario_onewire,
+    "health": scenario_health,
 }
 
 

@@ -60,6 +60,20 @@ pub const RESERVED_TABLES: RangeInclusive<u32> = 252..=255;
 pub const MAX_WEIGHT: u32 = 100;
 pub const INTERVAL_MS_MIN: u64 = 50;
 pub const INTERVAL_MS_MAX: u64 = 600_000;
+pub const MAX_RTT_MS_MAX: u64 = 60_000;
+pub const WINDOW_MIN: u32 = 4;
+pub const WINDOW_MAX: u32 = 10_000;
+
+/// The `firewall` key: which backend programs the marks and the NAT.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FirewallChoice {
+    /// nftables where the kernel has nf_tables, iptables otherwise.
+    #[default]
+    Auto,
+    Nftables,
+    Iptables,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -76,7 +90,11 @@ pub struct Config {
     pub ipv6: Option<bool>,
     /// Firewall backend: `auto` (nftables where the kernel has nf_tables, iptables
     /// otherwise), `nftables` or `iptables`.
-    pub firewall: crate::kernel::firewall::Choice,
+    pub firewall: FirewallChoice,
+    /// What a metered uplink (NetworkManager's `Metered`) is for: `backup` (new
+    /// connections only while no unmetered uplink is usable), `balance` (like any
+    /// other) or `never` (no new connections at all).
+    pub metered: Metered,
     /// Per-uplink settings, keyed by NetworkManager connection id or interface name.
     pub uplinks: BTreeMap<String, UplinkConfig>,
     /// Health probing (daemon only).
@@ -95,20 +113,57 @@ pub struct UplinkConfig {
     /// `false`: never balance over this uplink (no table, no rule, no NAT), in either
     /// address family.
     pub enabled: bool,
+    /// `primary` or `backup` whatever NetworkManager says of metering; absent: as
+    /// `metered` says (a metered uplink is then a backup by default).
+    pub role: Option<UplinkRole>,
+}
+
+/// The config's `metered` key: what a metered uplink is for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Metered {
+    /// New connections only while no unmetered (primary) uplink is usable.
+    #[default]
+    Backup,
+    /// Like any other uplink.
+    Balance,
+    /// Never new connections (its table, NAT and inbound marks stay).
+    Never,
+}
+
+/// The config's `uplinks.NAME.role` key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UplinkRole {
+    Primary,
+    Backup,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthConfig {
-    /// What is probed through each uplink: IPv4 addresses (ICMP echo), or
-    /// `tcp:ADDRESS:PORT` for a TCP handshake. Any answer within a round is success.
+    /// What is probed through each uplink: addresses (ICMP echo; IPv4 ones through
+    /// its IPv4 side, IPv6 ones through its IPv6 side), or `tcp:ADDRESS:PORT` for a TCP
+    /// handshake. A probe is answered when any target of its family answers.
     pub targets: Vec<String>,
-    /// Probe period per uplink, in milliseconds.
+    /// Probe period per uplink and family, in milliseconds.
     pub interval_ms: u64,
-    /// Consecutive failed probes before an uplink leaves the balance.
+    /// Probes in a row without any answer (each given one interval) before an uplink
+    /// is dead and leaves the balance.
     pub down_after: u32,
-    /// Consecutive successful probes before it returns.
+    /// Probes answered in a row (and the window's quality good again) before it returns.
     pub up_after: u32,
+    /// Loss, in percent of the window's probes, above which an uplink leaves the
+    /// balance; it returns at half of it or below.
+    pub max_loss: u32,
+    /// Median round-trip time of the window's answers, in milliseconds, above which
+    /// an uplink leaves the balance; it returns at half of it or below.
+    pub max_rtt_ms: u64,
+    /// How many recent probes loss and round-trip time are judged over.
+    pub window: u32,
+    /// Reset the connections of an uplink the probes take out of the balance, so that
+    /// their applications reconnect through another uplink at once.
+    pub reset_connections: bool,
 }
 
 impl Default for Config {
@@ -119,6 +174,7 @@ impl Default for Config {
             rule_priority: DEFAULT_RULE_PRIORITY,
             ipv6: None,
             firewall: Default::default(),
+            metered: Metered::default(),
             uplinks: BTreeMap::new(),
             health: HealthConfig::default(),
             policy: Vec::new(),
@@ -131,6 +187,7 @@ impl Default for UplinkConfig {
         UplinkConfig {
             weight: 1,
             enabled: true,
+            role: None,
         }
     }
 }
@@ -138,10 +195,19 @@ impl Default for UplinkConfig {
 impl Default for HealthConfig {
     fn default() -> Self {
         HealthConfig {
-            targets: vec!["1.1.1.1".into(), "9.9.9.9".into()],
-            interval_ms: 1000,
-            down_after: 3,
-            up_after: 3,
+            targets: vec![
+                "1.1.1.1".into(),
+                "9.9.9.9".into(),
+                "2606:4700:4700::1111".into(),
+                "2620:fe::fe".into(),
+            ],
+            interval_ms: 250,
+            down_after: 5,
+            up_after: 12,
+            max_loss: 20,
+            max_rtt_ms: 1000,
+            window: 100,
+            reset_connections: true,
         }
     }
 }
@@ -516,15 +582,20 @@ mark_mask = "0x0f000000"
 table_base = 7000
 rule_priority = 20000
 ipv6 = false
+metered = "never"
 [uplinks.wired]
 weight = 2
 [uplinks.usb0]
 enabled = false
+role = "primary"
 [health]
-targets = ["192.0.2.1", "tcp:198.51.100.10:7000"]
+targets = ["192.0.2.1", "tcp:198.51.100.10:7000", "2001:db8::1", "tcp:[2001:db8::2]:443"]
 interval_ms = 500
 down_after = 2
 up_after = 4
+max_loss = 30
+max_rtt_ms = 700
+window = 40
 "#,
         )
         .unwrap();
@@ -537,6 +608,13 @@ up_after = 4
         assert!(!c.uplink("x", "usb0").enabled);
         assert_eq!(c.uplink("x", "eth9"), UplinkConfig::default());
         assert_eq!(c.health.interval_ms, 500);
+        assert_eq!(
+            (c.health.max_loss, c.health.max_rtt_ms, c.health.window),
+            (30, 700, 40)
+        );
+        assert_eq!(c.metered, Metered::Never);
+        assert_eq!(c.uplink("x", "usb0").role, Some(UplinkRole::Primary));
+        assert_eq!(c.uplink("wired", "eth0").role, None);
         assert_eq!(c.ipv6, Some(false));
         assert_eq!(parse("ipv6 = true").unwrap().ipv6, Some(true));
         assert_eq!(parse("").unwrap().ipv6, None);
@@ -706,10 +784,34 @@ up_after = 4
                 "found \"nope\"",
             ),
             (
-                "[health]\ntargets = [\"2001:db8::1\"]",
+                "[health]\ntargets = [\"2001:db8::1\", \"tcp:2001:db8::1:443\"]",
+                (2, 27),
+                "health.targets[1]",
+                "tcp:[2001:db8::1]:443",
+            ),
+            (
+                "metered = \"sometimes\"",
+                (1, 11),
+                "metered",
+                "found \"sometimes\"; expects \"backup\", \"balance\" or \"never\"",
+            ),
+            (
+                "[uplinks.usb0]\nrole = \"main\"",
+                (2, 8),
+                "uplinks.usb0.role",
+                "expects \"primary\" or \"backup\"",
+            ),
+            (
+                "[health]\nmax_loss = 0",
                 (2, 12),
-                "health.targets[0]",
-                "IPv6 targets are not supported",
+                "health.max_loss",
+                "expects an integer 1..=100",
+            ),
+            (
+                "[health]\nwindow = 2",
+                (2, 10),
+                "health.window",
+                "expects an integer 4..=10000",
             ),
             (
                 "[health]\ntargets = [\"tcp:192.0.2.1\"]",
@@ -874,7 +976,7 @@ up_after = 4
                 continue;
             };
             let (table, name) = match k.path.rsplit_once('.') {
-                Some((t, n)) => (format!("[{}]\n", t.replace('*', "x")), n),
+                Some((t, n)) => (format!("[{}]\n", t.replace('*', "name0")), n),
                 None => (String::new(), k.path),
             };
             let doc = |v: u64| format!("{table}{name} = {v}");
@@ -888,7 +990,7 @@ up_after = 4
                 .flatten()
             {
                 let (_, _, key, msg) = error(&doc(bad));
-                assert_eq!(key.unwrap().replace('x', "*"), k.path, "{msg}");
+                assert_eq!(key.unwrap().replace("name0", "*"), k.path, "{msg}");
                 assert!(msg.contains(&format!("{min}..={max}")), "{msg}");
             }
         }

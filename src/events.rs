@@ -24,7 +24,8 @@ pub struct UplinkState {
     pub in_balance: bool,
     /// The daemon's verdict (true for an uplink it does not probe).
     pub healthy: bool,
-    /// The uplink's role; empty while uplinks have no roles.
+    /// The uplink's role: `primary`, `backup` or `never` (empty from a daemon that
+    /// predates roles).
     pub role: String,
 }
 

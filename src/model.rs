@@ -244,6 +244,11 @@ pub struct Uplink {
     pub connection_uuid: String,
     pub ipv4: Option<IpSide>,
     pub ipv6: Option<IpSide>,
+    /// NetworkManager says the connection is metered (its device's `Metered` is yes or
+    /// guess-yes: `connection.metered yes`, or a tethered phone or mobile-broadband
+    /// modem it recognised). Such an uplink is a backup by default.
+    #[serde(default)]
+    pub metered: bool,
 }
 
 impl Uplink {

@@ -516,7 +516,8 @@ fn uplink_from_configs(
             .ok()
     });
     match uplink_from(&iface, active, ipv4, ipv6) {
-        Some(uplink) => {
+        Some(mut uplink) => {
+            uplink.metered = is_metered(device.u32("Metered"));
             debug!(device = %device.path, device_type, ?uplink, "uplink");
             Some(uplink)
         }
@@ -582,8 +583,22 @@ fn uplink_from(
         connection_uuid: str_prop(active, "Uuid").unwrap_or_default().to_string(),
         ipv4,
         ipv6,
+        metered: false,
     })
 }
+
+/// NetworkManager's `NMMetered` of a device: 0 unknown, 1 yes, 2 no, 3 guess-yes,
+/// 4 guess-no. Yes and guess-yes count: NetworkManager guesses yes for mobile
+/// broadband, Bluetooth tethering and phones that announce themselves as metered
+/// (the `ANDROID_METERED` DHCP option of USB and Wi-Fi tethering).
+pub fn is_metered(value: Option<u32>) -> bool {
+    matches!(value, Some(METERED_YES | METERED_GUESS_YES))
+}
+
+/// `NM_METERED_YES`.
+const METERED_YES: u32 = 1;
+/// `NM_METERED_GUESS_YES`.
+const METERED_GUESS_YES: u32 = 3;
 
 /// An entry of `AddressData`: address and prefix length.
 type Address = (IpAddr, u8);
@@ -882,6 +897,8 @@ mod tests {
                 ("IpInterface", Value::from(name.to_string())),
                 ("State", Value::from(state)),
                 ("DeviceType", Value::from(dtype)),
+                // NetworkManager's guess for a tethered phone: metered.
+                ("Metered", Value::from(if n == 2 { 3u32 } else { 4u32 })),
                 ("Ip4Config", Value::from(ObjectPath::try_from(ip4).unwrap())),
                 ("Ip6Config", Value::from(ObjectPath::try_from("/").unwrap())),
                 (
@@ -943,6 +960,7 @@ mod tests {
         assert_eq!(ups[0].connection_id, "conn2");
         assert_eq!(ups[0].ipv4.as_ref().unwrap().gateway, Some(ip("10.0.2.1")));
         assert!(ups[0].ipv6.is_none());
+        assert!(ups[0].metered, "Metered guess-yes counts");
         // No root object: no uplinks, no panic.
         objects.remove(&path(NM_PATH));
         assert!(view_of(&objects).uplinks.is_empty());
@@ -986,8 +1004,18 @@ mod tests {
                     ],
                 }),
                 ipv6: None,
+                metered: false,
             }
         );
+    }
+
+    #[test]
+    fn metered_is_yes_or_guess_yes() {
+        let m: Vec<bool> = [None, Some(0), Some(1), Some(2), Some(3), Some(4), Some(9)]
+            .into_iter()
+            .map(is_metered)
+            .collect();
+        assert_eq!(m, [false, false, true, false, true, false, false]);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::kernel::{cgroup, conntrack, keeper, sysctl};
 use crate::model::Uplink;
 use crate::namespace::Namespace;
 use crate::nm::{NetworkManager, NmView};
-use crate::plan::{self, Facts, Plan};
+use crate::plan::{self, Facts, Plan, Verdicts};
 use crate::state::{RunLock, State};
 
 /// Longest a run waits for NetworkManager's view of a device to agree with the kernel
@@ -72,7 +72,7 @@ pub async fn observe(
     nm: &NetworkManager,
     routing: &Routing,
     state: &State,
-    health: &BTreeMap<String, bool>,
+    health: &Verdicts,
 ) -> Result<View> {
     let ns = config.namespace();
     let started = Instant::now();
@@ -319,11 +319,7 @@ async fn translated_sources(ns: &Namespace) -> Option<Vec<(IpAddr, u32)>> {
 }
 
 /// Runs one reconcile under the run lock.
-pub async fn reconcile(
-    config: &Config,
-    run_dir: &Path,
-    health: &BTreeMap<String, bool>,
-) -> Result<Outcome> {
+pub async fn reconcile(config: &Config, run_dir: &Path, health: &Verdicts) -> Result<Outcome> {
     let _lock = RunLock::acquire(run_dir, Duration::from_secs(60))?;
     let backend = firewall::resolve(config.firewall);
     let fw = firewall::backend(backend);
@@ -420,7 +416,7 @@ pub async fn reconcile_or(
     config: &Config,
     fallback: impl FnOnce() -> Config,
     run_dir: &Path,
-    health: &BTreeMap<String, bool>,
+    health: &Verdicts,
 ) -> Result<(Outcome, Option<Error>)> {
     let refused = match reconcile(config, run_dir, health).await {
         Err(e @ Error::UnknownUplinks(_)) => e,

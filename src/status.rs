@@ -8,16 +8,16 @@ use serde::{Deserialize, Serialize};
 
 use tracing::debug;
 
-use crate::config::{self, Config};
+use crate::config::{self, Config, FirewallChoice as Choice};
 use crate::diff;
 use crate::error::{Error, Result};
 use crate::health::{HealthReport, UplinkHealthReport, nm_connectivity};
-use crate::kernel::firewall::{self, Backend, Choice, Firewall};
+use crate::kernel::firewall::{self, Backend, Firewall};
 use crate::kernel::routing::Routing;
 use crate::model::Family;
 use crate::namespace::MAIN_TABLE;
 use crate::nm::NetworkManager;
-use crate::plan::{self, Plan};
+use crate::plan::{self, Plan, Role, Verdicts};
 use crate::reconcile::{observe, observe_for, observe_sysctls};
 use crate::state::{self, State};
 use crate::traffic::{TrafficReport, human_bytes, human_rate};
@@ -262,7 +262,14 @@ pub struct UplinkStatus {
     pub mark: String,
     pub table: u32,
     pub weight: u32,
-    /// Whether new connections are given to it right now.
+    /// `primary`, `backup` (new connections only while no primary is usable) or
+    /// `never` (a metered uplink with `metered = "never"`).
+    #[serde(default = "primary")]
+    pub role: Role,
+    /// NetworkManager calls it metered.
+    #[serde(default)]
+    pub metered: bool,
+    /// Whether new connections are given to it right now (in at least one family).
     pub in_balance: bool,
     /// Health verdict: `null` when no daemon probes, else true/false.
     pub healthy: Option<bool>,
@@ -298,7 +305,7 @@ pub struct UplinkStatus {
 /// then judged on routes, rules and sysctls alone.
 pub async fn current_plan(
     config: &Config,
-    health: &BTreeMap<String, bool>,
+    health: &Verdicts,
 ) -> Result<(Plan, Box<dyn Firewall>, bool)> {
     let nm = NetworkManager::connect().await?;
     let c = current(config, health, &nm, crate::privilege::has_net_admin()).await?;
@@ -321,7 +328,7 @@ pub struct Current {
 /// Reads NetworkManager and the kernel and plans, writing nothing.
 pub async fn current(
     config: &Config,
-    health: &BTreeMap<String, bool>,
+    health: &Verdicts,
     nm: &NetworkManager,
     privileged: bool,
 ) -> Result<Current> {
@@ -381,7 +388,7 @@ fn backend_for(choice: Choice, privileged: bool, state: &State) -> Backend {
 /// Without `CAP_NET_ADMIN` the firewall and conntrack are left out and listed in
 /// `unreadable`; everything else (NetworkManager, routes, rules, counters) needs no
 /// privilege.
-pub async fn gather(config: &Config, health: &BTreeMap<String, bool>) -> Result<StatusReport> {
+pub async fn gather(config: &Config, health: &Verdicts) -> Result<StatusReport> {
     let privileged = crate::privilege::has_net_admin();
     let nm = NetworkManager::connect().await?;
     let Current {
@@ -452,8 +459,12 @@ pub async fn gather(config: &Config, health: &BTreeMap<String, bool>) -> Result<
                 mark: format!("{:#x}/{:#x}", u.mark, ns.mark_mask),
                 table: u.table,
                 weight: u.weight,
+                role: u.role,
+                metered: u.metered,
                 in_balance: u.in_balance,
-                healthy: health.get(&u.iface).copied(),
+                healthy: health
+                    .get(&u.iface)
+                    .map(|v| (u.ipv4.is_none() || v.ipv4) && (!u.ipv6_balanced || v.ipv6)),
                 connections: c4.map(|c4| c4 + c6.unwrap_or(0)),
                 connections6: c6,
                 new_connections: new4 + new6,
@@ -502,6 +513,10 @@ impl StatusReport {
     }
 }
 
+fn primary() -> Role {
+    Role::Primary
+}
+
 /// Tracked connections of one family per uplink id (both directions), read over
 /// netlink; `None` when conntrack cannot be read (no privilege, no conntrack).
 async fn conntrack_by_id(config: &Config, family: Family) -> Option<BTreeMap<u32, u64>> {
@@ -542,20 +557,37 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 }
 
 /// An uplink's health as one cell and its round-trip time, from the freshest source:
-/// the daemon's verdict, else NetworkManager's connectivity check, else `-`. The RTT
-/// is shown only while the probes answer: an old figure for a dead uplink misleads.
+/// the daemon's verdict, else NetworkManager's connectivity check, else `-`. An uplink
+/// down in some of its families only says which (`DOWN (IPv6)`). The RTT (the median
+/// of the window, else the last answer's) is shown while the probes answer: an old
+/// figure for a dead uplink misleads, but a slow or lossy one's is why it is out.
 pub fn health_cells(r: &StatusReport, u: &UplinkStatus) -> (String, String) {
     let probed = r.health.as_ref().and_then(|h| h.uplinks.get(&u.iface));
     match probed {
         // Tracked but neither probed (probing off) nor checked by NetworkManager:
         // no figure at all.
         Some(h) if h.rounds > 0 || h.nm_connectivity.is_some() => {
-            let health = if h.healthy { "ok" } else { "DOWN" };
-            let rtt = match h.last_rtt_ms {
-                Some(ms) if h.consecutive_failures == 0 => format!("{ms:.1} ms"),
+            let health = down_families(h).map_or_else(
+                || "ok".to_string(),
+                |down| match down.as_slice() {
+                    [] => "DOWN".to_string(),
+                    some => format!("DOWN ({})", some.join(", ")),
+                },
+            );
+            let answering = if h.healthy {
+                true
+            } else {
+                h.reason.as_deref().is_some_and(|r| {
+                    ["lossy", "slow", "recovering"]
+                        .iter()
+                        .any(|w| r.contains(&format!(": {w}:")))
+                })
+            };
+            let rtt = match h.median_rtt_ms.or(h.last_rtt_ms) {
+                Some(ms) if answering => format!("{ms:.1} ms"),
                 _ => "-".into(),
             };
-            (health.into(), rtt)
+            (health, rtt)
         }
         _ => {
             let health = match u.nm_connectivity.as_deref() {
@@ -566,6 +598,44 @@ pub fn health_cells(r: &StatusReport, u: &UplinkStatus) -> (String, String) {
             };
             (health.into(), "-".into())
         }
+    }
+}
+
+/// `None` for a healthy uplink; else the families it is down in when that is not
+/// all of its probed families (empty: all of them, or NetworkManager's verdict).
+fn down_families(h: &UplinkHealthReport) -> Option<Vec<String>> {
+    if h.healthy {
+        return None;
+    }
+    let down: Vec<String> = h
+        .families
+        .iter()
+        .filter(|(_, f)| !f.healthy)
+        .map(|(family, _)| family.to_string())
+        .collect();
+    Some(if down.len() == h.families.len() {
+        Vec::new()
+    } else {
+        down
+    })
+}
+
+/// Whether new connections go to an uplink: `active` (all of them do when every uplink
+/// is down, hence the health beside it), `standby` (a backup waiting for the primaries
+/// to fail) or `out`.
+pub fn state_cell(u: &UplinkStatus) -> &'static str {
+    match (u.in_balance, u.role, u.healthy) {
+        (true, _, _) => "active",
+        (false, Role::Backup, h) if h != Some(false) => "standby",
+        (false, _, _) => "out",
+    }
+}
+
+/// An uplink's role as the table shows it: `backup (metered)`.
+fn role_cell(u: &UplinkStatus) -> String {
+    match (u.role, u.metered) {
+        (role, true) => format!("{} (metered)", role.name()),
+        (role, false) => role.name().to_string(),
     }
 }
 
@@ -588,7 +658,15 @@ pub fn render(r: &StatusReport) -> String {
     // otherwise; the IPv6 column only when IPv6 is balanced.
     let rates = r.traffic.is_some();
     let ipv6 = r.ipv6;
-    let mut header = vec!["IFACE", "CONNECTION", "STATE", "HEALTH", "RTT", "CONNS"];
+    let mut header = vec![
+        "IFACE",
+        "CONNECTION",
+        "STATE",
+        "ROLE",
+        "HEALTH",
+        "RTT",
+        "CONNS",
+    ];
     header.extend(if rates {
         ["DOWNLOAD", "UPLOAD"]
     } else {
@@ -610,9 +688,8 @@ pub fn render(r: &StatusReport) -> String {
                     None => u.iface.clone(),
                 },
                 u.connection.clone(),
-                // Whether new connections go there (all of them do when every uplink
-                // is down, hence the health beside it).
-                if u.in_balance { "active" } else { "out" }.to_string(),
+                state_cell(u).to_string(),
+                role_cell(u),
                 health,
                 rtt,
                 u.connections.map_or_else(|| "-".into(), |c| c.to_string()),
@@ -696,11 +773,13 @@ fn down_detail(iface: &str, d: &UplinkHealthReport, now: std::time::SystemTime) 
         .map_or(0.0, |d| d.as_secs_f64());
     let ago = (now - d.last_change).max(0.0);
     let mut why = Vec::new();
-    if !d.probes_healthy || d.consecutive_failures > 0 {
-        why.push(format!(
-            "{} probe rounds lost in a row",
+    match &d.reason {
+        Some(r) => why.push(r.clone()),
+        None if !d.probes_healthy || d.consecutive_failures > 1 => why.push(format!(
+            "{} probes unanswered in a row",
             d.consecutive_failures
-        ));
+        )),
+        None => {}
     }
     if let Some(e) = &d.last_error {
         why.push(e.clone());
@@ -710,7 +789,11 @@ fn down_detail(iface: &str, d: &UplinkHealthReport, now: std::time::SystemTime) 
     {
         why.push(format!("NetworkManager says connectivity {c}"));
     }
-    format!("{iface}: DOWN for {ago:.0} s: {}", why.join("; "))
+    let down = match down_families(d).as_deref() {
+        Some([]) | None => "DOWN".to_string(),
+        Some(some) => format!("DOWN ({})", some.join(", ")),
+    };
+    format!("{iface}: {down} for {ago:.0} s: {}", why.join("; "))
 }
 
 /// What the traffic columns show.
@@ -760,7 +843,8 @@ fn unreadable_line(unreadable: &[Unreadable]) -> String {
 /// The daemon's probe settings, for people.
 pub fn render_health(h: &HealthReport) -> String {
     format!(
-        "health: probes to {} every {} ms; out after {} failures, back after {} successes",
+        "health: probes to {} every {} ms; out after {} unanswered, above {}% loss or \
+         {} ms median round trip (last {} probes); back after {} answered",
         if h.targets.is_empty() {
             "nothing (probing off)".to_string()
         } else {
@@ -768,6 +852,9 @@ pub fn render_health(h: &HealthReport) -> String {
         },
         h.interval_ms,
         h.down_after,
+        h.max_loss,
+        h.max_rtt_ms,
+        h.window,
         h.up_after
     )
 }
@@ -1002,6 +1089,8 @@ mod tests {
             mark: "0x1000000/0x3f000000".into(),
             table: 6101,
             weight: 1,
+            role: Role::Primary,
+            metered: false,
             in_balance: true,
             healthy: None,
             connections: None,
@@ -1028,6 +1117,12 @@ mod tests {
             nm_connectivity: None,
             rounds: 120,
             rounds_failed: u64::from(failures),
+            reason: (!healthy)
+                .then(|| format!("IPv4: dead: no answer to the last {failures} probes")),
+            loss_percent: Some(0.0),
+            median_rtt_ms: None,
+            times_out: u64::from(!healthy),
+            families: BTreeMap::new(),
         }
     }
 
@@ -1082,6 +1177,9 @@ mod tests {
             interval_ms: 500,
             down_after: 3,
             up_after: 3,
+            max_loss: 20,
+            max_rtt_ms: 1000,
+            window: 100,
             uplinks: BTreeMap::from([
                 ("eth0".to_string(), probed(true, 11.8, 0, now - 300.0)),
                 // Its last answer long ago: no RTT shown.
@@ -1108,6 +1206,7 @@ mod tests {
                 "IFACE",
                 "CONNECTION",
                 "STATE",
+                "ROLE",
                 "HEALTH",
                 "RTT",
                 "CONNS",
@@ -1121,11 +1220,12 @@ mod tests {
             "{text}"
         );
         assert_eq!(
-            row(&text, "eth0")[..8],
+            row(&text, "eth0")[..9],
             [
                 "eth0",
                 "Wired connection 1",
                 "active",
+                "primary",
                 "ok",
                 "11.8 ms",
                 "14",
@@ -1135,11 +1235,12 @@ mod tests {
             "{text}"
         );
         assert_eq!(
-            row(&text, "wlan0")[..8],
+            row(&text, "wlan0")[..9],
             [
                 "wlan0",
                 "campus-wifi",
                 "out",
+                "primary",
                 "DOWN",
                 "-",
                 "2",
@@ -1153,7 +1254,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("\n  wlan0: DOWN for 9 s: 9 probe rounds lost in a row"),
+            text.contains("\n  wlan0: DOWN for 9 s: IPv4: dead: no answer to the last 9 probes"),
             "{text}"
         );
         assert!(
@@ -1170,6 +1271,119 @@ mod tests {
             1_175_000
         );
         assert_eq!(json["unreadable"], serde_json::json!([]));
+    }
+
+    fn family(healthy: bool, reason: Option<&str>) -> crate::health::FamilyReport {
+        crate::health::FamilyReport {
+            source: "192.0.2.7".into(),
+            healthy,
+            probes_healthy: healthy,
+            reason: reason.map(str::to_string),
+            unanswered: 0,
+            answered_in_a_row: 40,
+            last_rtt_ms: Some(12.0),
+            median_rtt_ms: Some(12.0),
+            loss_percent: Some(0.0),
+            window_samples: 100,
+            sent: 200,
+            lost: 0,
+            last_error: None,
+        }
+    }
+
+    #[test]
+    fn roles_families_and_quality_show_in_the_table() {
+        let eth0 = uplink("eth0", None);
+        let mut usb0 = uplink("usb0", None);
+        (usb0.role, usb0.metered, usb0.in_balance, usb0.healthy) =
+            (Role::Backup, true, false, Some(true));
+        let mut wlan0 = uplink("wlan0", None);
+        (wlan0.in_balance, wlan0.healthy) = (false, Some(false));
+        let mut lte0 = uplink("lte0", None);
+        (lte0.in_balance, lte0.healthy) = (true, Some(false));
+        let mut r = report(vec![eth0, usb0, wlan0, lte0]);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        // wlan0 answers late: out, with its round trip shown; lte0 lost its IPv6 only.
+        let mut slow = probed(false, 1480.0, 1, now - 20.0);
+        slow.reason = Some("IPv4: slow: median round trip 1502 ms (out above 1000 ms)".into());
+        slow.median_rtt_ms = Some(1502.0);
+        let mut v6_down = probed(false, 30.0, 0, now - 5.0);
+        v6_down.reason = Some("IPv6: dead: no answer to the last 7 probes".into());
+        v6_down.families = BTreeMap::from([
+            (Family::V4, family(true, None)),
+            (
+                Family::V6,
+                family(false, Some("dead: no answer to the last 7 probes")),
+            ),
+        ]);
+        r.health = Some(HealthReport {
+            targets: vec!["198.51.100.10".into(), "2001:db8:100::10".into()],
+            interval_ms: 250,
+            down_after: 5,
+            up_after: 12,
+            max_loss: 20,
+            max_rtt_ms: 1000,
+            window: 100,
+            uplinks: BTreeMap::from([
+                ("eth0".to_string(), probed(true, 11.8, 0, now - 300.0)),
+                ("usb0".to_string(), probed(true, 48.2, 0, now - 300.0)),
+                ("wlan0".to_string(), slow),
+                ("lte0".to_string(), v6_down),
+            ]),
+        });
+        let text = render(&r);
+        let cells = |iface| row(&text, iface)[2..6].to_vec();
+        assert_eq!(
+            cells("eth0"),
+            ["active", "primary", "ok", "11.8 ms"],
+            "{text}"
+        );
+        assert_eq!(
+            cells("usb0"),
+            ["standby", "backup (metered)", "ok", "48.2 ms"],
+            "{text}"
+        );
+        assert_eq!(
+            cells("wlan0"),
+            ["out", "primary", "DOWN", "1502.0 ms"],
+            "{text}"
+        );
+        assert_eq!(
+            cells("lte0"),
+            ["active", "primary", "DOWN (IPv6)", "-"],
+            "{text}"
+        );
+        assert!(
+            text.contains("\n  wlan0: DOWN for 20 s: IPv4: slow: median round trip 1502 ms"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\n  lte0: DOWN (IPv6) for 5 s: IPv6: dead: no answer"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "every 250 ms; out after 5 unanswered, above 20% loss or 1000 ms median round \
+                 trip (last 100 probes); back after 12 answered"
+            ),
+            "{text}"
+        );
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["uplinks"][1]["role"], "backup");
+        assert_eq!(json["uplinks"][1]["metered"], true);
+        // A report without the fields (an older daemon's) reads as a primary.
+        let mut v = json.clone();
+        for k in ["role", "metered"] {
+            v["uplinks"][1].as_object_mut().unwrap().remove(k);
+        }
+        let back: StatusReport = serde_json::from_value(v).unwrap();
+        assert_eq!(
+            (back.uplinks[1].role, back.uplinks[1].metered),
+            (Role::Primary, false)
+        );
     }
 
     #[test]
@@ -1196,13 +1410,13 @@ mod tests {
         assert!(h.contains(&"RECEIVED") && h.contains(&"SENT"), "{text}");
         assert!(!h.contains(&"NEW") && !h.contains(&"DOWNLOAD"), "{text}");
         assert_eq!(
-            row(&text, "eth0")[..8],
+            row(&text, "eth0")[..9],
             [
-                "eth0", "eth0", "active", "ok", "-", "-", "1.2 GiB", "40.1 MiB"
+                "eth0", "eth0", "active", "primary", "ok", "-", "-", "1.2 GiB", "40.1 MiB"
             ],
             "{text}"
         );
-        assert_eq!(row(&text, "wlan0")[3], "DOWN", "{text}");
+        assert_eq!(row(&text, "wlan0")[4], "DOWN", "{text}");
         assert!(
             text.contains("health: NetworkManager's connectivity check (no daemon probes"),
             "{text}"
@@ -1232,7 +1446,7 @@ mod tests {
             u.nm_connectivity = None;
         }
         let text = render(&r);
-        assert_eq!(row(&text, "eth0")[3], "-", "{text}");
+        assert_eq!(row(&text, "eth0")[4], "-", "{text}");
         assert!(text.contains("health: - (no daemon probes"), "{text}");
     }
 
@@ -1319,11 +1533,15 @@ mod tests {
             interval_ms: 500,
             down_after: 3,
             up_after: 2,
+            max_loss: 20,
+            max_rtt_ms: 1000,
+            window: 100,
             uplinks: BTreeMap::new(),
         };
         assert_eq!(
             render_health(&h),
-            "health: probes to nothing (probing off) every 500 ms; out after 3 failures, back after 2 successes"
+            "health: probes to nothing (probing off) every 500 ms; out after 3 unanswered, \
+             above 20% loss or 1000 ms median round trip (last 100 probes); back after 2 answered"
         );
     }
 }

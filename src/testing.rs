@@ -47,6 +47,7 @@ pub fn uplink(iface: &str, n: u8) -> Uplink {
         connection_uuid: format!("uuid-{iface}"),
         ipv4: Some(v4(n)),
         ipv6: None,
+        metered: false,
     }
 }
 

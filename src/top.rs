@@ -138,7 +138,7 @@ pub fn view(r: &StatusReport, tracker: &Tracker, from_daemon: bool) -> View {
                     None => u.iface.clone(),
                 },
                 connection: u.connection.clone(),
-                state: if u.in_balance { "active" } else { "out" }.into(),
+                state: status::state_cell(u).into(),
                 health,
                 rtt,
                 loss: tracker
@@ -592,6 +592,8 @@ mod tests {
             mark: "0x1000000/0x3f000000".into(),
             table: 6101,
             weight: 1,
+            role: crate::plan::Role::Primary,
+            metered: false,
             in_balance: true,
             healthy: None,
             connections: Some(3),
@@ -635,6 +637,11 @@ mod tests {
             nm_connectivity: None,
             rounds,
             rounds_failed: failed,
+            reason: (!healthy).then(|| "IPv4: dead: no answer to the last 5 probes".into()),
+            loss_percent: None,
+            median_rtt_ms: None,
+            times_out: u64::from(!healthy),
+            families: BTreeMap::new(),
         }
     }
 
@@ -688,6 +695,9 @@ mod tests {
             interval_ms: 500,
             down_after: 3,
             up_after: 3,
+            max_loss: 20,
+            max_rtt_ms: 1000,
+            window: 100,
             uplinks: BTreeMap::from([
                 ("eth0".to_string(), probed(100, 0, true)),
                 ("wlan0".to_string(), probed(w_rounds, w_failed, false)),

@@ -88,6 +88,7 @@ fn uplink(iface: &str, address: Ipv4Addr, prefix: u8, gateway: Option<Ipv4Addr>)
             routes: vec![],
         }),
         ipv6: None,
+        metered: false,
     }
 }
 
@@ -574,6 +575,7 @@ fn ipv6_off_leaves_only_ipv4_and_ipv6_objects_are_told_apart() {
                     connection_uuid: u.connection_uuid.clone(),
                     ipv4: u.ipv4.clone(),
                     ipv6: u.ipv6.clone(),
+                    metered: false,
                 })
                 .collect(),
             ..Default::default()
@@ -616,6 +618,7 @@ fn ipv6_point_to_point_offlink_gateway_and_ipv6_only() {
                 connection_uuid: iface.into(),
                 ipv4: None,
                 ipv6: v6,
+                metered: false,
             };
             let facts = Facts {
                 uplinks: vec![

@@ -304,6 +304,7 @@ fn expected_eth0() -> Value {
             "gateway": "10.71.1.1",
             "metric": 100,
             "routes": [{"dst": "10.71.1.0/24", "via": null}],
+            "dns": [],
         },
         "ipv6": null,
     })
@@ -325,6 +326,9 @@ fn expected_wlan0() -> Value {
                 {"dst": "10.71.2.0/24", "via": null},
                 {"dst": "192.0.2.0/24", "via": "10.71.2.1"},
             ],
+            // The profile's resolvers, in order: DNS look-ups for them leave through
+            // this uplink.
+            "dns": ["192.0.2.53", "192.0.2.54"],
         },
         "ipv6": null,
     })
@@ -397,7 +401,7 @@ fn reads_uplinks_from_a_real_network_manager() {
             "wlan0",
             "10.71.2.2/24",
             "10.71.2.1",
-            "route-metric=600\nroute1=192.0.2.0/24,10.71.2.1",
+            "route-metric=600\nroute1=192.0.2.0/24,10.71.2.1\ndns=192.0.2.53;192.0.2.54;",
         ),
     );
     // Has a gateway, but never-default: a LAN, not an uplink.

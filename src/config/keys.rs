@@ -10,8 +10,8 @@ use serde::Deserialize;
 use serde::de::{self, DeserializeSeed, IntoDeserializer, MapAccess, SeqAccess, Visitor};
 
 use super::{
-    INTERVAL_MS_MAX, INTERVAL_MS_MIN, MAX_WEIGHT, RESERVED_TABLES, RULE_PRIORITIES,
-    RULE_PRIORITY_MAX,
+    INTERVAL_MS_MAX, INTERVAL_MS_MIN, MAX_RTT_MS_MAX, MAX_WEIGHT, RESERVED_TABLES, RULE_PRIORITIES,
+    RULE_PRIORITY_MAX, WINDOW_MAX, WINDOW_MIN,
 };
 
 /// What a key accepts.
@@ -84,6 +84,12 @@ pub const KEYS: &[Key] = &[
         note: "auto: nftables where the kernel has nf_tables, iptables otherwise",
     },
     Key {
+        path: "metered",
+        accepts: Accepts::Form("\"backup\", \"balance\" or \"never\""),
+        note: "what an uplink NetworkManager calls metered is for: backup carries new \
+               connections only while no unmetered uplink is usable",
+    },
+    Key {
         path: "uplinks",
         accepts: Accepts::Names,
         note: "each name a NetworkManager connection id or an interface name",
@@ -107,6 +113,11 @@ pub const KEYS: &[Key] = &[
         note: "",
     },
     Key {
+        path: "uplinks.*.role",
+        accepts: Accepts::Form("\"primary\" or \"backup\""),
+        note: "leave it out to follow `metered`",
+    },
+    Key {
         path: "health",
         accepts: Accepts::Table,
         note: "",
@@ -114,8 +125,9 @@ pub const KEYS: &[Key] = &[
     Key {
         path: "health.targets",
         accepts: Accepts::Form(
-            "a list of probe targets such as [\"1.1.1.1\", \"tcp:192.0.2.1:443\"]: IPv4 \
-             addresses (or icmp:ADDRESS) and tcp:ADDRESS:PORT; [] turns probing off",
+            "a list of probe targets such as [\"1.1.1.1\", \"2620:fe::fe\", \
+             \"tcp:192.0.2.1:443\", \"tcp:[2001:db8::1]:443\"]: IPv4 or IPv6 addresses (or \
+             icmp:ADDRESS) and tcp:ADDRESS:PORT; [] turns probing off",
         ),
         note: "",
     },
@@ -141,6 +153,32 @@ pub const KEYS: &[Key] = &[
             min: 1,
             max: u32::MAX as u64,
         },
+        note: "",
+    },
+    Key {
+        path: "health.max_loss",
+        accepts: Accepts::Integer { min: 1, max: 100 },
+        note: "percent; 100 never takes an uplink out for loss",
+    },
+    Key {
+        path: "health.max_rtt_ms",
+        accepts: Accepts::Integer {
+            min: 1,
+            max: MAX_RTT_MS_MAX,
+        },
+        note: "",
+    },
+    Key {
+        path: "health.window",
+        accepts: Accepts::Integer {
+            min: WINDOW_MIN as u64,
+            max: WINDOW_MAX as u64,
+        },
+        note: "probes",
+    },
+    Key {
+        path: "health.reset_connections",
+        accepts: Accepts::Bool,
         note: "",
     },
     Key {
@@ -633,7 +671,7 @@ mod tests {
         assert!(find(&[k("uplinks"), k("x"), k("wieght")]).is_none());
         assert_eq!(
             allowed_under(&[k("uplinks"), k("x")]),
-            ["weight", "enabled"]
+            ["weight", "enabled", "role"]
         );
         assert_eq!(allowed_under(&[])[0], "mark_mask");
     }
@@ -649,7 +687,8 @@ mod tests {
         );
         assert_eq!(
             find("health").expects(),
-            "a table of targets, interval_ms, down_after, up_after"
+            "a table of targets, interval_ms, down_after, up_after, max_loss, max_rtt_ms, \
+             window, reset_connections"
         );
         assert!(find("uplinks").expects().contains("weight, enabled"));
     }

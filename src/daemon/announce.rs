@@ -12,7 +12,8 @@ use super::service::Service;
 use super::{Daemon, OBJECT_PATH};
 use crate::events::{self, UplinkChange, UplinkState};
 use crate::health::nm_connectivity;
-use crate::plan::Plan;
+use crate::model::Family;
+use crate::plan::{Plan, Role};
 
 /// Longest the main loop waits for a signal to be written to the bus.
 const EMIT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -22,8 +23,8 @@ const EMIT_TIMEOUT: Duration = Duration::from_secs(1);
 pub(super) struct Announced {
     /// `None` until the first reconcile (the baseline).
     last: Option<Vec<UplinkState>>,
-    /// (iface, connection id, in the balance) of the last plan.
-    uplinks: Vec<(String, String, bool)>,
+    /// (iface, connection id, in the balance, role) of the last plan.
+    uplinks: Vec<(String, String, bool, Role)>,
 }
 
 impl Daemon {
@@ -40,7 +41,14 @@ impl Daemon {
             self.announced.uplinks = plan
                 .uplinks
                 .iter()
-                .map(|u| (u.iface.clone(), u.connection_id.clone(), u.in_balance))
+                .map(|u| {
+                    (
+                        u.iface.clone(),
+                        u.connection_id.clone(),
+                        u.in_balance,
+                        u.role,
+                    )
+                })
                 .collect();
         }
         let (now, details) = {
@@ -49,13 +57,12 @@ impl Daemon {
                 .announced
                 .uplinks
                 .iter()
-                .map(|(iface, connection, in_balance)| UplinkState {
+                .map(|(iface, connection, in_balance, role)| UplinkState {
                     iface: iface.clone(),
                     connection: connection.clone(),
                     in_balance: *in_balance,
-                    healthy: board.get(iface).is_none_or(|h| h.healthy()),
-                    // Uplinks have no roles yet: a role, once there is one, goes here.
-                    role: String::new(),
+                    healthy: board.get(iface).is_none_or(|h| h.verdict().healthy()),
+                    role: role.name().to_string(),
                 })
                 .collect();
             let details: Vec<(String, String)> = now
@@ -101,10 +108,11 @@ fn why_down(h: &crate::health::UplinkHealth) -> String {
             nm_connectivity::name(h.nm_connectivity.unwrap_or(0))
         );
     }
-    match &h.last_error {
-        Some(e) => format!("{} probe rounds lost ({e})", h.probes.failures),
-        None => format!("{} probe rounds lost", h.probes.failures),
-    }
+    // The first family that is out, and why (dead, lossy, slow).
+    Family::ALL
+        .into_iter()
+        .find_map(|f| h.reason(f).map(|r| format!("{f}: {r}")))
+        .unwrap_or_default()
 }
 
 async fn emit(

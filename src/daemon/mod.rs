@@ -5,7 +5,10 @@
 //! - [`signals`]: one system-bus connection that carries both the subscription to
 //!   NetworkManager's signals and our own D-Bus service ([`service`]), rebuilt whenever
 //!   the bus drops;
-//! - [`probes`]: one probe task per uplink ([`health::Prober`]), reporting every round;
+//! - [`probes`]: one probe task per uplink and family ([`health::Prober`]), reporting
+//!   every probe's fate;
+//! - [`reset`]: the connections of an uplink the probes took out are reset right
+//!   after the reconcile that took it out, so that applications reconnect at once;
 //! - Unix signals: SIGTERM/SIGINT stop, SIGHUP reloads.
 //!
 //! Triggers are coalesced: NetworkManager signals wait [`NM_DEBOUNCE`] (a burst of
@@ -17,6 +20,7 @@
 
 mod announce;
 mod probes;
+mod reset;
 mod sampling;
 mod service;
 mod signals;
@@ -27,7 +31,7 @@ pub use service::{
     BUS_NAME, INTERFACE, OBJECT_PATH, STATUS_QUERY_TIMEOUT, query_status, status_on,
 };
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime};
@@ -40,8 +44,10 @@ use zbus::Connection;
 
 use crate::config::{self, Config};
 use crate::error::{Error, Result};
-use crate::health::{self, Board, DaemonLock, Thresholds};
+use crate::health::{Board, DaemonLock, Flip, Thresholds};
+use crate::model::Family;
 use crate::nm::NetworkManager;
+use crate::plan::Plan;
 use crate::reconcile;
 use crate::status::{self, ConfigErrorReport, StatusReport};
 
@@ -135,8 +141,11 @@ struct Daemon {
     config: Arc<Config>,
     shared: Arc<Shared>,
     lock: DaemonLock,
-    probers: BTreeMap<String, ProberHandle>,
+    probers: BTreeMap<(String, Family), ProberHandle>,
     generation: u64,
+    /// Uplinks (and families) a health verdict took out whose connections are to be
+    /// reset once the reconcile has taken them out of the rounds.
+    resets: BTreeSet<(String, Family)>,
     probe_tx: mpsc::Sender<ProbeReport>,
     pending: Option<Pending>,
     failures: u32,
@@ -189,6 +198,9 @@ pub async fn run(opts: Options) -> Result<()> {
         interval_ms = config.health.interval_ms,
         down_after = config.health.down_after,
         up_after = config.health.up_after,
+        max_loss = config.health.max_loss,
+        max_rtt_ms = config.health.max_rtt_ms,
+        window = config.health.window,
         "daemon starting"
     );
     let bus_task = tokio::spawn(bus_task(shared.clone(), nm_tx));
@@ -201,6 +213,7 @@ pub async fn run(opts: Options) -> Result<()> {
         lock,
         probers: BTreeMap::new(),
         generation: 0,
+        resets: BTreeSet::new(),
         probe_tx,
         pending: None,
         failures: 0,
@@ -277,51 +290,111 @@ impl Daemon {
     }
 
     fn on_probe(&mut self, r: ProbeReport) {
+        let key = (r.iface.clone(), r.family);
         if self
             .probers
-            .get(&r.iface)
+            .get(&key)
             .is_none_or(|p| p.generation != r.generation)
         {
-            return; // a round of a prober that has been replaced
+            return; // an event of a prober that has been replaced
         }
         let t = Thresholds::from(&self.config.health);
-        let flipped = {
+        let flip = {
             let mut board = self.shared.board.lock().expect("board lock");
-            let flipped = board.record(&r.iface, &r.outcome, t, SystemTime::now());
-            if let Some(h) = board.get(&r.iface) {
-                debug!(
+            let flip = board.record(&r.iface, r.family, &r.event, &t, SystemTime::now());
+            if let Some(q) = board
+                .get(&r.iface)
+                .and_then(|h| h.families.get(&r.family))
+                .map(|p| &p.quality)
+            {
+                tracing::trace!(
                     iface = r.iface,
-                    success = r.outcome.success,
-                    rtt_ms = r.outcome.rtt.map(|d| d.as_secs_f64() * 1000.0),
-                    error = r.outcome.error.as_deref(),
-                    successes = h.probes.successes,
-                    failures = h.probes.failures,
-                    "probe round"
+                    family = %r.family,
+                    event = ?r.event,
+                    unanswered = q.unanswered,
+                    answered_in_a_row = q.answered_in_a_row,
+                    "probe"
                 );
             }
-            flipped
+            flip
         };
-        match flipped {
-            Some(false) => {
+        if let Some(flip) = flip {
+            self.on_flip(&r.iface, &flip);
+        }
+    }
+
+    /// A verdict changed: log it, publish it, reconcile at once; a verdict that takes
+    /// an uplink out also has its connections reset after that reconcile.
+    fn on_flip(&mut self, iface: &str, flip: &Flip) {
+        let family = flip.family;
+        let why = flip
+            .reason
+            .as_ref()
+            .map(|r| r.to_string())
+            .unwrap_or_default();
+        if flip.healthy {
+            info!(iface, %family, "uplink healthy again in {family}: back in the balance");
+            self.resets.remove(&(iface.to_string(), family));
+        } else {
+            warn!(
+                iface,
+                %family,
+                reason = why,
+                "uplink unhealthy in {family} ({why}): taking it out of the balance"
+            );
+            if flip.worked {
+                self.resets.insert((iface.to_string(), family));
+            } else {
                 warn!(
-                    iface = r.iface,
-                    error = r.outcome.error.as_deref(),
-                    "uplink unhealthy: {} probe rounds failed in a row; taking it out of the balance",
-                    t.down_after
+                    iface,
+                    %family,
+                    "no probe was ever answered through it (are the targets reachable from \
+                     this network?): its connections are left alone"
                 );
-                self.publish();
-                self.schedule(Instant::now(), format!("health: {} down", r.iface));
             }
-            Some(true) => {
-                info!(
-                    iface = r.iface,
-                    "uplink healthy again: {} probe rounds answered in a row; back in the balance",
-                    t.up_after
-                );
-                self.publish();
-                self.schedule(Instant::now(), format!("health: {} up", r.iface));
+        }
+        self.publish();
+        let state = if flip.healthy { "up" } else { "down" };
+        self.schedule(Instant::now(), format!("health: {iface} {family} {state}"));
+    }
+
+    /// Resets the connections of the uplinks a health verdict took out of a family's
+    /// round, now that the reconcile has taken them out. An uplink still in the round
+    /// (every uplink of the family is down, so all are balanced over) waits until it
+    /// leaves it; one that is healthy again or gone has nothing to reset.
+    async fn reset_connections(&mut self, plan: &Plan) {
+        let pending = std::mem::take(&mut self.resets);
+        if !self.config.health.reset_connections {
+            return;
+        }
+        for (iface, family) in pending {
+            let Some(u) = plan.uplink(&iface) else {
+                continue;
+            };
+            if !u.serves(family) || u.verdict.family(family) {
+                continue;
             }
-            None => {}
+            if u.balanced_in(family) {
+                self.resets.insert((iface, family));
+                continue;
+            }
+            let why = self
+                .shared
+                .board
+                .lock()
+                .expect("board lock")
+                .get(&iface)
+                .and_then(|h| h.reason(family))
+                .map_or_else(|| "unhealthy".to_string(), |r| r.to_string());
+            match reset::reset(&plan.namespace, u.mark, family).await {
+                Ok(r) => reset::log(&iface, family, &why, &r),
+                Err(e) => warn!(
+                    iface,
+                    %family,
+                    "cannot reset the connections of an unhealthy uplink: {e}; they \
+                     go on until their own timeouts"
+                ),
+            }
         }
     }
 
@@ -343,17 +416,12 @@ impl Daemon {
             return Err(e.to_string());
         }
         *self.shared.config_error.lock().expect("config error lock") = None;
+        // Probes whose settings changed are restarted by the next reconcile's
+        // sync_probers; new limits apply to the next probe event.
         let config = loaded.config.clone();
         self.unkept = Some(loaded);
-        let probes_changed = config.health.targets != self.config.health.targets
-            || config.health.interval_ms != self.config.health.interval_ms;
         self.config = Arc::new(config);
         *self.shared.config.write().expect("config lock") = self.config.clone();
-        if probes_changed {
-            for (_, p) in std::mem::take(&mut self.probers) {
-                p.task.abort();
-            }
-        }
         info!(trigger = why, "configuration reloaded");
         self.schedule(Instant::now(), why.to_string());
         self.reconcile_now().await
@@ -444,6 +512,7 @@ impl Daemon {
                     // A new uplink NetworkManager already calls dead: plan again.
                     self.schedule(Instant::now(), "NetworkManager connectivity".into());
                 }
+                self.reset_connections(&plan).await;
                 self.publish();
                 self.watch_traffic(&plan);
                 self.announce(Some(&plan)).await;
@@ -480,26 +549,32 @@ impl Daemon {
 
     /// Returns whether a verdict flipped.
     fn apply_nm_connectivity(&mut self) -> bool {
-        let mut board = self.shared.board.lock().expect("board lock");
-        let ifaces: Vec<String> = board.ifaces().map(str::to_string).collect();
-        let mut flipped = false;
-        for iface in ifaces {
-            let c = self.nm_connectivity.get(&iface).copied().flatten();
-            if let Some(v) = board.set_nm_connectivity(&iface, c, SystemTime::now()) {
-                flipped = true;
-                if v {
-                    info!(iface, "NetworkManager reports connectivity again");
-                } else {
-                    warn!(
-                        iface,
-                        connectivity = health::nm_connectivity::name(c.unwrap_or(0)),
-                        "NetworkManager's connectivity check fails on this uplink; \
-                         taking it out of the balance"
-                    );
+        let mut flips: Vec<(String, Flip)> = Vec::new();
+        {
+            let mut board = self.shared.board.lock().expect("board lock");
+            let ifaces: Vec<String> = board.ifaces().map(str::to_string).collect();
+            for iface in ifaces {
+                let c = self.nm_connectivity.get(&iface).copied().flatten();
+                for flip in board.set_nm_connectivity(&iface, c, SystemTime::now()) {
+                    flips.push((iface.clone(), flip));
                 }
             }
         }
-        flipped
+        for (iface, flip) in &flips {
+            if flip.healthy {
+                info!(iface, family = %flip.family, "NetworkManager reports connectivity again");
+                self.resets.remove(&(iface.clone(), flip.family));
+            } else {
+                warn!(
+                    iface,
+                    family = %flip.family,
+                    "NetworkManager's connectivity check fails on this uplink; \
+                     taking it out of the balance"
+                );
+                self.resets.insert((iface.clone(), flip.family));
+            }
+        }
+        !flips.is_empty()
     }
 }
 

@@ -1,13 +1,13 @@
 //! The daemon's verdicts, published under the run directory for the other runs of
 //! nm-multiwan (dispatcher, `apply`), so that their reconciles reach the daemon's result.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use crate::error::{Error, Result};
+use crate::plan::Verdicts;
 
 // ---------------------------------------------------------------------------------
 // Verdicts shared with other runs of nm-multiwan.
@@ -18,7 +18,7 @@ const DAEMON_LOCK: &str = "daemon.lock";
 #[derive(Debug, Serialize, Deserialize)]
 struct Published {
     pid: u32,
-    verdicts: BTreeMap<String, bool>,
+    verdicts: Verdicts,
 }
 
 /// Held by the running daemon for its whole life: at most one daemon per run
@@ -48,7 +48,7 @@ impl DaemonLock {
     }
 
     /// Publishes the verdicts for `apply` and dispatcher runs (atomically replaced).
-    pub fn publish(&self, verdicts: &BTreeMap<String, bool>) -> Result<()> {
+    pub fn publish(&self, verdicts: &Verdicts) -> Result<()> {
         let text = serde_json::to_string(&Published {
             pid: std::process::id(),
             verdicts: verdicts.clone(),
@@ -71,15 +71,15 @@ impl DaemonLock {
 /// The verdicts a running daemon published, so that `apply` and the dispatcher reach
 /// the same result as the daemon instead of putting a dead uplink back in the balance.
 /// Empty when no daemon runs (every uplink then counts as healthy).
-pub fn published_verdicts(dir: &Path) -> BTreeMap<String, bool> {
+pub fn published_verdicts(dir: &Path) -> Verdicts {
     let Ok(file) = std::fs::File::open(dir.join(DAEMON_LOCK)) else {
-        return BTreeMap::new();
+        return Verdicts::new();
     };
     match file.try_lock_shared() {
         // Nobody holds it: no daemon, whatever a stale file says.
-        Ok(()) => return BTreeMap::new(),
+        Ok(()) => return Verdicts::new(),
         Err(std::fs::TryLockError::WouldBlock) => {}
-        Err(std::fs::TryLockError::Error(_)) => return BTreeMap::new(),
+        Err(std::fs::TryLockError::Error(_)) => return Verdicts::new(),
     }
     let path = dir.join(HEALTH_FILE);
     match std::fs::read_to_string(&path) {
@@ -87,9 +87,9 @@ pub fn published_verdicts(dir: &Path) -> BTreeMap<String, bool> {
             Ok(p) => p.verdicts,
             Err(e) => {
                 warn!(path = %path.display(), error = %e, "ignoring unreadable health verdicts");
-                BTreeMap::new()
+                Verdicts::new()
             }
         },
-        Err(_) => BTreeMap::new(),
+        Err(_) => Verdicts::new(),
     }
 }

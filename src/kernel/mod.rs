@@ -8,6 +8,7 @@
 //! - [`firewall`]: marking and NAT, one trait with an nftables and an iptables backend;
 //! - [`conntrack`]: the connection tracking table over netlink;
 //! - [`keeper`]: departed uplink addresses kept alive for the connections still using them;
+//! - [`sockets`]: aborting the machine's own TCP sockets of connections that cannot work;
 //! - [`cgroup`]: the cgroups of `run --via`.
 
 pub mod cgroup;
@@ -16,6 +17,7 @@ pub mod firewall;
 pub mod keeper;
 pub mod nft;
 pub mod routing;
+pub mod sockets;
 pub mod sysctl;
 
 use std::net::IpAddr;

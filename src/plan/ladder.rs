@@ -199,6 +199,30 @@ pub fn members<'a>(policy: &PolicyConfig, uplinks: &'a [PlannedUplink]) -> Vec<&
         .collect()
 }
 
+/// The members of a policy that may take its new connections of `family` now, in its
+/// order. A policy that names its uplinks chose them, metered or not: the daemon's
+/// verdict alone counts (and when every uplink of the family is unhealthy, as the
+/// general balance does, all of them rather than none). A policy that names none
+/// follows the general balance of the family (roles included: a metered backup stands
+/// by).
+fn usable<'a>(
+    policy: &PolicyConfig,
+    members: &[&'a PlannedUplink],
+    uplinks: &[PlannedUplink],
+    family: Family,
+) -> Vec<&'a PlannedUplink> {
+    let serving = members.iter().copied().filter(|u| u.serves(family));
+    if policy.uplinks.is_empty() {
+        return serving.filter(|u| u.balanced_in(family)).collect();
+    }
+    let all_unhealthy = !uplinks
+        .iter()
+        .any(|u| u.serves(family) && u.verdict.family(family));
+    serving
+        .filter(|u| all_unhealthy || u.verdict.family(family))
+        .collect()
+}
+
 /// Rung 5: one policy, one rung per family it can match there.
 fn policy_rungs(
     index: usize,
@@ -279,11 +303,7 @@ fn policy_rungs(
         {
             continue;
         }
-        let usable: Vec<&PlannedUplink> = members
-            .iter()
-            .copied()
-            .filter(|u| u.serves(family) && u.in_balance)
-            .collect();
+        let usable = usable(policy, &members, uplinks, family);
         let fallback = if policy.fallback {
             Action::General
         } else {

@@ -9,9 +9,9 @@ pub mod round;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use serde::Serialize;
+use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::config::Config;
+use crate::config::{Config, Metered, UplinkRole};
 use crate::kernel::firewall::{Cgroup, FirewallPlan, FwUplink, Protocol, Round};
 use crate::kernel::{Route, Rule, Sysctl};
 #[cfg(test)]
@@ -22,13 +22,112 @@ use crate::namespace::{MAIN_TABLE, Namespace};
 pub use ids::KnownIds;
 pub use round::weighted_round;
 
+/// The daemon's verdict on one uplink, per address family: whether it may carry new
+/// connections of that family. A family the daemon does not probe counts as healthy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Verdict {
+    pub ipv4: bool,
+    pub ipv6: bool,
+}
+
+impl Verdict {
+    pub const HEALTHY: Verdict = Verdict {
+        ipv4: true,
+        ipv6: true,
+    };
+
+    pub fn family(self, family: Family) -> bool {
+        match family {
+            Family::V4 => self.ipv4,
+            Family::V6 => self.ipv6,
+        }
+    }
+
+    pub fn set(&mut self, family: Family, healthy: bool) {
+        match family {
+            Family::V4 => self.ipv4 = healthy,
+            Family::V6 => self.ipv6 = healthy,
+        }
+    }
+
+    /// Healthy in both families.
+    pub fn healthy(self) -> bool {
+        self.ipv4 && self.ipv6
+    }
+}
+
+impl From<bool> for Verdict {
+    /// The same verdict for both families.
+    fn from(healthy: bool) -> Self {
+        Verdict {
+            ipv4: healthy,
+            ipv6: healthy,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Verdict {
+    /// `{"ipv4": .., "ipv6": ..}`, or a bare boolean for both families (what a daemon
+    /// of an earlier version published).
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Both(bool),
+            Each { ipv4: bool, ipv6: bool },
+        }
+        Ok(match Raw::deserialize(d)? {
+            Raw::Both(b) => b.into(),
+            Raw::Each { ipv4, ipv6 } => Verdict { ipv4, ipv6 },
+        })
+    }
+}
+
+/// Health verdicts by interface; an uplink missing here counts as healthy.
+pub type Verdicts = BTreeMap<String, Verdict>;
+
+/// What an uplink is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Balanced over whenever it is healthy.
+    Primary,
+    /// Carries new connections of a family only while no primary of that family is
+    /// usable.
+    Backup,
+    /// Never given new connections (a metered uplink with `metered = "never"`).
+    Never,
+}
+
+impl Role {
+    pub fn name(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Backup => "backup",
+            Role::Never => "never",
+        }
+    }
+}
+
+/// An uplink's role: its own `role` key first, else what `metered` says of a metered
+/// one; primary otherwise.
+pub fn role_of(configured: Option<UplinkRole>, metered: bool, policy: Metered) -> Role {
+    match (configured, metered, policy) {
+        (Some(UplinkRole::Primary), _, _) => Role::Primary,
+        (Some(UplinkRole::Backup), _, _) => Role::Backup,
+        (None, false, _) | (None, true, Metered::Balance) => Role::Primary,
+        (None, true, Metered::Backup) => Role::Backup,
+        (None, true, Metered::Never) => Role::Never,
+    }
+}
+
 /// Facts the planner works from.
 #[derive(Debug, Clone, Default)]
 pub struct Facts {
     /// Active uplinks from NetworkManager.
     pub uplinks: Vec<Uplink>,
     /// Health verdicts by interface; an uplink missing here counts as healthy.
-    pub health: BTreeMap<String, bool>,
+    pub health: Verdicts,
     /// Ids already given, so that identity survives every rebalance and restart.
     pub ids: KnownIds,
     /// Tracked connections whose source address was translated: (original source,
@@ -72,9 +171,18 @@ pub struct PlannedUplink {
     pub inbound_mark: u32,
     pub table: u32,
     pub weight: u32,
+    /// NetworkManager calls it metered.
+    pub metered: bool,
+    pub role: Role,
+    /// The daemon's verdict per family (healthy in both without a daemon).
+    pub verdict: Verdict,
+    /// Healthy in every family it serves.
     pub healthy: bool,
-    /// Whether new connections may be given to this uplink right now.
+    /// Whether new connections may be given to this uplink right now (in at least
+    /// one family).
     pub in_balance: bool,
+    /// The families whose rounds give it new connections now.
+    pub balanced: Vec<Family>,
 }
 
 impl PlannedUplink {
@@ -84,6 +192,11 @@ impl PlannedUplink {
             Family::V4 => self.ipv4.is_some(),
             Family::V6 => self.ipv6_balanced,
         }
+    }
+
+    /// Whether `family`'s round gives it new connections now.
+    pub fn balanced_in(&self, family: Family) -> bool {
+        self.balanced.contains(&family)
     }
 
     /// The side of `family` this uplink is balanced over.
@@ -140,7 +253,7 @@ pub fn plan(config: &Config, facts: &Facts) -> Plan {
 
     // Uplinks the config allows, one per interface, in a stable order.
     let mut seen = BTreeSet::new();
-    let mut candidates: Vec<(&Uplink, u32)> = Vec::new();
+    let mut candidates: Vec<(&Uplink, crate::config::UplinkConfig)> = Vec::new();
     let mut sorted: Vec<&Uplink> = facts.uplinks.iter().collect();
     sorted.sort_by(|a, b| a.iface.cmp(&b.iface));
     for u in sorted {
@@ -149,7 +262,7 @@ pub fn plan(config: &Config, facts: &Facts) -> Plan {
         }
         let uc = config.uplink(&u.connection_id, &u.iface);
         if uc.enabled {
-            candidates.push((u, uc.weight));
+            candidates.push((u, uc.clone()));
         }
     }
     let ipv6 = ipv6_enabled(
@@ -175,7 +288,7 @@ pub fn plan(config: &Config, facts: &Facts) -> Plan {
     let ids = ids::assign(&names, &facts.ids, ns.max_uplinks());
 
     let mut uplinks = Vec::new();
-    for (u, weight) in &candidates {
+    for (u, uc) in &candidates {
         let Some(&id) = ids.get(u.iface.as_str()) else {
             warnings.push(format!(
                 "{} left out: mark_mask {:#x} has room for {} uplinks only",
@@ -185,7 +298,13 @@ pub fn plan(config: &Config, facts: &Facts) -> Plan {
             ));
             continue;
         };
-        let healthy = facts.health.get(&u.iface).copied().unwrap_or(true);
+        let verdict = facts
+            .health
+            .get(&u.iface)
+            .copied()
+            .unwrap_or(Verdict::HEALTHY);
+        let ipv6_balanced = ipv6 && u.ipv6.is_some();
+        let healthy = (u.ipv4.is_none() || verdict.ipv4) && (!ipv6_balanced || verdict.ipv6);
         uplinks.push(PlannedUplink {
             id,
             iface: u.iface.clone(),
@@ -193,21 +312,28 @@ pub fn plan(config: &Config, facts: &Facts) -> Plan {
             connection_uuid: u.connection_uuid.clone(),
             ipv4: u.ipv4.clone(),
             ipv6: u.ipv6.clone(),
-            ipv6_balanced: ipv6 && u.ipv6.is_some(),
+            ipv6_balanced,
             mark: ns.mark(id),
             inbound_mark: ns.inbound_mark(id),
             table: ns.table(id),
-            weight: *weight,
+            weight: uc.weight,
+            metered: u.metered,
+            role: role_of(uc.role, u.metered, config.metered),
+            verdict,
             healthy,
-            in_balance: healthy,
+            in_balance: false,
+            balanced: Vec::new(),
         });
     }
     uplinks.sort_by_key(|u| u.id);
-    // Every uplink unhealthy: balancing over all beats blackholing the machine.
-    if !uplinks.is_empty() && uplinks.iter().all(|u| !u.healthy) {
-        warnings.push("every uplink is unhealthy: balancing over all of them".into());
-        for u in &mut uplinks {
-            u.in_balance = true;
+    for family in Family::ALL.into_iter().filter(|f| *f == Family::V4 || ipv6) {
+        let (members, fallback) = balance(&uplinks, family);
+        if let Some(why) = fallback {
+            warnings.push(why);
+        }
+        for i in members {
+            uplinks[i].balanced.push(family);
+            uplinks[i].in_balance = true;
         }
     }
 
@@ -262,7 +388,7 @@ pub fn plan(config: &Config, facts: &Facts) -> Plan {
     routes.sort();
     sysctls.sort();
 
-    let mut firewall = firewall_plan(&ns, &uplinks, ipv6, exclude, &mut warnings);
+    let mut firewall = firewall_plan(&ns, &uplinks, ipv6, exclude);
     firewall.ladder = ladder::ladder(config, facts, &uplinks, &firewall.families, &mut warnings);
     let keep = addresses_to_keep(facts, &uplinks);
     Plan {
@@ -365,14 +491,54 @@ fn uplink_rules(ns: &Namespace, u: &PlannedUplink, family: Family) -> [Rule; 3] 
     ]
 }
 
+/// The uplinks (indices into `uplinks`) whose round in `family` gives them new
+/// connections, and a warning when that is a fallback. In order of preference: the
+/// healthy primaries; else the healthy backups (no primary of the family is usable);
+/// else, every uplink of the family being unhealthy, all primaries (or all backups
+/// when there is no primary): balancing over dead uplinks beats blackholing the
+/// machine. Uplinks whose role is `never` take part in no round.
+pub fn balance(uplinks: &[PlannedUplink], family: Family) -> (Vec<usize>, Option<String>) {
+    let of = |role: Role, healthy: Option<bool>| -> Vec<usize> {
+        uplinks
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| u.serves(family) && u.role == role)
+            .filter(|(_, u)| healthy.is_none_or(|h| u.verdict.family(family) == h))
+            .map(|(i, _)| i)
+            .collect()
+    };
+    for role in [Role::Primary, Role::Backup] {
+        let healthy = of(role, Some(true));
+        if !healthy.is_empty() {
+            return (healthy, None);
+        }
+    }
+    for role in [Role::Primary, Role::Backup] {
+        let all = of(role, None);
+        if !all.is_empty() {
+            let what = match role {
+                Role::Primary => "uplink",
+                _ => "uplink (all of them backups)",
+            };
+            return (
+                all,
+                Some(format!(
+                    "every {family} {what} is unhealthy: balancing {family} over all of them"
+                )),
+            );
+        }
+    }
+    (Vec::new(), None)
+}
+
 /// The marking and NAT: exact rounds per family and protocol over the uplinks in the
-/// balance, inbound marks and masquerading for every uplink serving a family.
+/// balance, inbound marks and masquerading for every uplink serving a family (in the
+/// balance or not, so that its existing and inbound connections go on working).
 fn firewall_plan(
     ns: &Namespace,
     uplinks: &[PlannedUplink],
     ipv6: bool,
     exclude: BTreeSet<IpNet>,
-    warnings: &mut Vec<String>,
 ) -> FirewallPlan {
     let families: Vec<Family> = Family::ALL
         .into_iter()
@@ -380,17 +546,8 @@ fn firewall_plan(
         .collect();
     let mut rounds = Vec::new();
     for &family in &families {
-        let members: Vec<&PlannedUplink> = uplinks.iter().filter(|u| u.serves(family)).collect();
-        let mut balanced: Vec<&PlannedUplink> =
-            members.iter().copied().filter(|u| u.in_balance).collect();
-        if balanced.is_empty() && !members.is_empty() {
-            // Only the uplinks of another family are healthy: for this family, balancing
-            // over all of its uplinks beats giving it none.
-            warnings.push(format!(
-                "every {family} uplink is unhealthy: balancing {family} over all of them"
-            ));
-            balanced = members.clone();
-        }
+        let balanced: Vec<&PlannedUplink> =
+            uplinks.iter().filter(|u| u.balanced_in(family)).collect();
         let order = weighted_round(&balanced.iter().map(|u| u.weight).collect::<Vec<_>>());
         if order.is_empty() {
             continue;

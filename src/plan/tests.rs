@@ -114,7 +114,7 @@ fn disabled_uplink_is_left_out_and_weights_apply() {
 #[test]
 fn unhealthy_leaves_balance_but_keeps_table() {
     let mut f = facts(vec![uplink("eth0", 1), uplink("wlan0", 2)]);
-    f.health.insert("wlan0".into(), false);
+    f.health.insert("wlan0".into(), false.into());
     let p = plan(&Config::default(), &f);
     assert_eq!(
         ifaces_of(&p, &slots(&p, Family::V4, Protocol::Tcp)),
@@ -126,7 +126,7 @@ fn unhealthy_leaves_balance_but_keeps_table() {
         2,
         "still masqueraded and inbound-marked"
     );
-    f.health.insert("eth0".into(), false);
+    f.health.insert("eth0".into(), false.into());
     let p = plan(&Config::default(), &f);
     assert_eq!(
         slots(&p, Family::V4, Protocol::Tcp).len(),
@@ -399,7 +399,7 @@ fn weights_enabled_and_health_apply_to_ipv6() {
     assert!(p.routes.iter().all(|r| r.oif != "usb0"));
     // Only the IPv6-only uplink is healthy: IPv4 falls back to all of its uplinks.
     f.uplinks = vec![dual("eth0", 1), v6_only("wwan0", 2)];
-    f.health.insert("eth0".into(), false);
+    f.health.insert("eth0".into(), false.into());
     let p = plan(&Config::default(), &f);
     assert_eq!(
         ifaces_of(&p, &slots(&p, Family::V4, Protocol::Tcp)),
@@ -464,6 +464,190 @@ fn primary_and_departed_addresses_in_use_are_kept() {
     f.uplinks.push(uplink("eth0", 1));
     f.translated = Some(vec![(gone, 0x0200_0000)]);
     assert_eq!(plan(&Config::default(), &f).keep, [gone]);
+}
+
+fn metered(mut u: Uplink) -> Uplink {
+    u.metered = true;
+    u
+}
+
+fn roles(p: &Plan) -> Vec<(&str, Role)> {
+    p.uplinks
+        .iter()
+        .map(|u| (u.iface.as_str(), u.role))
+        .collect()
+}
+
+/// Issue 11: a metered uplink carries new connections only while no unmetered one is
+/// usable, and keeps its table, rules, NAT and inbound marks all along.
+#[test]
+fn metered_uplink_is_a_backup_until_no_primary_is_usable() {
+    let ups = || {
+        vec![
+            uplink("eth0", 1),
+            uplink("wlan0", 2),
+            metered(uplink("usb0", 3)),
+        ]
+    };
+    let mut f = facts(ups());
+    let p = plan(&Config::default(), &f);
+    assert_eq!(
+        roles(&p),
+        [
+            ("eth0", Role::Primary),
+            ("usb0", Role::Backup),
+            ("wlan0", Role::Primary)
+        ]
+    );
+    assert_eq!(
+        ifaces_of(&p, &slots(&p, Family::V4, Protocol::Tcp)),
+        ["eth0", "wlan0"]
+    );
+    let usb0 = p.uplink("usb0").unwrap();
+    assert!(!usb0.in_balance && usb0.balanced.is_empty());
+    assert_eq!(p.rules.len(), 9, "the backup keeps its rules");
+    assert!(p.routes.iter().any(|r| r.oif == "usb0"), "and its table");
+    assert_eq!(p.firewall.uplinks.len(), 3, "and its NAT and inbound mark");
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    // One primary down: the other carries everything.
+    f.health.insert("eth0".into(), false.into());
+    let p = plan(&Config::default(), &f);
+    assert_eq!(
+        ifaces_of(&p, &slots(&p, Family::V4, Protocol::Tcp)),
+        ["wlan0"]
+    );
+    // Both down: the backup.
+    f.health.insert("wlan0".into(), false.into());
+    let p = plan(&Config::default(), &f);
+    assert_eq!(
+        ifaces_of(&p, &slots(&p, Family::V4, Protocol::Tcp)),
+        ["usb0"]
+    );
+    assert!(
+        p.warnings.is_empty(),
+        "a healthy backup is no fallback: {:?}",
+        p.warnings
+    );
+    // The backup down too: balancing over the primaries beats blackholing.
+    f.health.insert("usb0".into(), false.into());
+    let p = plan(&Config::default(), &f);
+    assert_eq!(
+        ifaces_of(&p, &slots(&p, Family::V4, Protocol::Tcp)),
+        ["eth0", "wlan0"]
+    );
+    assert!(
+        p.warnings
+            .iter()
+            .any(|w| w.contains("every IPv4 uplink is unhealthy"))
+    );
+    // The primaries gone in NetworkManager (the dispatcher's case): the backup.
+    let only = facts(vec![metered(uplink("usb0", 3))]);
+    let p = plan(&Config::default(), &only);
+    assert_eq!(
+        ifaces_of(&p, &slots(&p, Family::V4, Protocol::Tcp)),
+        ["usb0"]
+    );
+    // A primary back: it takes new connections back at once.
+    let p = plan(&Config::default(), &facts(ups()));
+    assert!(!p.uplink("usb0").unwrap().in_balance);
+}
+
+#[test]
+fn metered_policy_and_roles_from_the_config() {
+    let ups = || facts(vec![uplink("eth0", 1), metered(uplink("usb0", 3))]);
+    let p = plan(&parse("metered = \"balance\""), &ups());
+    assert_eq!(
+        ifaces_of(&p, &slots(&p, Family::V4, Protocol::Tcp)),
+        ["eth0", "usb0"]
+    );
+    // never: no new connections, even with nothing else usable; table and NAT stay.
+    let never = parse("metered = \"never\"");
+    let p = plan(&never, &ups());
+    assert_eq!(p.uplink("usb0").unwrap().role, Role::Never);
+    assert_eq!(
+        ifaces_of(&p, &slots(&p, Family::V4, Protocol::Tcp)),
+        ["eth0"]
+    );
+    let mut f = ups();
+    f.health.insert("eth0".into(), false.into());
+    let p = plan(&never, &f);
+    assert_eq!(
+        ifaces_of(&p, &slots(&p, Family::V4, Protocol::Tcp)),
+        ["eth0"]
+    );
+    let p = plan(&never, &facts(vec![metered(uplink("usb0", 3))]));
+    assert!(p.firewall.rounds.is_empty());
+    assert_eq!(p.firewall.uplinks.len(), 1);
+    assert_eq!(p.rules.len(), 3);
+    // A role of its own wins over metering, either way.
+    let cfg = parse("[uplinks.usb0]\nrole = \"primary\"\n[uplinks.conn-eth0]\nrole = \"backup\"");
+    let p = plan(&cfg, &ups());
+    assert_eq!(roles(&p), [("eth0", Role::Backup), ("usb0", Role::Primary)]);
+    assert_eq!(
+        ifaces_of(&p, &slots(&p, Family::V4, Protocol::Tcp)),
+        ["usb0"]
+    );
+    assert_eq!(role_of(None, false, Metered::Never), Role::Primary);
+}
+
+/// Backups stand in per family: a primary with IPv4 only leaves IPv6 to the backup,
+/// and a primary whose IPv6 is down hands over IPv6 alone.
+#[test]
+fn backups_stand_in_per_family() {
+    let cfg = parse("ipv6 = true");
+    let mut f = facts(vec![dual("eth0", 1), metered(dual("usb0", 3))]);
+    let p = plan(&cfg, &f);
+    assert_eq!(
+        ifaces_of(&p, &slots(&p, Family::V6, Protocol::Tcp)),
+        ["eth0"]
+    );
+    f.health.insert(
+        "eth0".into(),
+        Verdict {
+            ipv4: true,
+            ipv6: false,
+        },
+    );
+    let p = plan(&cfg, &f);
+    assert_eq!(
+        ifaces_of(&p, &slots(&p, Family::V4, Protocol::Tcp)),
+        ["eth0"]
+    );
+    assert_eq!(
+        ifaces_of(&p, &slots(&p, Family::V6, Protocol::Tcp)),
+        ["usb0"]
+    );
+    let eth0 = p.uplink("eth0").unwrap();
+    assert!(eth0.in_balance && !eth0.healthy);
+    assert_eq!(eth0.balanced, [Family::V4]);
+    assert_eq!(p.uplink("usb0").unwrap().balanced, [Family::V6]);
+    let p = plan(
+        &cfg,
+        &facts(vec![uplink("eth0", 1), metered(dual("usb0", 3))]),
+    );
+    assert_eq!(
+        ifaces_of(&p, &slots(&p, Family::V4, Protocol::Tcp)),
+        ["eth0"]
+    );
+    assert_eq!(
+        ifaces_of(&p, &slots(&p, Family::V6, Protocol::Tcp)),
+        ["usb0"]
+    );
+}
+
+#[test]
+fn verdicts_read_old_and_new_forms() {
+    let v: Verdicts =
+        serde_json::from_str(r#"{"a": false, "b": {"ipv4": true, "ipv6": false}}"#).unwrap();
+    assert_eq!(v["a"], Verdict::from(false));
+    assert_eq!(
+        v["b"],
+        Verdict {
+            ipv4: true,
+            ipv6: false
+        }
+    );
+    assert!(!v["b"].healthy() && v["b"].family(Family::V4));
 }
 
 /// An uplink of any kind: 0 IPv4 only, 1 IPv6 only, 2 dual-stack.
@@ -600,6 +784,54 @@ proptest! {
         for r in &p2.routes {
             let owner = p2.uplinks.iter().find(|u| u.table == r.table).unwrap();
             prop_assert_eq!(&owner.iface, &r.oif);
+        }
+    }
+
+    /// Whatever the uplinks, roles and verdicts: a backup is never in a family's round
+    /// while a primary of that family is healthy in it, a `never` uplink is in none, a
+    /// healthy uplink of the preferred kind is never left out, a round is never empty
+    /// while some uplink may take it, and every uplink keeps its NAT and inbound marks.
+    #[test]
+    fn backups_only_when_no_primary_is_usable(
+        set in prop::collection::btree_map(0u8..10, (0u8..3, 0u8..3, any::<bool>(), any::<bool>()), 1..7),
+        policy in 0u8..3,
+    ) {
+        let policy_text = ["backup", "balance", "never"][policy as usize];
+        let mut text = format!("ipv6 = true\nmetered = \"{policy_text}\"\n");
+        let mut f = Facts::default();
+        for (&i, &(kind, role, h4, h6)) in &set {
+            let mut u = mixed(i, kind);
+            match role {
+                0 => {}
+                1 => u.metered = true,
+                _ => text += &format!("[uplinks.if{i}]\nrole = \"backup\"\n"),
+            }
+            f.health.insert(u.iface.clone(), Verdict { ipv4: h4, ipv6: h6 });
+            f.uplinks.push(u);
+        }
+        let p = plan(&parse(&text), &f);
+        for family in p.firewall.families.clone() {
+            let round: BTreeSet<u32> = slots(&p, family, Protocol::Tcp).into_iter().collect();
+            let serving: Vec<&PlannedUplink> = p.uplinks.iter().filter(|u| u.serves(family)).collect();
+            let usable = |role: Role| serving.iter().any(|u| u.role == role && u.verdict.family(family));
+            for u in &serving {
+                let inside = round.contains(&u.mark);
+                prop_assert_eq!(inside, u.balanced_in(family));
+                prop_assert!(u.role != Role::Never || !inside, "{} is never", u.iface);
+                if u.role == Role::Backup && usable(Role::Primary) {
+                    prop_assert!(!inside, "{} is a backup while a primary is usable", u.iface);
+                }
+                let preferred = if usable(Role::Primary) { Role::Primary } else { Role::Backup };
+                if u.role == preferred && u.verdict.family(family) {
+                    prop_assert!(inside, "{} is healthy and preferred", u.iface);
+                }
+            }
+            let takers = serving.iter().any(|u| u.role != Role::Never);
+            prop_assert_eq!(round.is_empty(), !takers);
+            prop_assert_eq!(p.firewall.uplinks_of(family).count(), serving.len());
+        }
+        for u in &p.uplinks {
+            prop_assert_eq!(u.in_balance, !u.balanced.is_empty());
         }
     }
 
@@ -749,8 +981,8 @@ mod ladder {
 
         // wlan0 and usb0 out of balance: failover to eth0, the VPN fails closed, the web
         // round is eth0 alone.
-        f.health.insert("wlan0".into(), false);
-        f.health.insert("usb0".into(), false);
+        f.health.insert("wlan0".into(), Verdict::from(false));
+        f.health.insert("usb0".into(), Verdict::from(false));
         let p2 = plan(&config, &f);
         let policy2 = |name: &str| -> Action {
             rungs(
@@ -790,6 +1022,74 @@ mod ladder {
         );
     }
 
+    /// Issue 11 and policies: a policy that names its uplinks uses them whatever their
+    /// role (a metered backup named there is used while healthy), judged per family by
+    /// the daemon's verdicts; one that names none follows the general balance, backups
+    /// standing by. Every uplink of a family unhealthy: all of a policy's, as the
+    /// general balance does.
+    #[test]
+    fn policies_take_health_per_family_and_name_backups_explicitly() {
+        let config = parse(
+            "[[policy]]\nname = \"named\"\nto = [\"198.51.100.0/24\"]\nuplinks = [\"usb0\", \"eth0\"]\n\
+             [[policy]]\nname = \"first\"\nto = [\"192.0.2.0/24\"]\nuplinks = [\"usb0\", \"eth0\"]\nmode = \"failover\"\nfallback = false\n\
+             [[policy]]\nname = \"any\"\nports = [\"443\"]\n",
+        );
+        let mut f = facts(vec![
+            uplink("eth0", 1),
+            uplink("wlan0", 2),
+            metered(uplink("usb0", 3)),
+        ]);
+        let action = |p: &Plan, name: &str| -> Action {
+            rungs(p, |w| matches!(w, Why::Policy { name: n, .. } if n == name))[0]
+                .action
+                .clone()
+        };
+        let members = |p: &Plan, name: &str| -> Vec<u32> {
+            match action(p, name) {
+                Action::Balance { members, .. } => members,
+                a => panic!("{name}: {a:?}"),
+            }
+        };
+        let p = plan(&config, &f);
+        assert_eq!(p.uplink("usb0").unwrap().role, Role::Backup);
+        assert!(!p.uplink("usb0").unwrap().in_balance, "standing by");
+        assert_eq!(members(&p, "named"), [mark(&p, "usb0"), mark(&p, "eth0")]);
+        assert_eq!(
+            action(&p, "first"),
+            Action::Uplink {
+                iface: "usb0".into(),
+                mark: mark(&p, "usb0")
+            }
+        );
+        assert_eq!(members(&p, "any"), [mark(&p, "eth0"), mark(&p, "wlan0")]);
+
+        // usb0 dead (in IPv4, the family balanced here): the named policies leave it.
+        f.health.insert(
+            "usb0".into(),
+            Verdict {
+                ipv4: false,
+                ipv6: true,
+            },
+        );
+        let p = plan(&config, &f);
+        assert_eq!(members(&p, "named"), [mark(&p, "eth0")]);
+        assert_eq!(
+            action(&p, "first"),
+            Action::Uplink {
+                iface: "eth0".into(),
+                mark: mark(&p, "eth0")
+            }
+        );
+
+        // Every uplink dead in IPv4: all of them, rather than failing closed.
+        for iface in ["eth0", "wlan0", "usb0"] {
+            f.health.insert(iface.into(), Verdict::from(false));
+        }
+        let p = plan(&config, &f);
+        assert_eq!(members(&p, "named"), [mark(&p, "usb0"), mark(&p, "eth0")]);
+        assert!(matches!(action(&p, "first"), Action::Uplink { iface, .. } if iface == "usb0"));
+    }
+
     /// `run --via`: through its uplink even out of balance; dropped once it is gone.
     #[test]
     fn run_via_pins_or_fails_closed() {
@@ -800,7 +1100,7 @@ mod ladder {
             level: 2,
         };
         f.via = vec![("wlan0".into(), cg("wlan0")), ("usb0".into(), cg("usb0"))];
-        f.health.insert("wlan0".into(), false);
+        f.health.insert("wlan0".into(), Verdict::from(false));
         let p = plan(&Config::default(), &f);
         let via: Vec<(&Why, &Action)> = p
             .firewall

@@ -23,6 +23,14 @@
       address; each is exercised every 0.2 s for SECONDS. Prints one JSON list:
       [{"isp": "...", "ok": true|false, "failed_at": seconds|null,
         "max_wait": seconds}, ...]  (max_wait: the longest an echo took to come back).
+  client.py download COUNT SECONDS TIMEOUT [HOST [PORT]]
+      COUNT endless downloads (the server on 7003 sends the address it sees, then
+      zeros), read at about 1 MB/s each, for SECONDS. A download that fails (an error,
+      the end of the stream, or TIMEOUT seconds without data) connects again at once,
+      as a client that retries on error does. Prints one JSON list, one entry per
+      download: the list of its connections, [{"isp": ADDRESS THE SERVER SAW, "start":
+      T, "first_byte": T|null, "end": T|null, "error": "..."|null, "bytes": N}, ...],
+      times in Unix seconds.
 """
 import json
 import random
@@ -203,6 +211,49 @@ def hold(count, seconds, host, port):
           flush=True)
 
 
+def download_one(host, port, seconds, timeout, conns):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        c = {"isp": None, "start": time.time(), "first_byte": None, "end": None, "error": None,
+             "bytes": 0}
+        conns.append(c)
+        try:
+            with socket.create_connection((host, port), timeout=timeout) as s:
+                s.settimeout(timeout)
+                isp = b""
+                while not isp.endswith(b"\n"):
+                    chunk = s.recv(1)
+                    if not chunk:
+                        raise OSError("closed before the address")
+                    isp += chunk
+                c["isp"] = isp.decode().strip()
+                while time.time() < deadline:
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        raise OSError("end of stream")
+                    if c["first_byte"] is None:
+                        c["first_byte"] = time.time()
+                    c["bytes"] += len(chunk)
+                    # About 1 MB/s: flow control slows the server down to it.
+                    time.sleep(0.05)
+        except OSError as e:
+            c["error"] = str(e) or type(e).__name__
+            c["end"] = time.time()
+            time.sleep(0.01)
+
+
+def downloads(count, seconds, timeout, host, port):
+    results = [[] for _ in range(count)]
+    threads = [threading.Thread(target=download_one, args=(host, port, seconds, timeout, r))
+               for r in results]
+    for t in threads:
+        t.start()
+        time.sleep(0.05)
+    for t in threads:
+        t.join()
+    print(json.dumps(results), flush=True)
+
+
 def main(argv):
     if len(argv) < 3:
         sys.exit(__doc__)
@@ -224,6 +275,10 @@ def main(argv):
             print(dns_query(argv[3], argv[4], qtype), flush=True)
     elif mode == "mix":
         mix(int(argv[2]), argv[3], argv[4], len(argv) < 6 or argv[5] != "0")
+    elif mode == "download":
+        host = argv[5] if len(argv) > 5 else SERVER
+        port = int(argv[6]) if len(argv) > 6 else 7003
+        downloads(int(argv[2]), float(argv[3]), float(argv[4]), host, port)
     elif mode == "hold":
         host = argv[4] if len(argv) > 4 else SERVER
         port = int(argv[5]) if len(argv) > 5 else 7002

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Sandbox server: tells each client the address it connected from.
 
-  peer_server.py ADDR PORT [--echo] [--device IFACE]
-      send "PEER_ADDRESS\\n", then close (--echo: then echo until the client closes);
+  peer_server.py ADDR PORT [--echo | --stream] [--device IFACE]
+      send "PEER_ADDRESS\\n", then close (--echo: then echo until the client closes;
+      --stream: then send zeros until the client closes);
       an IPv6 ADDR (e.g. ::) listens for IPv6 only; --device binds to one interface.
 
 Replaces `socat ... SYSTEM:'echo $SOCAT_PEERADDR'`, which now and then closed a
@@ -19,6 +20,13 @@ class Handler(socketserver.BaseRequestHandler):
         # Without the scope (fe80::1%br0 -> fe80::1), as socat printed it.
         peer = self.client_address[0].split("%")[0]
         s.sendall(f"{peer}\n".encode())
+        if STREAM:
+            zeros = bytes(65536)
+            try:
+                while True:
+                    s.sendall(zeros)
+            except OSError:
+                return
         if ECHO:
             while True:
                 data = s.recv(4096)
@@ -48,10 +56,11 @@ class Server(socketserver.ThreadingTCPServer):
 
 
 def main(argv):
-    global ECHO
+    global ECHO, STREAM
     if len(argv) < 3:
         sys.exit(__doc__)
     ECHO = "--echo" in argv[3:]
+    STREAM = "--stream" in argv[3:]
     if "--device" in argv[3:]:
         Server.device = argv[argv.index("--device") + 1]
     addr = argv[1]
@@ -62,5 +71,6 @@ def main(argv):
 
 
 ECHO = False
+STREAM = False
 if __name__ == "__main__":
     main(sys.argv)

@@ -38,6 +38,18 @@
 #   lanhost SB K A4 [A6]    Another host on ISP K's LAN: namespace SB-lanK, its eth0 on the ISP's
 #                           bridge with address A4 (e.g. 10.200.1.77/24) and optionally A6
 #                           (e.g. 2001:db8:1::77/64), default routes via the ISP router.
+#   loss SB UP PCT          Upstream UP (isp1..isp8, campus) drops PCT % of the packets it handles,
+#                           at random, each packet on its own (nft `numgen random mod 100 < PCT`
+#                           drop, table inet sandbox_loss, on prerouting and output: what it
+#                           forwards either way and what it answers itself). 0 removes it.
+#                           No netem in this kernel: this is its loss.
+#   slow-echo SB UP MIN MAX A probe target behind UP's gateway that answers late: PROBE
+#                           (192.0.2.53, and 2001:db8:53::53 with SB_IPV6=1) on UP's lo, the
+#                           kernel's own echo replies switched off there, and slow_echo.py
+#                           answering echo requests to PROBE after MIN..MAX ms (uniform, at
+#                           random). Run again to change the delay while it runs; `off` for
+#                           MIN removes it all. Probes through each uplink reach its own ISP's
+#                           target, so each uplink can have its own delay.
 #   info SB                 key=value lines: work dir, owner, NetworkManager PID, keyfile dir, logs.
 #   list                    Sandboxes that have a work dir or a namespace.
 #   reap                    Destroy every sandbox whose owner (SB_OWNER at create) is gone: what
@@ -103,9 +115,10 @@
 #   advertisements (RDNSS), ipv6.dns for static uplinks.
 #   SB-inet: server 198.51.100.10 (on lo): TCP 7000 echoes the peer address and closes (peer_server.py), TCP 7001
 #   streams zeros until the client closes, TCP 7002 sends the peer address then echoes what it
-#   gets (long-lived connections), UDP 7000 and 443 answer each datagram with the peer address
-#   (udp_server.py; QUIC-like flows), iperf3 -s on 5201..5208. More destinations: 198.51.100.11-19
-#   answer TCP and UDP 7010 the same way. It routes each LAN
+#   gets (long-lived connections), TCP 7003 sends the peer address then zeros until the client
+#   closes (a download that says which ISP carries it), UDP 7000 and 443 answer each datagram with
+#   the peer address (udp_server.py; QUIC-like flows), iperf3 -s on 5201..5208. More destinations:
+#   198.51.100.11-19 answer TCP and UDP 7010 the same way. It routes each LAN
 #   (10.200.K.0/24, 10.250.0.0/24) back via its ISP, so it can connect INTO the host.
 #   Interfaces in SB-inet are named isp1..isp8/campus; in SB-ispK: wan, br0, and one bridge port
 #   per host uplink named like the host interface. ISPs filter strictly (rp_filter=1): a packet
@@ -155,6 +168,8 @@ SELF_DIR=$(cd "$(dirname "$0")" && pwd -P)
 SELF="$SELF_DIR/$(basename "$0")"
 SERVER=198.51.100.10
 SERVER6=2001:db8:100::10
+PROBE=192.0.2.53
+PROBE6=2001:db8:53::53
 REQUIRED_CMDS="ip:iproute2 tc:iproute2 nsenter:util-linux unshare:util-linux setsid:util-linux
 mount:mount NetworkManager:network-manager nmcli:network-manager dbus-daemon:dbus
 dnsmasq:dnsmasq-base iptables:iptables socat:socat iperf3:iperf3 conntrack:conntrack"
@@ -743,6 +758,7 @@ cmd_create() {
     spawn "$SB-inet" echo-inet python3 "$SELF_DIR/peer_server.py" "$SERVER" 7000
     spawn "$SB-inet" hold-inet python3 "$SELF_DIR/peer_server.py" "$SERVER" 7002 --echo
     spawn "$SB-inet" zero-inet socat -U TCP-LISTEN:7001,bind="$SERVER",fork,reuseaddr OPEN:/dev/zero
+    spawn "$SB-inet" stream-inet python3 "$SELF_DIR/peer_server.py" "$SERVER" 7003 --stream
     spawn "$SB-inet" udp-inet python3 "$SELF_DIR/udp_server.py" "$SERVER" 7000 443
     # More destinations (198.51.100.11-19), for what tells destinations apart.
     local more=''
@@ -833,7 +849,7 @@ EOF
         wait_until 10 all_devs_in disconnected connected connecting ||
             die "devices not all managed within 10 s: $(dev_states | tr '\n' ' '); see $W/nm.log"
     fi
-    for k in 7000 7001 7002 5201 5202 5203 5204 5205 5206 5207 5208; do
+    for k in 7000 7001 7002 7003 5201 5202 5203 5204 5205 5206 5207 5208; do
         wait_until 5 listening "$SB-inet" tcp "$k" || die "no server on $SERVER:$k in $SB-inet; see $W/log/"
     done
     if [ "${SB_IPV6:-0}" = 1 ]; then
@@ -1018,6 +1034,73 @@ cmd_lanhost() { # cmd_lanhost SB K ADDR4/PREFIX [ADDR6/PREFIX]
     say "LAN host $ns on ISP $k: $a4 ${a6}"
 }
 
+cmd_loss() { # cmd_loss SB UP PCT
+    local sb=$1 up=$2 pct=$3 ns="$1-$2"
+    check_name "$sb"
+    need_root
+    ns_exists "$ns" || die "loss: no upstream '$up' in sandbox '$sb' (isp1..isp8, campus)"
+    case "$pct" in [0-9] | [1-9][0-9] | 100) ;; *) die "loss: PCT must be 0..100, got '$pct'" ;; esac
+    ip netns exec "$ns" nft delete table inet sandbox_loss 2>/dev/null || true
+    [ "$pct" != 0 ] || return 0
+    ip netns exec "$ns" nft -f - <<EOF
+table inet sandbox_loss {
+    chain pre {
+        type filter hook prerouting priority -300; policy accept;
+        numgen random mod 100 < $pct drop
+    }
+    chain out {
+        type filter hook output priority -300; policy accept;
+        numgen random mod 100 < $pct drop
+    }
+}
+EOF
+    say "$up drops $pct % of its packets"
+}
+
+cmd_slow_echo() { # cmd_slow_echo SB UP MIN|off [MAX]
+    local sb=$1 up=$2 min=$3 max=${4:-$3} ns="$1-$2" w pidfile has6=0
+    check_name "$sb"
+    need_root
+    w="$SB_ROOT/$sb"
+    ns_exists "$ns" || die "slow-echo: no upstream '$up' in sandbox '$sb' (isp1..isp8, campus)"
+    pidfile="$w/slow-echo-$up.pid"
+    [ "$(ip netns exec "$ns" sysctl -n net.ipv6.conf.lo.disable_ipv6 2>/dev/null)" != 0 ] || has6=1
+    if [ "$min" = off ]; then
+        if [ -s "$pidfile" ]; then
+            kill "$(cat "$pidfile")" 2>/dev/null || true
+            rm -f "$pidfile"
+        fi
+        ip -n "$ns" addr del "$PROBE/32" dev lo 2>/dev/null || true
+        [ "$has6" = 0 ] || ip -n "$ns" addr del "$PROBE6/128" dev lo 2>/dev/null || true
+        ip netns exec "$ns" sysctl -qw net.ipv4.icmp_echo_ignore_all=0
+        [ "$has6" = 0 ] || ip netns exec "$ns" sysctl -qw net.ipv6.icmp.echo_ignore_all=0
+        say "$up: no slow probe target"
+        return 0
+    fi
+    case "$min$max" in *[!0-9]*) die "slow-echo: MIN and MAX are milliseconds, got '$min' '$max'" ;; esac
+    [ "$min" -le "$max" ] || die "slow-echo: MIN $min is above MAX $max"
+    printf '%s %s\n' "$min" "$max" >"$w/slow-echo-$up.delay"
+    if [ -s "$pidfile" ] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+        say "$up: probe target answers after $min..$max ms"
+        return 0
+    fi
+    ip netns exec "$ns" sysctl -qw net.ipv4.icmp_echo_ignore_all=1
+    ip -n "$ns" addr replace "$PROBE/32" dev lo
+    local a6=()
+    if [ "$has6" = 1 ]; then
+        ip netns exec "$ns" sysctl -qw net.ipv6.icmp.echo_ignore_all=1
+        ip -n "$ns" addr replace "$PROBE6/128" dev lo nodad
+        a6=("$PROBE6")
+    fi
+    W=$w
+    rm -f "$w/slow-echo-$up.delay.ready"
+    spawn "$ns" "slow-echo-$up" python3 "$SELF_DIR/slow_echo.py" "$w/slow-echo-$up.delay" "$PROBE" "${a6[@]}"
+    tail -n 1 "$w/pids" | cut -d' ' -f1 >"$pidfile"
+    wait_until 10 test -e "$w/slow-echo-$up.delay.ready" ||
+        die "slow-echo: the responder in $ns did not start; see $w/log/slow-echo-$up.log"
+    say "$up: probe target $PROBE answers after $min..$max ms"
+}
+
 cmd_info() {
     local sb=$1 w="$SB_ROOT/$1"
     check_name "$sb"
@@ -1102,6 +1185,14 @@ main() {
         lanhost)
             { [ "$#" -ge 3 ] && [ "$#" -le 4 ]; } || die "usage: $0 lanhost SB K ADDR4/PREFIX [ADDR6/PREFIX]"
             cmd_lanhost "$@"
+            ;;
+        loss)
+            [ "$#" = 3 ] || die "usage: $0 loss SB UPSTREAM PCT"
+            cmd_loss "$@"
+            ;;
+        slow-echo)
+            { [ "$#" -ge 3 ] && [ "$#" -le 4 ]; } || die "usage: $0 slow-echo SB UPSTREAM MIN_MS [MAX_MS] | off"
+            cmd_slow_echo "$@"
             ;;
         info)
             [ "$#" = 1 ] || die "usage: $0 info SB"

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::FirewallChoice as Choice;
 use crate::error::Result;
 use crate::model::{Family, IpNet};
 
@@ -38,17 +39,6 @@ impl std::fmt::Display for Backend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
-}
-
-/// The config's `firewall` key.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Choice {
-    /// nftables where the kernel has nf_tables, iptables otherwise.
-    #[default]
-    Auto,
-    Nftables,
-    Iptables,
 }
 
 /// Test hook: with `NM_MULTIWAN_FAULT=firewall-refused` in its environment a backend

@@ -89,6 +89,17 @@ impl Piece {
     }
 
     fn and(mut self, other: Piece) -> Piece {
+        // nft prints a family check that an address match implies as the match alone
+        // (`ip saddr X`, not `meta nfproto ipv4 ip saddr X`): so do we, so that `plan`
+        // reads as `nft list` does.
+        let implied = match (self.text.last().map(String::as_str), other.text.first()) {
+            (Some("meta nfproto ipv4"), Some(next)) => next.starts_with("ip "),
+            (Some("meta nfproto ipv6"), Some(next)) => next.starts_with("ip6 "),
+            _ => false,
+        };
+        if implied {
+            self.text.pop();
+        }
         self.text.extend(other.text);
         self.exprs.extend(other.exprs);
         self
@@ -1295,7 +1306,7 @@ mod tests {
             "meta nfproto ipv4 meta l4proto tcp counter numgen inc mod 2 vmap @round4_tcp",
             "meta nfproto ipv6 meta l4proto udp counter numgen inc mod 2 vmap @round6_udp",
             "meta nfproto ipv4 counter numgen inc mod 2 vmap @round4_other",
-            "meta nfproto ipv4 ip saddr 10.0.2.2 goto to4_02000000",
+            "ip saddr 10.0.2.2 goto to4_02000000",
             "meta nfproto ipv6 oifname \"wlan0\" goto to6_02000000",
             "goto balance",
             "0 : goto to4_01000000, 1 : goto to4_02000000",
