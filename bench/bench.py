@@ -30,9 +30,11 @@ SERVER = "198.51.100.10"
 SB_ROOT = Path(os.environ.get("SB_ROOT", "/tmp/nm-multiwan-sandbox"))
 
 GOODPUT_GOAL = 0.97
-NOOP_GOAL_MS = 10.0
-APPLY_VS_RECIPE_GOAL = 0.5
-DATAPLANE_GOAL = 0.97
+# The goals of the nftables issue, checked for both backends side by side.
+NOOP_GOAL_MS = 3.0  # median no-op reconcile at 16 uplinks
+NOOP_GOAL_AT = 16
+APPLY_VS_RECIPE_GOAL = 0.15  # from nothing, against the recipe's script, at 8 uplinks
+DATAPLANE_GOAL = 0.98  # single unshaped stream, against no ruleset at all
 RSS_GOAL_MB = 10.0
 STRIPPED_GOAL_MB = 6.0
 CPU_REST_GOAL_PCT = 0.5  # of one core: "no measurable CPU at rest beyond probes"
@@ -41,11 +43,22 @@ FAILOVER_GOAL_MS = 2000.0  # issue 11: failover within 2 s at the defaults
 RESUME_GOAL_S = 1.0  # issue 11: a retrying client resumes within 1 s of the verdict
 
 
+# Every scenario that involves the firewall runs once per backend (the config's
+# `firewall` key), interleaved with the other in the same sandbox.
+BACKENDS = ("nftables", "iptables")
+
+
+def fw_config(backend, extra=None):
+    """The config file for `backend` (the key must precede any table)."""
+    return f'firewall = "{backend}"\n' + (extra or "")
+
+
 def isp_addr(k):
     return f"203.0.113.{4 * k + 2}"
 
 
 CAMPUS_ADDR = "203.0.113.38"
+KEEPER_DEVICE = "nmmw0"  # where nm-multiwan keeps departed and primary addresses
 
 
 def log(msg):
@@ -194,6 +207,54 @@ class Sandbox:
         else:
             p.write_text(text)
 
+    def use(self, backend, extra=None):
+        """Writes the config for `backend` (plus `extra` keys); the next run uses it."""
+        self.write_config(fw_config(backend, extra))
+
+    def check_backend(self, backend):
+        """The backend in use (`status --json`) is the one the config asks for: else every
+        figure of this backend would be the other's."""
+        st = json.loads(self.run("/usr/bin/nm-multiwan", "status", "--json"))
+        if st.get("firewall") != backend:
+            raise RuntimeError(f"{self.name}: config asks for {backend}, status says {st.get('firewall')!r}")
+        return st
+
+    def addresses(self):
+        """IPv4 address -> interface in the host. nm-multiwan keeps a copy of the primary
+        uplink's address on its own device nmmw0 (so that it can outlive the uplink): the
+        uplink's own interface wins."""
+        out = {}
+        for line in self.run("ip", "-4", "-o", "addr", "show").splitlines():
+            w = line.split()
+            addr = w[3].split("/")[0]
+            if w[1] != KEEPER_DEVICE or addr not in out:
+                out[addr] = w[1]
+        return out
+
+    def spread(self, n, weights):
+        """n new connections to the server's echo port, one after another: how many each
+        uplink carried, as conntrack saw them (the reply's destination is the address the
+        connection left with; the peer's view cannot tell apart two uplinks behind one
+        NAT, as on the campus). Exact when each uplink got n / round × its weight."""
+        self.run("conntrack", "-D", "-p", "tcp", "--orig-port-dst", "7000", check=False)
+        out = self.run(PY, str(REPO / "tests/sandbox/client.py"), "which", str(n))
+        seen = {}
+        for line in out.splitlines():
+            key = "FAIL" if line.startswith("FAIL") else line.strip()
+            seen[key] = seen.get(key, 0) + 1
+        ct = self.run("conntrack", "-L", "-p", "tcp", "--orig-port-dst", "7000", check=False)
+        addrs = self.addresses()
+        tally = {}
+        for line in ct.splitlines():
+            dsts = re.findall(r"\bdst=(\S+)", line)
+            if len(dsts) >= 2:
+                iface = addrs.get(dsts[1], dsts[1])
+                tally[iface] = tally.get(iface, 0) + 1
+        rnd = sum(weights.values())
+        expected = {i: n // rnd * w for i, w in weights.items()}
+        return {"n": n, "round": rnd, "tally": tally, "server_saw": seen, "expected": expected,
+                "exact": tally == expected and "FAIL" not in seen}
+
     def pids(self, nsname):
         out = subprocess.run(["ip", "netns", "pids", f"{self.name}-{nsname}"], capture_output=True,
                              text=True).stdout.split()
@@ -312,9 +373,9 @@ def goodput_case(sb, ifaces, plist, reps_of, cfg, schemes):
     return res
 
 
-def nth_scheme(sb, config=None):
+def nth_scheme(sb, backend, extra=None):
     def setup():
-        sb.write_config(config)
+        sb.use(backend, extra)
         sb.nmmw("apply")
 
     def teardown():
@@ -356,14 +417,47 @@ def goodput_one(binary, cfg, out, tag, specs):
         def reps_of(p, k=k):
             return cfg["spread_reps"] if 2 <= p <= 2 * k else cfg["reps"]
 
-        log(f"goodput {tag}: nth vs multipath, P={plist}")
-        res = goodput_case(sb, ifaces, plist, reps_of, cfg,
-                           {"nth": nth_scheme(sb), "multipath": mp_scheme(sb, ifaces)})
+        log(f"goodput {tag}: nth ({' and '.join(BACKENDS)}) vs multipath, P={plist}")
+        schemes = {f"nth_{b}": nth_scheme(sb, b) for b in BACKENDS}
+        schemes["multipath"] = mp_scheme(sb, ifaces)
+        res = goodput_case(sb, ifaces, plist, reps_of, cfg, schemes)
         multipath_on(sb, ifaces)
         src = multipath_source_check(sb, 60)
         multipath_off(sb)
-        out[tag] = {"k": k, "ifaces": ifaces, "alone": al, "runs": res,
-                    "multipath_without_masquerade": src}
+        out[tag] = {"k": k, "ifaces": ifaces, "alone": al, "runs": res, "multipath_without_masquerade": src}
+
+
+def spread_checks(sb, cfg, weights, extra=None):
+    """Per backend, interleaved: apply, then whole rounds of new connections; every round
+    must be complete (each uplink exactly its weight's share)."""
+    n = cfg["spread_rounds"] * sum(weights.values())
+    out = {b: [] for b in BACKENDS}
+    for _ in range(cfg["spread_check_reps"]):
+        for b in BACKENDS:
+            sb.use(b, extra)
+            sb.nmmw("apply")
+            sb.check_backend(b)
+            out[b].append(sb.spread(n, weights))
+    sb.nmmw("flush")
+    return out
+
+
+SPREAD_WEIGHTS = {"eth0": 1, "eth1": 3, "eth2": 2, "cmp0": 1, "cmp1": 1}
+
+
+def scenario_spread(binary, cfg, results):
+    """Whole nth rounds over five uplinks (three ISPs, two campus uplinks in one subnet
+    behind one gateway), unshaped: equal weights, then weights 1:3:2:1:1; every round must
+    be complete on both backends."""
+    out = results.setdefault("spread", {})
+    specs = ["eth0:static:1", "eth1:static:2", "eth2:static:3", "cmp0:campus", "cmp1:campus"]
+    with Sandbox("spread", specs, binary) as sb:
+        sb.up_all()
+        log(f"spread: {len(specs)} uplinks, equal weights and {SPREAD_WEIGHTS}, {' and '.join(BACKENDS)}")
+        out["equal"] = spread_checks(sb, cfg, {i: 1 for i in sb.ifaces})
+        weights_cfg = "".join(f"[uplinks.{i}]\nweight = {w}\n" for i, w in SPREAD_WEIGHTS.items())
+        out["weighted"] = spread_checks(sb, cfg, SPREAD_WEIGHTS, weights_cfg)
+        sb.write_config(None)
 
 
 def set_rate(sb, iface, index, rate, up):
@@ -384,12 +478,12 @@ def scenario_unequal(binary, cfg, out):
         ifaces = sb.ifaces
         log("goodput unequal (10 + 30 Mbit/s): each alone")
         al = alone(sb, ifaces, cfg["alone_reps"], cfg)
-        schemes = {
-            "nth": nth_scheme(sb),
-            "nth_w13": nth_scheme(sb, weights_cfg),
-            "multipath": mp_scheme(sb, ifaces),
-            "multipath_w13": mp_scheme(sb, ifaces, [1, 3]),
-        }
+        schemes = {}
+        for b in BACKENDS:
+            schemes[f"nth_{b}"] = nth_scheme(sb, b)
+            schemes[f"nth_w13_{b}"] = nth_scheme(sb, b, weights_cfg)
+        schemes["multipath"] = mp_scheme(sb, ifaces)
+        schemes["multipath_w13"] = mp_scheme(sb, ifaces, [1, 3])
         log("goodput unequal: bulk")
         bulk = goodput_case(sb, ifaces, cfg["uneq_plist"], lambda p: cfg["uneq_reps"], cfg, schemes)
         log("goodput unequal: web-like")
@@ -409,19 +503,21 @@ def scenario_unequal(binary, cfg, out):
 # --- scenario 2: apply time -------------------------------------------------------------
 
 
-def count_firewall_execs(sb):
-    """execve()s of iptables tools during one apply from nothing (strace -f)."""
-    sb.nmmw("flush")
-    trace = sb.work / "bench" / "strace.txt"
+def execs_of(sb, name, *args):
+    """Programs one nm-multiwan run starts (strace -f, execve), itself left out."""
+    trace = sb.work / "bench" / f"strace-{name}.txt"
     trace.parent.mkdir(exist_ok=True)
-    sb.run("strace", "-f", "-qq", "-e", "trace=execve", "-o", str(trace), "/usr/bin/nm-multiwan", "-q", "apply")
-    text = trace.read_text()
-    names = re.findall(r'execve\("([^"]+)"', text)
-    progs = [os.path.basename(n) for n in names][1:]
-    noop_trace = sb.work / "bench" / "strace-noop.txt"
-    sb.run("strace", "-f", "-qq", "-e", "trace=execve", "-o", str(noop_trace), "/usr/bin/nm-multiwan", "-q", "apply")
-    noop = [os.path.basename(n) for n in re.findall(r'execve\("([^"]+)"', noop_trace.read_text())][1:]
-    return {"apply": progs, "noop": noop}
+    sb.run("strace", "-f", "-qq", "-e", "trace=execve", "-o", str(trace), "/usr/bin/nm-multiwan", "-q", *args)
+    return [os.path.basename(n) for n in re.findall(r'execve\("([^"]+)"', trace.read_text())][1:]
+
+
+def count_firewall_execs(sb, backend):
+    """Processes started by one apply from nothing and by one no-op apply."""
+    sb.use(backend)
+    sb.nmmw("flush")
+    cold = execs_of(sb, f"{backend}-apply", "apply")
+    noop = execs_of(sb, f"{backend}-noop", "apply")
+    return {"apply": cold, "noop": noop}
 
 
 def apply_specs(n):
@@ -431,39 +527,59 @@ def apply_specs(n):
 
 
 def scenario_apply(binary, cfg, results):
-    """For each count, a machine with exactly that many uplinks (and no other devices)."""
+    """For each count, a machine with exactly that many uplinks (and no other devices).
+    Both backends and the recipe interleaved in batches of 5 in the same sandbox."""
     out = results.setdefault("apply", {})
     reps = cfg["apply_reps"]
     nmmw = ["/usr/bin/nm-multiwan", "-q"]
+    batch = 5
     for n in cfg["apply_counts"]:
         with Sandbox(f"apply{n}", apply_specs(n), binary) as sb:
             sb.up_all()
             recipe, clean = install_recipe(sb, sb.ifaces, f"recipe{n}")
-            log(f"apply time: {n} uplinks")
-            c = {"cold": [], "recipe": [], "noop": [], "cold_cpu": [], "recipe_cpu": [], "noop_cpu": []}
+            log(f"apply time: {n} uplinks, {' and '.join(BACKENDS)} against the recipe")
+            c = {}
 
-            def timed(key, setup, cmd, k=5):
+            def timed(key, setup, cmd, k=batch):
                 r = sb.agent("time", k, json.dumps(setup), json.dumps(cmd))
                 if r["errors"]:
                     raise RuntimeError(f"{key}: {r['errors'][:3]}")
-                c[key] += r["ms"]
-                c[key + "_cpu"] += r["cpu_ms"]
+                c.setdefault(key + "_ms", []).extend(r["ms"])
+                c.setdefault(key + "_cpu_ms", []).extend(r["cpu_ms"])
 
-            # Interleaved in small batches: nm-multiwan from nothing, the recipe from nothing.
-            for _ in range(max(1, reps // 5)):
-                timed("cold", nmmw + ["flush"], nmmw + ["apply"])
+            # From nothing: each backend after a flush, then the recipe from its clean state.
+            for _ in range(max(1, reps // batch)):
+                for b in BACKENDS:
+                    sb.use(b)
+                    timed(f"{b}_cold", nmmw + ["flush"], nmmw + ["apply"])
                 sb.nmmw("flush")
                 timed("recipe", ["sh", clean], ["sh", recipe])
                 sb.run("sh", clean)
-            sb.nmmw("apply")
-            timed("noop", None, nmmw + ["apply"], cfg["noop_reps"])
-            check = sb.run("/usr/bin/nm-multiwan", "status", "--json")
-            in_sync = json.loads(check).get("in_sync")
-            execs = count_firewall_execs(sb)
+            # No-op: each backend in turn applied (untimed), then a batch of no-op runs.
+            # The CPU NetworkManager and the bus daemon spend meanwhile is counted too:
+            # they answer GetManagedObjects while the run waits.
+            in_sync = {}
+            peers = {comm: pid for pid in sb.pids("host") for comm in [Path(f"/proc/{pid}/comm").read_text().strip()]
+                     if comm in ("NetworkManager", "dbus-daemon")}
+            peer_ticks = {b: {comm: 0 for comm in peers} for b in BACKENDS}
+            for _ in range(max(1, cfg["noop_reps"] // batch)):
+                for b in BACKENDS:
+                    sb.use(b)
+                    sb.nmmw("apply")
+                    t0 = {comm: proc_stat(pid) for comm, pid in peers.items()}
+                    timed(f"{b}_noop", None, nmmw + ["apply"])
+                    for comm, pid in peers.items():
+                        peer_ticks[b][comm] += proc_stat(pid) - t0[comm]
+                    in_sync[b] = sb.check_backend(b).get("in_sync")
+            hz = os.sysconf("SC_CLK_TCK")
+            for b in BACKENDS:
+                runs = len(c[f"{b}_noop_ms"])
+                c[f"{b}_noop_peer_cpu_ms"] = {comm: t / hz * 1000 / runs for comm, t in peer_ticks[b].items()}
+            # What a run costs before it does anything: the binary's start and exit.
+            timed("start", None, ["/usr/bin/nm-multiwan", "--version"], 20)
+            execs = {b: count_firewall_execs(sb, b) for b in BACKENDS}
             sb.nmmw("flush")
-            out[str(n)] = {"cold_ms": c["cold"], "noop_ms": c["noop"], "recipe_ms": c["recipe"],
-                           "cold_cpu_ms": c["cold_cpu"], "noop_cpu_ms": c["noop_cpu"],
-                           "recipe_cpu_ms": c["recipe_cpu"], "in_sync": in_sync, "execs": execs,
+            out[str(n)] = {**c, "in_sync": in_sync, "execs": execs,
                            "spawn_overhead_ms": sb.agent("time", 10, "null", json.dumps(["/bin/true"]))["ms"]}
 
 
@@ -546,14 +662,26 @@ def scenario_react(binary, cfg, results):
     specs = ["eth0:static:1", "eth1:static:2", "eth2:static:3"]
     reps, timeout = cfg["react_reps"], cfg["react_timeout"]
     a, b, c = isp_addr(1), isp_addr(2), isp_addr(3)
-    with Sandbox("disp", specs, binary, dispatcher=True, loose_rp=True) as sb:
+    with Sandbox("disp", specs, binary, dispatcher=True, loose_rp=True, config=fw_config(BACKENDS[0])) as sb:
         sb.up_all()
-        log("reaction: nmcli down/up through the dispatcher")
-        out["dispatcher"] = updown_reps(sb, reps, timeout)
+        log(f"reaction: nmcli down/up through the dispatcher, {' and '.join(BACKENDS)} in turn")
+        per = {fw: {"down": [], "up": []} for fw in BACKENDS}
+        for _ in range(reps):
+            for fw in BACKENDS:
+                sb.use(fw)
+                sb.nmmw("apply")
+                r = updown_reps(sb, 1, timeout)
+                per[fw]["down"] += r["down"]
+                per[fw]["up"] += r["up"]
+        out["dispatcher"] = per
         log("reaction: upstream cut, dispatcher only (no probes)")
-        cut = react(sb, cut_trigger(sb, "isp3", True), c, {a, b}, cfg["cut_timeout_none"], dispatcher_log=False)
-        sb.agent("time", 1, "null", json.dumps(cut_trigger(sb, "isp3", False)))
-        out["cut_dispatcher_only"] = [cut]
+        out["cut_dispatcher_only"] = {}
+        for fw in BACKENDS:
+            sb.use(fw)
+            sb.nmmw("apply")
+            cut = react(sb, cut_trigger(sb, "isp3", True), c, {a, b}, cfg["cut_timeout_none"], dispatcher_log=False)
+            sb.agent("time", 1, "null", json.dumps(cut_trigger(sb, "isp3", False)))
+            out["cut_dispatcher_only"][fw] = [cut]
     with Sandbox("rcp", specs, binary, loose_rp=True) as sb:
         sb.up_all()
         recipe, clean = install_recipe(sb, sb.ifaces)
@@ -573,27 +701,38 @@ def scenario_react(binary, cfg, results):
         log("reaction: no daemon subcommand in this build: daemon rows not measured")
         return
     for tag, interval, down, up in cfg["daemon_cases"]:
-        config = HEALTH_DEFAULTS if tag == "defaults" else HEALTH_CONFIG.format(interval=interval, down=down,
-                                                                                   up=up)
-        with Sandbox(f"dmn{interval}", specs, binary, config=config, loose_rp=True, daemon=True) as sb:
+        health = HEALTH_DEFAULTS if tag == "defaults" else HEALTH_CONFIG.format(interval=interval, down=down, up=up)
+        first = tag == cfg["daemon_cases"][0][0]
+        with Sandbox(f"dmn{interval}", specs, binary, config=fw_config(BACKENDS[0], health),
+                     loose_rp=True, daemon=True) as sb:
             sb.up_all()
-            d = Daemon(sb)
-            try:
-                if tag == cfg["daemon_cases"][0][0]:
-                    log("reaction: nmcli down/up through the daemon")
-                    out["daemon"] = updown_reps(sb, reps, timeout)
-                log(f"reaction: upstream cut, daemon probes every {interval} ms, out after {down}")
-                cuts, backs = [], []
-                wait = (max(down, up) + 1) * interval / 1000 + 5
-                for _ in range(cfg["cut_reps"]):
-                    cuts.append(react(sb, cut_trigger(sb, "isp3", True), c, {a, b}, wait, dispatcher_log=False))
-                    backs.append(react(sb, cut_trigger(sb, "isp3", False), c, {a, b, c}, wait, mode="use",
-                                       dispatcher_log=False))
-                out[f"cut_daemon_{tag}"] = {"cut": cuts, "restore": backs, "interval_ms": interval,
-                                            "down_after": down, "up_after": up}
-            finally:
-                d.stop()
-                out.setdefault("daemon_logs", {})[tag] = d.log.read_text()[-4000:]
+            log(f"reaction: daemon, probes every {interval} ms, out after {down}, back after {up}"
+                + (": nmcli down/up, upstream cut" if first else ": upstream cut")
+                + f"; a daemon per backend in turn")
+            updown = {fw: {"down": [], "up": []} for fw in BACKENDS}
+            cuts = {fw: {"cut": [], "restore": []} for fw in BACKENDS}
+            wait = (max(down, up) + 1) * interval / 1000 + 5
+            for rep in range(max(reps if first else 0, cfg["cut_reps"])):
+                for fw in BACKENDS:
+                    sb.use(fw, health)
+                    d = Daemon(sb, f"daemon-{fw}.log")
+                    try:
+                        sb.check_backend(fw)
+                        if first and rep < reps:
+                            r = updown_reps(sb, 1, timeout)
+                            updown[fw]["down"] += r["down"]
+                            updown[fw]["up"] += r["up"]
+                        if rep < cfg["cut_reps"]:
+                            cuts[fw]["cut"].append(react(sb, cut_trigger(sb, "isp3", True), c, {a, b}, wait,
+                                                         dispatcher_log=False))
+                            cuts[fw]["restore"].append(react(sb, cut_trigger(sb, "isp3", False), c, {a, b, c}, wait,
+                                                             mode="use", dispatcher_log=False))
+                    finally:
+                        d.stop()
+                        out.setdefault("daemon_logs", {}).setdefault(tag, {})[fw] = d.log.read_text()[-4000:]
+            if first:
+                out["daemon"] = updown
+            out[f"cut_daemon_{tag}"] = {"interval_ms": interval, "down_after": down, "up_after": up, **cuts}
 
 
 # --- scenario 4: data-plane cost --------------------------------------------------------
@@ -608,23 +747,38 @@ def iperf(sb, seconds):
 
 
 def scenario_dataplane(binary, cfg, results):
+    """One unshaped iperf3 stream without any ruleset, with each backend's and with the
+    recipe's. Every repetition runs each variant once, in an order rotated from one
+    repetition to the next, so that drift on a shared machine and the position in the
+    repetition hit all alike; ratios are taken within a repetition."""
     # rp_filter loosened as NetworkManager does on a real machine, so that the recipe
     # (which has no answer to a strict one) carries traffic too, for reference.
     with Sandbox("dp", ["eth0:static:1", "eth1:static:2"], binary, loose_rp=True) as sb:
         sb.up_all()
         recipe, clean = install_recipe(sb, sb.ifaces)
-        log("data plane: single stream, unshaped, without a ruleset, with nm-multiwan's, with the recipe's")
-        without, with_, rec = [], [], []
-        for _ in range(cfg["dp_reps"]):
-            sb.nmmw("flush")
-            without.append(iperf(sb, cfg["dp_seconds"]))
-            sb.nmmw("apply")
-            with_.append(iperf(sb, cfg["dp_seconds"]))
-            sb.nmmw("flush")
-            sb.run("sh", recipe)
-            rec.append(iperf(sb, cfg["dp_seconds"]))
-            sb.run("sh", clean)
-        results["dataplane"] = {"without_mbps": without, "with_mbps": with_, "recipe_mbps": rec}
+        variants = {"none": (None, None)}
+        for fw in BACKENDS:
+            variants[fw] = ((lambda fw=fw: (sb.use(fw), sb.nmmw("apply"), sb.check_backend(fw))),
+                            (lambda: sb.nmmw("flush")))
+        variants["recipe"] = ((lambda: sb.run("sh", recipe)), (lambda: sb.run("sh", clean)))
+        names = list(variants)
+        log(f"data plane: single stream, unshaped: {', '.join(names)}, {cfg['dp_reps']} rounds")
+        sb.nmmw("flush")
+        sb.run("sh", clean)
+        runs = {name: [] for name in names}
+        order = []
+        for rep in range(cfg["dp_reps"]):
+            k = rep % len(names)
+            rot = names[k:] + names[:k]
+            order.append(rot)
+            for name in rot:
+                setup, teardown = variants[name]
+                if setup:
+                    setup()
+                runs[name].append(iperf(sb, cfg["dp_seconds"]))
+                if teardown:
+                    teardown()
+        results["dataplane"] = {"mbps": runs, "order": order, "seconds": cfg["dp_seconds"]}
 
 
 # --- scenario 5: footprint --------------------------------------------------------------
@@ -657,31 +811,36 @@ def scenario_footprint(binary, cfg, results):
         return
     specs = ["eth0:static:1", "eth1:static:2", "eth2:static:3"]
     interval = 250  # the default
-    with Sandbox("foot", specs, binary, config=HEALTH_DEFAULTS, daemon=True) as sb:
+    health = HEALTH_DEFAULTS
+    out["daemon"] = {}
+    with Sandbox("foot", specs, binary, config=fw_config(BACKENDS[0], health), daemon=True) as sb:
         sb.up_all()
-        d = Daemon(sb)
-        try:
-            pid = d.p.pid
-            time.sleep(cfg["rest_settle"])
-            hz = os.sysconf("SC_CLK_TCK")
-            t0, c0 = time.time(), proc_stat(pid)
-            rss = []
-            while time.time() - t0 < cfg["rest_seconds"]:
-                rss.append(vm_rss_kb(pid))
-                time.sleep(1)
-            t1, c1 = time.time(), proc_stat(pid)
-            out["daemon"] = {
-                "pid_comm": Path(f"/proc/{pid}/comm").read_text().strip(),
-                "rss_kb": rss,
-                "cpu_ticks": c1 - c0,
-                "hz": hz,
-                "seconds": t1 - t0,
-                "cpu_pct": (c1 - c0) / hz / (t1 - t0) * 100,
-                "uplinks_probed": len(specs),
-                "interval_ms": interval,
-            }
-        finally:
-            d.stop()
+        for fw in BACKENDS:
+            log(f"footprint: daemon at rest, {fw}")
+            sb.use(fw, health)
+            d = Daemon(sb, f"daemon-{fw}.log")
+            try:
+                pid = d.p.pid
+                time.sleep(cfg["rest_settle"])
+                hz = os.sysconf("SC_CLK_TCK")
+                t0, c0 = time.time(), proc_stat(pid)
+                rss = []
+                while time.time() - t0 < cfg["rest_seconds"]:
+                    rss.append(vm_rss_kb(pid))
+                    time.sleep(1)
+                t1, c1 = time.time(), proc_stat(pid)
+                out["daemon"][fw] = {
+                    "pid_comm": Path(f"/proc/{pid}/comm").read_text().strip(),
+                    "rss_kb": rss,
+                    "cpu_ticks": c1 - c0,
+                    "hz": hz,
+                    "seconds": t1 - t0,
+                    "cpu_pct": (c1 - c0) / hz / (t1 - t0) * 100,
+                    "uplinks_probed": len(specs),
+                    "interval_ms": interval,
+                }
+            finally:
+                d.stop()
 
 
 # --- scenario 6: one wire ---------------------------------------------------------------
@@ -698,7 +857,8 @@ def scenario_onewire(binary, cfg, results):
     (4 connections): 16 connections through one 10 Mbit/s address lose more packets and
     get less out of it, which would flatter the multiples."""
     p = cfg["onewire_p"]
-    with Sandbox("onewire", ["eth0:campus", "wlan0:campus"], binary, rate_per_address="10mbit") as sb:
+    with Sandbox("onewire", ["eth0:campus", "wlan0:campus"], binary, rate_per_address="10mbit",
+                 config=fw_config(BACKENDS[0])) as sb:
         sb.up("up-eth0")
 
         def wifi(on):
@@ -714,23 +874,29 @@ def scenario_onewire(binary, cfg, results):
             "split3": lambda: (wifi(False), sb.nmmw("split", "eth0", "3")),
             "split3_wifi": lambda: (sb.nmmw("split", "eth0", "3"), wifi(True)),
         }
-        runs = {name: [] for name in ["one", *states]}
+        runs = {fw: {name: [] for name in ["one", *states]} for fw in BACKENDS}
         uplinks = {}
-        log(f"one wire: {', '.join(states)}, P={p}")
+        log(f"one wire: {', '.join(states)}, P={p}, {' and '.join(BACKENDS)} in turn")
         for _ in range(cfg["onewire_reps"]):
             for name, setup in states.items():
                 setup()
-                sb.nmmw("apply")
-                uplinks[name] = len(json.loads(sb.run("/usr/bin/nm-multiwan", "status", "--json"))["uplinks"])
-                if name == "plain":
-                    runs["one"].append(sb.agent("goodput", 4, cfg["warmup"], cfg["window"], "eth0"))
-                runs[name].append(sb.agent("goodput", p, cfg["warmup"], cfg["window"], "eth0", "wlan0"))
+                for fw in BACKENDS:
+                    sb.use(fw)
+                    sb.nmmw("apply")
+                    uplinks[name] = len(json.loads(sb.run("/usr/bin/nm-multiwan", "status", "--json"))["uplinks"])
+                    if name == "plain":
+                        runs[fw]["one"].append(sb.agent("goodput", 4, cfg["warmup"], cfg["window"], "eth0"))
+                    runs[fw][name].append(sb.agent("goodput", p, cfg["warmup"], cfg["window"], "eth0", "wlan0"))
         sb.nmmw("unsplit", "eth0")
         results["onewire"] = {"p": p, "rate_per_address": "10mbit", "uplinks": uplinks, "runs": runs}
 
 
 # --- scenario 7: health (issue 11) -----------------------------------------------------
 
+
+# Health runs on one backend: the verdicts and resets do not depend on it, and the
+# kernel's round is read from nftables' map (round_marks).
+HEALTH_BACKEND = "nftables"
 
 LOSSY_CONFIG = """[health]
 targets = ["192.0.2.53"]
@@ -757,7 +923,8 @@ def lossy_run(binary, cfg, out):
     answers after 0-50 ms: the daemon at its defaults must never take one out."""
     specs = ["eth0:static:1", "eth1:static:2", "eth2:static:3"]
     seconds = cfg["lossy_seconds"]
-    with Sandbox("lossy", specs, binary, config=LOSSY_CONFIG, loose_rp=True, daemon=True) as sb:
+    with Sandbox("lossy", specs, binary, config=fw_config(HEALTH_BACKEND, LOSSY_CONFIG), loose_rp=True,
+                 daemon=True) as sb:
         sb.up_all()
         for k in (1, 2, 3):
             subprocess.run([str(SANDBOX), "loss", sb.name, f"isp{k}", "3"], check=True, capture_output=True)
@@ -765,6 +932,7 @@ def lossy_run(binary, cfg, out):
                            capture_output=True)
         d = Daemon(sb)
         try:
+            sb.check_backend(HEALTH_BACKEND)
             log(f"health: {seconds} s with 3 % loss and 0-50 ms of delay on every uplink")
             full = round_marks(sb)
             t0 = time.time()
@@ -795,13 +963,14 @@ def reset_run(binary, cfg, out, reset):
     """Four downloads over two uplinks, one upstream cut: how long after the verdict
     (the kernel's round without it) the downloads it carried resume elsewhere."""
     specs = ["eth0:static:1", "eth1:static:2"]
-    config = RESET_CONFIG.format(reset="true" if reset else "false")
+    config = fw_config(HEALTH_BACKEND, RESET_CONFIG.format(reset="true" if reset else "false"))
     runs = []
     with Sandbox("rst" if reset else "nrst", specs, binary, rate="20mbit", config=config, loose_rp=True,
                  daemon=True) as sb:
         sb.up_all()
         d = Daemon(sb)
         try:
+            sb.check_backend(HEALTH_BACKEND)
             for _ in range(cfg["reset_reps"]):
                 time.sleep(3)
                 both = round_marks(sb)
@@ -837,6 +1006,7 @@ def reset_run(binary, cfg, out, reset):
 
 def scenario_health(binary, cfg, results):
     out = results.setdefault("health", {})
+    out["backend"] = HEALTH_BACKEND
     for reset in (True, False):
         log(f"health: a download through a dying uplink, reset_connections = {str(reset).lower()}")
         reset_run(binary, cfg, out, reset)
@@ -850,12 +1020,144 @@ def met(ok):
     return "—" if ok is None else ("yes" if ok else "**no**")
 
 
-def build_table(R):
-    rows = []
+def met_cell(oks):
+    """One verdict when the backends agree (or only one has a goal), else one each."""
+    given = {fw: ok for fw, ok in oks.items() if ok is not None}
+    if not given:
+        return "—"
+    if len(set(given.values())) == 1 and len(given) == len(oks):
+        return met(next(iter(given.values())))
+    return "; ".join(f"{fw} {met(ok)}" for fw, ok in given.items())
 
-    def row(scn, case, ours, base, rat, goal, ok):
-        rows.append({"scenario": scn, "case": case, "nm-multiwan": ours, "baseline": base,
-                     "ratio": "—" if rat is None else f"{rat:.2f}", "goal": goal, "met": met(ok)})
+
+class Table:
+    """Rows of the report: one per scenario and case, both backends side by side. A row
+    whose figure does not depend on the backend (the recipe, the binary) has one cell."""
+
+    def __init__(self):
+        self.rows = []
+
+    def add(self, scn, case, cells, base, goal, oks=None):
+        """cells: {backend: text} (missing backends: "—"), or one text for both."""
+        shared = isinstance(cells, str)
+        if shared:
+            oks = {"both": oks}
+        self.rows.append({"scenario": scn, "case": case, "shared": shared,
+                          "cells": {"both": cells} if shared else {fw: cells.get(fw, "—") for fw in BACKENDS},
+                          "baseline": base, "goal": goal, "met": met_cell(oks or {})})
+
+    def render(self):
+        head = ["scenario", "case", *(f"{fw} median [min–max]" for fw in BACKENDS), "baseline median [min–max]",
+                "goal", "met?"]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in self.rows:
+            if r["shared"]:
+                fws = [r["cells"]["both"]] + ["(same for both)"] * (len(BACKENDS) - 1)
+            else:
+                fws = [r["cells"][fw] for fw in BACKENDS]
+            cells = [r["scenario"], r["case"], *fws, r["baseline"], r["goal"], r["met"]]
+            lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
+        return "\n".join(lines)
+
+
+def spread_cell(checks):
+    """'eth0 12, eth1 12 (exact in 2/2 checks)' when every check gave the same tally, else each."""
+    tallies = [", ".join(f"{i} {n}" for i, n in sorted(c["tally"].items())) or "nothing" for c in checks]
+    fails = sum(c["server_saw"].get("FAIL", 0) for c in checks)
+    exact = sum(1 for c in checks if c["exact"])
+    text = tallies[0] if len(set(tallies)) == 1 else "; ".join(tallies)
+    text += f" (exact in {exact}/{len(checks)} checks"
+    return text + (f", {fails} failed connections)" if fails else ")")
+
+
+def dataplane_ratios(dp, fw):
+    """Per round: the variant's throughput over that of the round's run without a ruleset."""
+    m = dp["mbps"]
+    return stats([x / o for x, o in zip(m[fw], m["none"]) if x and o])
+
+
+def goals_of_issue(R):
+    """The goals of the nftables issue, per backend: [(goal, {fw: (text, ok)}, where)]."""
+    goals = []
+    a = R.get("apply", {})
+    c = a.get(str(NOOP_GOAL_AT))
+    if c:
+        cells = {}
+        for fw in BACKENDS:
+            s = stats(c[f"{fw}_noop_ms"])
+            cells[fw] = (f"{fmt(s, ' ms')}, CPU {stats(c[f'{fw}_noop_cpu_ms'])['median']:.1f} ms",
+                         s["median"] <= NOOP_GOAL_MS)
+        goals.append((f"no-op reconcile ≤ {NOOP_GOAL_MS:g} ms median at {NOOP_GOAL_AT} uplinks", cells,
+                      "2 apply time"))
+    c = a.get("8")
+    if c:
+        sr = stats(c["recipe_ms"])
+        cells = {}
+        for fw in BACKENDS:
+            sc = stats(c[f"{fw}_cold_ms"])
+            rat = ratio(sc, sr)
+            cells[fw] = (f"{rat:.2f} × recipe ({sc['median']:.1f} ms against {sr['median']:.1f} ms)",
+                         rat <= APPLY_VS_RECIPE_GOAL)
+        goals.append((f"apply from nothing at 8 uplinks ≤ {APPLY_VS_RECIPE_GOAL} × the recipe's script", cells,
+                      "2 apply time"))
+    dp = R.get("dataplane")
+    if dp:
+        cells = {}
+        for fw in BACKENDS:
+            pr = dataplane_ratios(dp, fw)
+            cells[fw] = (f"{fmt(pr, '', 3)} of no ruleset", pr is not None and pr["median"] >= DATAPLANE_GOAL)
+        goals.append((f"data plane: one unshaped stream keeps ≥ {DATAPLANE_GOAL} of no ruleset", cells,
+                      "4 data plane"))
+    sp = R.get("spread")
+    if sp:
+        cells = {}
+        for fw in BACKENDS:
+            checks = [ch for case in ("equal", "weighted") for ch in sp.get(case, {}).get(fw, [])]
+            exact = sum(1 for ch in checks if ch["exact"])
+            cells[fw] = (f"exact in {exact}/{len(checks)} checks", bool(checks) and exact == len(checks))
+        goals.append(("spread and weights exact (each uplink its weight × rounds)", cells, "1 spread"))
+    return goals
+
+
+def render_goals(goals):
+    head = ["goal (nftables issue)", *BACKENDS, "met?", "rows"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for goal, cells, where in goals:
+        verdict = met_cell({fw: cells[fw][1] for fw in BACKENDS})
+        lines.append("| " + " | ".join([goal, *(cells[fw][0] for fw in BACKENDS), verdict, where]) + " |")
+    return "\n".join(lines)
+
+
+def cut_case_order(key):
+    """The health defaults first, then the other cases (older runs: by interval, longest first)."""
+    case = key[len("cut_daemon_"):]
+    if case == "defaults":
+        return (0, 0)
+    return (1, -int(case)) if case.isdigit() else (1, 0)
+
+
+def build_table(R):
+    t = Table()
+    row = t.add
+
+    def spread_rows(label, spread, weights):
+        checks = {fw: spread.get(fw) or [] for fw in BACKENDS}
+        c0 = next((c[0] for c in checks.values() if c), None)
+        if c0 is None:
+            return
+        row("1 spread", f"{label}: {c0['n']} new connections, {c0['n'] // c0['round']} rounds of {c0['round']}"
+            f" (weights {weights})",
+            {fw: spread_cell(c) for fw, c in checks.items() if c},
+            "expected " + ", ".join(f"{i} {n}" for i, n in sorted(c0["expected"].items())),
+            "exact: each uplink its weight × rounds", {fw: all(x["exact"] for x in c) for fw, c in checks.items() if c})
+
+    sp = R.get("spread")
+    if sp:
+        if "equal" in sp:
+            spread_rows("5 uplinks (3 ISPs, 2 campus)", sp["equal"], "equal")
+        if "weighted" in sp:
+            spread_rows("5 uplinks (3 ISPs, 2 campus)", sp["weighted"],
+                        ":".join(str(w) for w in SPREAD_WEIGHTS.values()))
 
     g = R.get("goodput", {})
     for tag in ("k2", "k3", "campus"):
@@ -866,72 +1168,110 @@ def build_table(R):
         alone = sum(stats([r["mbps"] for r in c["alone"][i]])["median"] for i in c["ifaces"])
         c["alone_sum_mbps"] = alone
         label = {"k2": "K=2", "k3": "K=3", "campus": "campus K=2 (one subnet, one gateway)"}[tag]
-        for p in sorted(c["runs"]["nth"], key=int):
-            nth = [r["mbps"] for r in c["runs"]["nth"][p]]
-            mp = [r["mbps"] for r in c["runs"]["multipath"][p]]
-            sn, sm = stats(nth), stats(mp)
-            hit_n = sum(1 for x in nth if x >= GOODPUT_GOAL * alone)
+        mp_runs = c["runs"]["multipath"]
+        for p in sorted(mp_runs, key=int):
+            mp = [r["mbps"] for r in mp_runs[p]]
+            sm = stats(mp)
             hit_m = sum(1 for x in mp if x >= GOODPUT_GOAL * alone)
             goal_applies = int(p) >= 2 * k
-            row("1 goodput", f"{label}, P={p} (sum alone {alone:.1f})",
-                f"{fmt(sn)} Mbit/s = {sn['median'] / alone:.3f} of sum; ≥0.97: {hit_n}/{len(nth)}",
+            cells, oks = {}, {}
+            for fw in BACKENDS:
+                nth = [r["mbps"] for r in c["runs"][f"nth_{fw}"][p]]
+                sn = stats(nth)
+                hit_n = sum(1 for x in nth if x >= GOODPUT_GOAL * alone)
+                cells[fw] = (f"{fmt(sn)} = {sn['median'] / alone:.3f} of sum; ≥0.97: {hit_n}/{len(nth)}; "
+                             f"{ratio(sn, sm):.2f}× multipath")
+                oks[fw] = (sn["median"] >= GOODPUT_GOAL * alone) if goal_applies else None
+            row("1 goodput", f"{label}, P={p} (sum alone {alone:.1f})", cells,
                 f"multipath {fmt(sm)} = {sm['median'] / alone:.3f}; ≥0.97: {hit_m}/{len(mp)}",
-                ratio(sn, sm), "≥ 0.97 of sum (P ≥ 2K)" if goal_applies else "— (P < 2K)",
-                (sn["median"] >= GOODPUT_GOAL * alone) if goal_applies else None)
+                "≥ 0.97 of sum (P ≥ 2K)" if goal_applies else "— (P < 2K)", oks)
     if "unequal" in g:
         c = g["unequal"]
         alone = sum(stats([r["mbps"] for r in c["alone"][i]])["median"] for i in c["ifaces"])
         c["alone_sum_mbps"] = alone
-        for p in sorted(c["runs"]["nth"], key=int):
+        for p in sorted(c["runs"]["multipath"], key=int):
             for ours, base, lab in (("nth", "multipath", "1:1"), ("nth_w13", "multipath_w13", "weights 1:3")):
-                so = stats([r["mbps"] for r in c["runs"][ours][p]])
                 sb_ = stats([r["mbps"] for r in c["runs"][base][p]])
-                row("1 goodput", f"10+30 Mbit/s, {lab}, bulk P={p} (sum alone {alone:.1f})",
-                    f"{fmt(so)} = {so['median'] / alone:.3f} of sum", f"multipath {fmt(sb_)}", ratio(so, sb_),
-                    "—", None)
+                cells = {}
+                for fw in BACKENDS:
+                    so = stats([r["mbps"] for r in c["runs"][f"{ours}_{fw}"][p]])
+                    cells[fw] = f"{fmt(so)} = {so['median'] / alone:.3f} of sum; {ratio(so, sb_):.2f}× multipath"
+                row("1 goodput", f"10+30 Mbit/s, {lab}, bulk P={p} (sum alone {alone:.1f})", cells,
+                    f"multipath {fmt(sb_)}", "—")
         w = c["web"]
         wp = c["web_params"]
         desc = f"{wp['count']}×{wp['size'] // 1024} KiB, ≤{wp['concurrency']} at once"
         s = {k: stats([r["mbps"] for r in v]) for k, v in w.items()}
-        t = {k: stats([r["total_s"] for r in v]) for k, v in w.items()}
-        row("1 goodput", f"10+30, web-like {desc}: weights 1:3 vs 1:1 (nth)",
-            f"1:3 {fmt(s['nth_w13'])} Mbit/s ({fmt(t['nth_w13'], ' s', 2)})",
-            f"1:1 {fmt(s['nth'])} ({fmt(t['nth'], ' s', 2)})", ratio(s["nth_w13"], s["nth"]),
-            "— (shows what weights buy)", None)
-        row("1 goodput", f"10+30, web-like {desc}: nth 1:3 vs multipath 1:3",
-            f"{fmt(s['nth_w13'])} Mbit/s", f"multipath 1:3 {fmt(s['multipath_w13'])} (1:1 {fmt(s['multipath'])})",
-            ratio(s["nth_w13"], s["multipath_w13"]), "—", None)
+        t_ = {k: stats([r["total_s"] for r in v]) for k, v in w.items()}
+        row("1 goodput", f"10+30, web-like {desc}: weights 1:3 (1:1 in brackets)",
+            {fw: f"{fmt(s[f'nth_w13_{fw}'])} Mbit/s, {fmt(t_[f'nth_w13_{fw}'], ' s', 2)} "
+                 f"(1:1 {fmt(s[f'nth_{fw}'])}); {ratio(s[f'nth_w13_{fw}'], s['multipath_w13']):.2f}× multipath 1:3"
+             for fw in BACKENDS},
+            f"multipath 1:3 {fmt(s['multipath_w13'])} (1:1 {fmt(s['multipath'])})", "— (shows what weights buy)")
 
     a = R.get("apply", {})
     counts = sorted(int(n) for n in a if n.isdigit())
     for n in counts:
         c = a[str(n)]
-        sc, sr, sn = stats(c["cold_ms"]), stats(c["recipe_ms"]), stats(c["noop_ms"])
-        fw = c["execs"]["apply"]
-        rat = ratio(sc, sr)
-        cpu_c, cpu_r, cpu_n = (stats(c[k]) for k in ("cold_cpu_ms", "recipe_cpu_ms", "noop_cpu_ms"))
-        row("2 apply time", f"{n} uplinks, from nothing to balanced",
-            f"{fmt(sc, ' ms')}; CPU {cpu_c['median']:.1f} ms; runs {', '.join(fw)}",
-            f"recipe script {fmt(sr, ' ms')}; CPU {cpu_r['median']:.1f} ms", rat,
-            "≤ 0.5 × recipe at 8 uplinks" if n == 8 else "—",
-            (rat is not None and rat <= APPLY_VS_RECIPE_GOAL) if n == 8 else None)
-        row("2 apply time", f"{n} uplinks, no-op reconcile",
-            f"{fmt(sn, ' ms')}; CPU {cpu_n['median']:.1f} ms; runs {', '.join(c['execs']['noop'])}; "
-            f"status in sync: {c['in_sync']}",
-            "recipe: no no-op (a rerun duplicates every rule)", None, "< 10 ms",
-            sn["median"] < NOOP_GOAL_MS)
+        sr = stats(c["recipe_ms"])
+        cpu_r = stats(c["recipe_cpu_ms"])
+        start = stats(c.get("start_ms", []))
+        cells, oks = {}, {}
+        for fw in BACKENDS:
+            sc = stats(c[f"{fw}_cold_ms"])
+            rat = ratio(sc, sr)
+            cells[fw] = f"{fmt(sc, ' ms')}; CPU {stats(c[f'{fw}_cold_cpu_ms'])['median']:.1f} ms; {rat:.2f}× recipe"
+            oks[fw] = rat <= APPLY_VS_RECIPE_GOAL if n == 8 else None
+        row("2 apply time", f"{n} uplink{'s' if n > 1 else ''}, from nothing to balanced", cells,
+            f"recipe script {fmt(sr, ' ms')}; CPU {cpu_r['median']:.1f} ms",
+            f"≤ {APPLY_VS_RECIPE_GOAL} × recipe at 8 uplinks" if n == 8 else "—", oks)
+        cells, oks = {}, {}
+        for fw in BACKENDS:
+            sn = stats(c[f"{fw}_noop_ms"])
+            peers = c.get(f"{fw}_noop_peer_cpu_ms", {})
+            peer = "; meanwhile " + " + ".join(f"{k} {v:.1f}" for k, v in sorted(peers.items())) + " ms CPU" \
+                if peers else ""
+            cells[fw] = (f"{fmt(sn, ' ms')}; CPU {stats(c[f'{fw}_noop_cpu_ms'])['median']:.1f} ms{peer}; "
+                         f"in sync: {c['in_sync'].get(fw)}")
+            oks[fw] = sn["median"] <= NOOP_GOAL_MS if n == NOOP_GOAL_AT else None
+        row("2 apply time", f"{n} uplink{'s' if n > 1 else ''}, no-op reconcile (wall time of "
+            "`nm-multiwan apply`, process start included)", cells,
+            f"binary start and exit alone (`--version`): {fmt(start, ' ms')}" if start else "—",
+            f"≤ {NOOP_GOAL_MS:g} ms median at {NOOP_GOAL_AT} uplinks" if n == NOOP_GOAL_AT else "—", oks)
     if len(counts) >= 2:
         lo, hi = str(counts[0]), str(counts[-1])
-        g_ours = stats(a[hi]["cold_ms"])["median"] / stats(a[lo]["cold_ms"])["median"]
-        g_rec = stats(a[hi]["recipe_ms"])["median"] / stats(a[lo]["recipe_ms"])["median"]
         lin = counts[-1] / counts[0]
-        g_noop = stats(a[hi]["noop_ms"])["median"] / stats(a[lo]["noop_ms"])["median"]
-        row("2 apply time", f"growth {lo}→{hi} uplinks (linear: ×{lin:.0f})",
-            f"×{g_ours:.2f} (no-op ×{g_noop:.2f})", f"recipe ×{g_rec:.2f}", None,
-            f"well below linear (≤ ×{lin / 2:.0f})", g_ours <= lin / 2)
-        all_one = all(sum(1 for p in a[str(n)]["execs"]["apply"] if "restore" in p) == 1 for n in counts)
-        row("2 apply time", "firewall batches per apply", "1 at every count" if all_one else "more than 1",
-            f"recipe: {counts[-1] * 2 + 3} iptables processes at {counts[-1]}", None, "1 per apply", all_one)
+        g_rec = stats(a[hi]["recipe_ms"])["median"] / stats(a[lo]["recipe_ms"])["median"]
+        cells, oks = {}, {}
+        for fw in BACKENDS:
+            g_ours = stats(a[hi][f"{fw}_cold_ms"])["median"] / stats(a[lo][f"{fw}_cold_ms"])["median"]
+            g_noop = stats(a[hi][f"{fw}_noop_ms"])["median"] / stats(a[lo][f"{fw}_noop_ms"])["median"]
+            cells[fw] = f"×{g_ours:.2f} (no-op ×{g_noop:.2f})"
+            oks[fw] = g_ours <= lin / 2
+        row("2 apply time", f"growth {lo}→{hi} uplinks (linear: ×{lin:.0f})", cells, f"recipe ×{g_rec:.2f}",
+            f"well below linear (≤ ×{lin / 2:.0f})", oks)
+    if counts:
+        execs = {fw: [a[str(n)]["execs"][fw] for n in counts] for fw in BACKENDS}
+        cells, oks = {}, {}
+        for fw in BACKENDS:
+            if fw == "nftables":
+                none = all(not e["apply"] and not e["noop"] for e in execs[fw])
+                # The issue's bar: no `nft` process on the hot path, none at all on a no-op.
+                # From nothing (no state file) the other backend is read for leftovers.
+                hot = all(not e["noop"] and "nft" not in e["apply"] for e in execs[fw])
+                cells[fw] = "none at any count, from nothing or no-op (netlink only)" if none else \
+                    "; ".join(f"{n}: from nothing {', '.join(e['apply']) or 'none'}, no-op "
+                              f"{', '.join(e['noop']) or 'none'}" for n, e in zip(counts, execs[fw]))
+                oks[fw] = hot
+            else:
+                one = all(sum(1 for x in e["apply"] if "restore" in x) == 1 for e in execs[fw])
+                cells[fw] = (("1 firewall batch (iptables-restore) at every count" if one else "more than 1 batch")
+                             + f"; every run also reads with "
+                             f"{', '.join(sorted(set(execs[fw][0]['noop']))) or 'nothing'}")
+                oks[fw] = one
+        row("2 apply time", "processes started per apply (strace -f -e trace=execve)", cells,
+            f"recipe: {2 * counts[-1] + 2} iptables and {3 * counts[-1]} ip processes at {counts[-1]}",
+            "nftables: no `nft`, no process on a no-op; iptables: 1 firewall batch", oks)
 
     r = R.get("react")
     if r:
@@ -951,104 +1291,117 @@ def build_table(R):
                 txt += f", never in {nv}/{len(runs)}"
             return txt
 
+        def within(runs, key, bound):
+            s = ms(runs, key)
+            return s is not None and never(runs, key) == 0 and s["max"] <= bound
+
         d, rc = r["dispatcher"], r["recipe"]
         for key, label in (("first_ms", "new connections all avoid it"),
                            ("balanced_ms", "round rebalanced over the rest")):
-            s = ms(d["down"], key)
-            row("3 reaction", f"nmcli con down, dispatcher: {label}", cell(d["down"], key),
-                "recipe " + cell(rc["down"], key), None, "< 1 s (our reading of \"at once\")",
-                s is not None and never(d["down"], key) == 0 and s["max"] < REACT_GOAL_MS)
-        s = ms(d["down"], "dispatcher_ms")
-        row("3 reaction", "nmcli con down: dispatcher script done", fmt(s, " ms", 0), "—", None, "—", None)
+            row("3 reaction", f"nmcli con down, dispatcher: {label}",
+                {fw: cell(d[fw]["down"], key) for fw in BACKENDS}, "recipe " + cell(rc["down"], key),
+                "< 1 s (our reading of \"at once\")",
+                {fw: within(d[fw]["down"], key, REACT_GOAL_MS) for fw in BACKENDS})
+        row("3 reaction", "nmcli con down: dispatcher script done",
+            {fw: fmt(ms(d[fw]["down"], "dispatcher_ms"), " ms", 0) for fw in BACKENDS}, "—", "—")
         for key, label in (("first_ms", "uplink back in use"), ("balanced_ms", "round covers all again")):
-            s = ms(d["up"], key)
-            row("3 reaction", f"nmcli con up, dispatcher: {label}", cell(d["up"], key),
-                "recipe " + cell(rc["up"], key), None, "< 1 s",
-                s is not None and never(d["up"], key) == 0 and s["max"] < REACT_GOAL_MS)
+            row("3 reaction", f"nmcli con up, dispatcher: {label}", {fw: cell(d[fw]["up"], key) for fw in BACKENDS},
+                "recipe " + cell(rc["up"], key), "< 1 s",
+                {fw: within(d[fw]["up"], key, REACT_GOAL_MS) for fw in BACKENDS})
         dm = r.get("daemon")
         if dm:
             for ev, key, label in (("down", "balanced_ms", "down: round rebalanced"),
                                    ("up", "first_ms", "up: uplink back in use")):
-                s = ms(dm[ev], key)
-                row("3 reaction", f"nmcli con {label}, daemon (no dispatcher)", cell(dm[ev], key),
-                    "recipe " + cell(rc[ev], key), None, "< 1 s",
-                    s is not None and never(dm[ev], key) == 0 and s["max"] < REACT_GOAL_MS)
-            for k in sorted((x for x in r if x.startswith("cut_daemon_")), key=lambda x: x != "cut_daemon_defaults"):
+                row("3 reaction", f"nmcli con {label}, daemon (no dispatcher)",
+                    {fw: cell(dm[fw][ev], key) for fw in BACKENDS}, "recipe " + cell(rc[ev], key), "< 1 s",
+                    {fw: within(dm[fw][ev], key, REACT_GOAL_MS) for fw in BACKENDS})
+            for k in sorted((x for x in r if x.startswith("cut_daemon_")), key=cut_case_order):
                 case = r[k]
-                iv, down, up = case["interval_ms"], case["down_after"], case["up_after"]
-                cuts = case["cut"]
-                label = f"probes {iv} ms, out after {down}" + (" (defaults)" if k.endswith("defaults") else "")
-                if k.endswith("defaults"):
+                # Runs before the health defaults (cut_daemon_<interval>) probed with 3 and 3.
+                iv = case.get("interval_ms") or int(k.rsplit("_", 1)[1])
+                down, up = case.get("down_after", 3), case.get("up_after", 3)
+                defaults = k == "cut_daemon_defaults"
+                label = f"probes {iv} ms, out after {down}" + (" (defaults)" if defaults else "")
+                if defaults:
                     bound, goal = FAILOVER_GOAL_MS, f"≤ {FAILOVER_GOAL_MS:.0f} ms (issue 11)"
                 else:
                     # down_after unanswered probes, one more interval, and the reconcile.
                     bound = (down + 1) * iv + 300
                     goal = f"≤ {bound} ms ((down_after + 1) × interval + 300)"
-                s = ms(cuts, "first_ms")
-                fails = [x["failures"] for x in cuts]
                 row("3 reaction", f"upstream cut → failover, daemon {label}",
-                    cell(cuts, "first_ms") + f" ({statistics.median(fails):.0f} failed conns)",
-                    "dispatcher only " + cell(r["cut_dispatcher_only"], "first_ms")
-                    + f"; recipe {cell(r['cut_recipe'], 'first_ms')}", None, goal,
-                    s is not None and never(cuts, "first_ms") == 0 and s["max"] <= bound)
+                    {fw: cell(case[fw]["cut"], "first_ms")
+                     + f" ({statistics.median([x['failures'] for x in case[fw]['cut']]):.0f} failed conns)"
+                     for fw in BACKENDS},
+                    "dispatcher only " + "; ".join(f"{fw} {cell(r['cut_dispatcher_only'][fw], 'first_ms')}"
+                                                   for fw in BACKENDS)
+                    + f"; recipe {cell(r['cut_recipe'], 'first_ms')}", goal,
+                    {fw: within(case[fw]["cut"], "first_ms", bound) for fw in BACKENDS})
                 bound = (up + 1) * iv + 500
-                s = ms(case["restore"], "first_ms")
                 row("3 reaction", f"upstream back → in use again, back after {up} answered, {iv} ms",
-                    cell(case["restore"], "first_ms"), "recipe/dispatcher: never left", None,
-                    f"≤ {bound} ms ((up_after + 1) × interval + 500)", s is not None and s["max"] <= bound)
+                    {fw: cell(case[fw]["restore"], "first_ms") for fw in BACKENDS},
+                    "recipe/dispatcher: never left", f"≤ {bound} ms ((up_after + 1) × interval + 500)",
+                    {fw: within(case[fw]["restore"], "first_ms", bound) for fw in BACKENDS})
         else:
-            row("3 reaction", "daemon: nmcli down/up, upstream cut", "not measured: daemon not available",
-                "—", None, "—", None)
+            row("3 reaction", "daemon: nmcli down/up, upstream cut", "not measured: daemon not available", "—", "—")
 
     dp = R.get("dataplane")
     if dp:
-        sw, so = stats(dp["with_mbps"]), stats(dp["without_mbps"])
-        pairs = [w / o for w, o in zip(dp["with_mbps"], dp["without_mbps"]) if w and o]
-        pr = stats(pairs)
-        rr = stats([r / o for r, o in zip(dp.get("recipe_mbps", []), dp["without_mbps"]) if r and o])
-        row("4 data plane", "single stream, 2 unshaped uplinks",
-            f"with ruleset {fmt(sw, ' Mbit/s', 0)}",
-            f"without {fmt(so, ' Mbit/s', 0)}; recipe's ruleset {fmt(stats(dp.get('recipe_mbps', [])), '', 0)} "
-            f"(ratio {rr['median']:.2f})" if rr else f"without {fmt(so, ' Mbit/s', 0)}",
-            pr["median"] if pr else None, "≥ 0.97 (median of paired ratios)",
-            pr is not None and pr["median"] >= DATAPLANE_GOAL)
+        m = dp["mbps"]
+        cells, oks = {}, {}
+        for fw in BACKENDS:
+            pr = dataplane_ratios(dp, fw)
+            cells[fw] = f"{fmt(stats(m[fw]), ' Mbit/s', 0)}; paired ratios {fmt(pr, '', 3)}"
+            oks[fw] = pr is not None and pr["median"] >= DATAPLANE_GOAL
+        rp = dataplane_ratios(dp, "recipe")
+        row("4 data plane", f"single stream, 2 unshaped uplinks, {len(m['none'])} rounds", cells,
+            f"no ruleset {fmt(stats(m['none']), ' Mbit/s', 0)}; the recipe's iptables rules "
+            f"{fmt(stats(m['recipe']), ' Mbit/s', 0)}, paired ratios {fmt(rp, '', 3)}",
+            f"≥ {DATAPLANE_GOAL} of no ruleset (median of paired ratios)", oks)
 
     f = R.get("footprint")
     if f:
         row("5 footprint", "binary size", f"{f['stripped_bytes'] / 1e6:.2f} MB stripped",
-            f"{f['binary_bytes'] / 1e6:.2f} MB as built", None, "< 6 MB stripped",
-            f["stripped_bytes"] < STRIPPED_GOAL_MB * 1e6)
-        dm = f.get("daemon")
-        if dm:
-            rss = stats([x / 1024 for x in dm["rss_kb"] if x])
+            f"{f['binary_bytes'] / 1e6:.2f} MB as built", "< 6 MB stripped", f["stripped_bytes"] < STRIPPED_GOAL_MB * 1e6)
+        daemons = f.get("daemon")
+        if daemons:
+            dm = next(iter(daemons.values()))
+            rss = {fw: stats([x / 1024 for x in daemons[fw]["rss_kb"] if x]) for fw in BACKENDS if fw in daemons}
             row("5 footprint", f"daemon resident memory ({dm['uplinks_probed']} uplinks probed)",
-                fmt(rss, " MiB", 2), "—", None, "< 10 MB", rss["max"] * 1.048576 < RSS_GOAL_MB)
+                {fw: fmt(s, " MiB", 2) for fw, s in rss.items()}, "—", "< 10 MB",
+                {fw: s["max"] * 1.048576 < RSS_GOAL_MB for fw, s in rss.items()})
             row("5 footprint", f"daemon CPU at rest ({dm['seconds']:.0f} s, probes every {dm['interval_ms']} ms)",
-                f"{dm['cpu_pct']:.2f} % of a core ({dm['cpu_ticks']} ticks)", "—", None,
-                f"< {CPU_REST_GOAL_PCT} % (no measurable CPU beyond probes)", dm["cpu_pct"] < CPU_REST_GOAL_PCT)
+                {fw: f"{daemons[fw]['cpu_pct']:.2f} % of a core ({daemons[fw]['cpu_ticks']} ticks)"
+                 for fw in BACKENDS if fw in daemons}, "—",
+                f"< {CPU_REST_GOAL_PCT} % (no measurable CPU beyond probes)",
+                {fw: daemons[fw]["cpu_pct"] < CPU_REST_GOAL_PCT for fw in BACKENDS if fw in daemons})
         else:
-            row("5 footprint", "daemon memory and CPU", "not measured: daemon not available", "—", None, "—", None)
+            row("5 footprint", "daemon memory and CPU", "not measured: daemon not available", "—", "—")
+
     w = R.get("onewire")
     if w:
-        s = {k: stats([r["mbps"] for r in v]) for k, v in w["runs"].items()}
-        one = s["one"]
-        row("6 one wire", f"one address: wired uplink alone, P=4, {w['rate_per_address']} per address",
-            f"{fmt(one)} Mbit/s (reference)", "—", None, "—", None)
         labels = {"plain": "wired uplink alone (one address)",
                   "wifi": "wired + Wi-Fi uplink, no split (two addresses)",
                   "split3": "`split eth0 3`: wire + 3 virtual uplinks (four addresses)",
                   "split3_wifi": "`split eth0 3` + Wi-Fi uplink (five addresses)"}
+        s = {fw: {k: stats([r["mbps"] for r in v]) for k, v in w["runs"][fw].items()} for fw in BACKENDS}
+        row("6 one wire", f"one address: wired uplink alone, P=4, {w['rate_per_address']} per address",
+            {fw: f"{fmt(s[fw]['one'])} Mbit/s (reference)" for fw in BACKENDS}, "—", "—")
         for k, label in labels.items():
-            x = ratio(s[k], one)
             goal = ONEWIRE_GOALS.get(k)
             n = w["uplinks"].get(k, "?")
+            x = {fw: ratio(s[fw][k], s[fw]["one"]) for fw in BACKENDS}
             row("6 one wire", f"{label}, {n} uplink{'' if n == 1 else 's'}, P={w['p']}, "
                 f"{w['rate_per_address']} per address",
-                f"{fmt(s[k])} Mbit/s = {x:.2f}× one address",
-                f"one address {fmt(one)} Mbit/s", x,
-                f"≥ {goal}× one address" if goal else "—", (x >= goal) if goal else None)
+                {fw: f"{fmt(s[fw][k])} Mbit/s = {x[fw]:.2f}× one address" for fw in BACKENDS},
+                "one address: " + "; ".join(f"{fw} {fmt(s[fw]['one'])}" for fw in BACKENDS),
+                f"≥ {goal}× one address" if goal else "—",
+                {fw: (x[fw] >= goal) if goal else None for fw in BACKENDS})
+
     h = R.get("health")
     if h:
+        # Measured on one backend only (see scenario_health): the other's column stays empty.
+        fw = h.get("backend", BACKENDS[0])
+
         def resumed(key):
             runs = h.get(key, [])
             return [x for r in runs for x in r["resumed_after_verdict_s"]], runs
@@ -1061,13 +1414,15 @@ def build_table(R):
         cut_others = sum(r["other_uplink_cut"] for r in runs)
         verdict = stats([r["verdict_after_cut_s"] * 1000 for r in runs if r["verdict_after_cut_s"] is not None])
         if runs:
+            rat = ratio(sw, so)
             row("7 health", f"download through a dying uplink, retried on error: resumed after the verdict "
                 f"(verdict {fmt(verdict, ' ms', 0)} after the cut; {len(with_reset)} downloads)",
-                f"reset: {fmt(sw, ' ms', 0)}" + (f", never in {never_w}" if never_w else "")
-                + f"; downloads on the other uplink cut: {cut_others}",
-                f"no reset: {fmt(so, ' ms', 0)} (the client's own 10 s timeout)",
-                ratio(sw, so), f"≤ {RESUME_GOAL_S * 1000:.0f} ms (issue 11)",
-                sw is not None and never_w == 0 and cut_others == 0 and sw["max"] <= RESUME_GOAL_S * 1000)
+                {fw: f"reset: {fmt(sw, ' ms', 0)}" + (f", never in {never_w}" if never_w else "")
+                 + f"; downloads on the other uplink cut: {cut_others}"},
+                f"no reset: {fmt(so, ' ms', 0)} (the client's own 10 s timeout)"
+                + (f"; reset/no reset {rat:.2f}" if rat is not None else ""),
+                f"≤ {RESUME_GOAL_S * 1000:.0f} ms (issue 11)",
+                {fw: sw is not None and never_w == 0 and cut_others == 0 and sw["max"] <= RESUME_GOAL_S * 1000})
         lossy = h.get("lossy")
         if lossy:
             u = lossy["uplinks"].values()
@@ -1076,21 +1431,11 @@ def build_table(R):
             rtt = [x["median_rtt_ms"] for x in u if x["median_rtt_ms"] is not None]
             row("7 health", f"{lossy['seconds'] / 60:.0f} min, {len(lossy['uplinks'])} uplinks losing 3 % of "
                 f"packets each way, target answering after 0-50 ms, defaults: false verdicts",
-                f"{lossy['false_verdicts']} ({sent} probes, {100 * lost / max(sent, 1):.1f} % lost; "
-                f"median round trip {min(rtt, default=0):.0f}-{max(rtt, default=0):.0f} ms; round short of "
-                f"an uplink in {lossy['polls_not_full']}/{lossy['polls']} polls)",
-                "—", None, "0", lossy["false_verdicts"] == 0 and lossy["polls_not_full"] == 0)
-    return rows
-
-
-def render_table(rows):
-    cols = ["scenario", "case", "nm-multiwan", "baseline", "ratio", "goal", "met"]
-    head = ["scenario", "case", "nm-multiwan median [min–max]", "baseline median [min–max]", "ratio", "goal",
-            "met?"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in rows:
-        lines.append("| " + " | ".join(str(r[c]).replace("|", "/") for c in cols) + " |")
-    return "\n".join(lines)
+                {fw: f"{lossy['false_verdicts']} ({sent} probes, {100 * lost / max(sent, 1):.1f} % lost; "
+                 f"median round trip {min(rtt, default=0):.0f}-{max(rtt, default=0):.0f} ms; round short of "
+                 f"an uplink in {lossy['polls_not_full']}/{lossy['polls']} polls)"},
+                "—", "0", {fw: lossy["false_verdicts"] == 0 and lossy["polls_not_full"] == 0})
+    return t
 
 
 # --- plots (hand-written SVG) -----------------------------------------------------------
@@ -1168,21 +1513,25 @@ def plots(R, outdir):
     a = R.get("apply", {})
     counts = sorted(int(n) for n in a if n.isdigit())
     if counts:
-        svg_chart("Apply time against the number of uplinks", "uplinks", "milliseconds",
-                  [("recipe script (from nothing)", COLORS[1], "", {n: stats(a[str(n)]["recipe_ms"]) for n in counts}),
-                   ("nm-multiwan apply (from nothing)", COLORS[0], "",
-                    {n: stats(a[str(n)]["cold_ms"]) for n in counts}),
-                   ("nm-multiwan no-op apply", COLORS[2], "6,4", {n: stats(a[str(n)]["noop_ms"]) for n in counts})],
-                  counts, xlog=True, path=outdir / "apply_time.svg")
+        series = [("recipe script (from nothing)", COLORS[1], "", {n: stats(a[str(n)]["recipe_ms"]) for n in counts})]
+        for i, fw in enumerate(BACKENDS):
+            color = COLORS[0] if fw == "nftables" else COLORS[3]
+            series.append((f"{fw}: apply from nothing", color, "",
+                           {n: stats(a[str(n)][f"{fw}_cold_ms"]) for n in counts}))
+            series.append((f"{fw}: no-op apply", color, "6,4", {n: stats(a[str(n)][f"{fw}_noop_ms"]) for n in counts}))
+        svg_chart("Apply time against the number of uplinks", "uplinks", "milliseconds", series, counts, xlog=True,
+                  hlines=[(f"no-op goal {NOOP_GOAL_MS:g} ms", NOOP_GOAL_MS, "#2ca02c")],
+                  path=outdir / "apply_time.svg")
     g = R.get("goodput", {})
     series, hl, ps = [], [], set()
     for i, tag in enumerate(t for t in ("k2", "k3") if t in g):
         c = g[tag]
-        for name, dash in (("nth", ""), ("multipath", "6,4")):
+        for j, (name, dash) in enumerate([(f"nth_{fw}", "" if fw == "nftables" else "2,2") for fw in BACKENDS]
+                                         + [("multipath", "6,4")]):
             pts = {int(p): stats([r["mbps"] for r in v]) for p, v in c["runs"][name].items()}
             ps.update(pts)
-            series.append((f"K={c['k']} {'nm-multiwan (nth)' if name == 'nth' else 'multipath route'}",
-                           COLORS[i * 2 + (name != "nth")], dash, pts))
+            who = "multipath route" if name == "multipath" else f"nm-multiwan, {name[4:]}"
+            series.append((f"K={c['k']} {who}", COLORS[i * 3 + j], dash, pts))
         if "alone_sum_mbps" in c:
             hl.append((f"K={c['k']}: sum alone", c["alone_sum_mbps"], "#777"))
     if series:
@@ -1222,7 +1571,8 @@ def config(quick):
             "plist": [2, 4, 8], "goodput_cases": ["k2", "k3", "campus", "unequal"], "uneq_plist": [4],
             "uneq_reps": 1,
             "web_reps": 1, "web_count": 24, "web_size": 256 * 1024, "web_conc": 6,
-            "apply_counts": [2, 8], "apply_reps": 5, "noop_reps": 10,
+            "spread_rounds": 6, "spread_check_reps": 1,
+            "apply_counts": [1, 8, 16], "apply_reps": 5, "noop_reps": 10,
             "react_reps": 1, "react_timeout": 5.0, "recipe_timeout": 3.0, "cut_timeout_none": 3.0, "cut_reps": 1,
             "daemon_cases": [("defaults", 250, 5, 12)],
             "lossy_seconds": 60, "reset_reps": 1,
@@ -1233,17 +1583,38 @@ def config(quick):
         "full": True, "warmup": 0.5, "window": 2.0, "alone_reps": 3, "reps": 3, "spread_reps": 8,
         "plist": [1, 2, 4, 8, 16], "goodput_cases": ["k2", "k3", "campus", "unequal"], "uneq_plist": [2, 4, 8],
         "uneq_reps": 3, "web_reps": 3, "web_count": 48, "web_size": 256 * 1024, "web_conc": 6,
-        "apply_counts": [2, 4, 8, 16], "apply_reps": 20, "noop_reps": 40,
+        "spread_rounds": 12, "spread_check_reps": 2,
+        "apply_counts": [1, 4, 8, 16], "apply_reps": 20, "noop_reps": 40,
         "react_reps": 5, "react_timeout": 6.0, "recipe_timeout": 5.0, "cut_timeout_none": 5.0, "cut_reps": 3,
         "daemon_cases": [("defaults", 250, 5, 12), ("old", 1000, 3, 3)],
         "lossy_seconds": 600, "reset_reps": 3,
-        "dp_reps": 8, "dp_seconds": 3, "rest_settle": 5, "rest_seconds": 30,
+        "dp_reps": 12, "dp_seconds": 3, "rest_settle": 5, "rest_seconds": 30,
         "onewire_reps": 3, "onewire_p": 16,
     }
 
 
+def report(R):
+    """The printed report: the machine, the table of every scenario (both backends side
+    by side), then the goals of the nftables issue. Also stored in R (table, goals)."""
+    table = build_table(R)
+    goals = goals_of_issue(R)
+    R["table"] = table.rows
+    R["goals"] = [{"goal": g, "where": where, **{fw: {"figure": cells[fw][0], "met": cells[fw][1]}
+                                                 for fw in BACKENDS}} for g, cells, where in goals]
+    m = R["machine"]
+    scenarios = ", ".join(R.get("durations_s", {})) or "none"
+    out = [f"\nnm-multiwan benchmarks ({'quick' if R['quick'] else 'full'} run of {scenarios}, "
+           f"{R['duration_s']:.0f} s, {R.get('git', '?')}) on Debian {m['debian']}, kernel {m['kernel']}, "
+           f"{m['cpus']} CPUs ({m['cpu']}), {m['mem_gib']} GiB; load average {m['loadavg_start'][0]:.1f} at start, "
+           f"{m['loadavg_end'][0]:.1f} at end\n", table.render()]
+    if goals:
+        out += ["\nGoals of the nftables issue, both backends:\n", render_goals(goals)]
+    return "\n".join(out)
+
+
 SCENARIOS = {
     "goodput": scenario_goodput,
+    "spread": scenario_spread,
     "apply": scenario_apply,
     "react": scenario_react,
     "dataplane": scenario_dataplane,
@@ -1257,10 +1628,18 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", default="", help="comma-separated scenarios: " + ",".join(SCENARIOS))
-    ap.add_argument("--binary", required=True)
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--binary")
+    ap.add_argument("--table-from", metavar="RESULTS_JSON",
+                    help="print the tables of an earlier run's results.json, measure nothing")
+    ap.add_argument("--out")
     ap.add_argument("--registry", help="file listing the sandboxes created (for bench/run's trap)")
     args = ap.parse_args()
+    if args.table_from:
+        R = json.loads(Path(args.table_from).read_text())
+        print(report(R))
+        return 0
+    if not args.binary or not args.out:
+        ap.error("--binary and --out are needed to measure")
     outdir = Path(args.out)
     outdir.mkdir(parents=True, exist_ok=True)
     Sandbox.registry = args.registry
@@ -1270,7 +1649,7 @@ def main():
         if s not in SCENARIOS:
             sys.exit(f"unknown scenario {s}; known: {', '.join(SCENARIOS)}")
     binary = Path(args.binary).resolve()
-    R = {"format": 1, "quick": args.quick, "machine": machine(), "config": cfg,
+    R = {"format": 2, "backends": list(BACKENDS), "quick": args.quick, "machine": machine(), "config": cfg,
          "binary": str(binary), "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "durations_s": {}}
     try:
         R["git"] = subprocess.run(["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True,
@@ -1292,18 +1671,21 @@ def main():
             log(f"scenario {s} failed: {e}")
         R["durations_s"][s] = round(time.perf_counter() - t, 1)
         log(f"scenario {s} done in {R['durations_s'][s]:.0f} s")
+        # What is measured so far survives a run cut short (the table comes with --table-from).
+        R["duration_s"] = round(time.perf_counter() - t_all, 1)
+        R["machine"]["loadavg_end"] = os.getloadavg()
+        (outdir / "results.json").write_text(json.dumps(R, indent=1) + "\n")
     R["duration_s"] = round(time.perf_counter() - t_all, 1)
     R["machine"]["loadavg_end"] = os.getloadavg()
     R["errors"] = errors
-    rows = build_table(R)
-    R["table"] = rows
+    try:
+        text = report(R)
+    except Exception:  # the raw figures are worth keeping even when a table cannot be made of them
+        (outdir / "results.json").write_text(json.dumps(R, indent=1) + "\n")
+        raise
     (outdir / "results.json").write_text(json.dumps(R, indent=1) + "\n")
     plots(R, outdir)
-    m = R["machine"]
-    print(f"\nnm-multiwan benchmarks ({'quick' if args.quick else 'full'} run, {R['duration_s']:.0f} s) on "
-          f"Debian {m['debian']}, kernel {m['kernel']}, {m['cpus']} CPUs ({m['cpu']}), {m['mem_gib']} GiB; "
-          f"load average {m['loadavg_start'][0]:.1f} at start, {m['loadavg_end'][0]:.1f} at end\n")
-    print(render_table(rows))
+    print(text)
     print(f"\nraw data: {outdir / 'results.json'}; plots: {outdir / 'apply_time.svg'}, {outdir / 'goodput.svg'}")
     for s, e in errors.items():
         print(f"\nscenario {s} FAILED:\n{e}", file=sys.stderr)
