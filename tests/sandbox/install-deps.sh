@@ -9,7 +9,7 @@ needed="NetworkManager:network-manager nmcli:network-manager iptables:iptables
 iptables-restore:iptables ip6tables-restore:iptables nft:nftables dnsmasq:dnsmasq-base
 ip:iproute2 tc:iproute2 socat:socat iperf3:iperf3 conntrack:conntrack dbus-daemon:dbus
 python3:python3 nsenter:util-linux unshare:util-linux setpriv:util-linux flock:util-linux
-tmux:tmux"
+tmux:tmux busybox:busybox"
 missing=""
 for pair in $needed; do
     cmd=${pair%%:*}
