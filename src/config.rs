@@ -35,6 +35,9 @@ pub use last_good::{LAST_GOOD_FILE, Loaded, Source, last_good_or_defaults, load_
 pub use policy::{Mode, PolicyConfig};
 pub use target::Target;
 
+/// The name the global `sticky`'s implicit policy goes by in `status` and `explain`.
+pub const GLOBAL_STICKY_POLICY: &str = "sticky (global)";
+
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/nm-multiwan/config.toml";
 
 /// Mark bits we use by default. Chosen away from known users of the mark:
@@ -99,6 +102,13 @@ pub struct Config {
     /// the shared connections: their connections to the outside are balanced too. A
     /// LAN is never an uplink.
     pub lan: Vec<String>,
+    /// `"10m"`: the general balance (what no policy decides) is sticky for this long
+    /// after a key's last new connection, as a last, implicit policy
+    /// ([`Config::global_sticky_policy`]).
+    pub sticky: Option<String>,
+    /// What the global `sticky` remembers: each destination's uplink (for every
+    /// connection), or each LAN client's (for connections forwarded from a LAN only).
+    pub sticky_by: policy::StickyBy,
     /// Per-uplink settings, keyed by NetworkManager connection id or interface name.
     pub uplinks: BTreeMap<String, UplinkConfig>,
     /// Health probing (daemon only).
@@ -180,6 +190,8 @@ impl Default for Config {
             firewall: Default::default(),
             metered: Metered::default(),
             lan: Vec::new(),
+            sticky: None,
+            sticky_by: policy::StickyBy::default(),
             uplinks: BTreeMap::new(),
             health: HealthConfig::default(),
             policy: Vec::new(),
@@ -330,12 +342,59 @@ impl Config {
         for (i, p) in self.policy.iter().enumerate() {
             self.validate_policy(i, p)?;
         }
+        if let Some(sticky) = &self.sticky {
+            check_sticky(key(&["sticky"]), sticky)?;
+            if let Some(i) = self
+                .policy
+                .iter()
+                .position(|p| p.name == GLOBAL_STICKY_POLICY)
+            {
+                return Err(Invalid::new(
+                    vec![Seg::key("policy"), Seg::Index(i), Seg::key("name")],
+                    format!("{GLOBAL_STICKY_POLICY:?}"),
+                )
+                .because("that name is the global sticky's (the top-level sticky key)"));
+            }
+        }
+        if self.sticky_by == policy::StickyBy::Client && self.sticky.is_none() {
+            return Err(Invalid::new(key(&["sticky_by"]), "\"client\"")
+                .because("sticky_by needs sticky (how long a client keeps its uplink)"));
+        }
         Ok(())
+    }
+
+    /// The implicit last policy the global `sticky` stands for: the general balance
+    /// over every uplink, sticky. By client it matches the LANs' clients only (the
+    /// planner fills `from` with the LANs' networks): the machine's own connections
+    /// all share its own source address, so they keep balancing normally.
+    pub fn global_sticky_policy(&self) -> Option<PolicyConfig> {
+        let sticky = self.sticky.clone()?;
+        Some(PolicyConfig {
+            name: GLOBAL_STICKY_POLICY.into(),
+            to: Vec::new(),
+            from: Vec::new(),
+            ports: Vec::new(),
+            protocol: None,
+            user: None,
+            uplinks: Vec::new(),
+            mode: Mode::Balance,
+            sticky: Some(sticky),
+            sticky_by: self.sticky_by,
+            fallback: true,
+        })
+    }
+
+    /// The policies in the order they are checked: the `[[policy]]` tables, then the
+    /// global sticky's, if any (its index is then `policy.len()`).
+    pub fn policies(&self) -> Vec<PolicyConfig> {
+        let mut out = self.policy.clone();
+        out.extend(self.global_sticky_policy());
+        out
     }
 
     /// One `[[policy]]`: every key in its accepted form, and the keys together.
     fn validate_policy(&self, i: usize, p: &PolicyConfig) -> Result<(), Invalid> {
-        use policy::{STICKY_MAX_SECS, WITH_PORTS};
+        use policy::WITH_PORTS;
         let at = |name: &str| vec![Seg::key("policy"), Seg::Index(i), Seg::key(name)];
         let item = |name: &str, j: usize| {
             let mut k = at(name);
@@ -395,13 +454,7 @@ impl Config {
             }
         }
         if let Some(sticky) = &p.sticky {
-            let secs = policy::parse_duration(sticky).map_err(|reason| {
-                Invalid::new(at("sticky"), format!("{sticky:?}")).because(reason)
-            })?;
-            if secs == 0 || secs > STICKY_MAX_SECS {
-                return Err(Invalid::new(at("sticky"), format!("{sticky:?}"))
-                    .because(format!("{secs} s is not within 1 s ..= 1 day")));
-            }
+            check_sticky(at("sticky"), sticky)?;
             if p.mode != Mode::Balance {
                 return Err(
                     Invalid::new(at("sticky"), format!("{sticky:?}")).because(format!(
@@ -495,6 +548,17 @@ impl Config {
             .cloned()
             .unwrap_or_default()
     }
+}
+
+/// A `sticky` time: 1 s ..= a day.
+fn check_sticky(at: Vec<Seg>, sticky: &str) -> Result<u64, Invalid> {
+    let secs = policy::parse_duration(sticky)
+        .map_err(|reason| Invalid::new(at.clone(), format!("{sticky:?}")).because(reason))?;
+    if secs == 0 || secs > policy::STICKY_MAX_SECS {
+        return Err(Invalid::new(at, format!("{sticky:?}"))
+            .because(format!("{secs} s is not within 1 s ..= 1 day")));
+    }
+    Ok(secs)
 }
 
 fn key(parts: &[&str]) -> Vec<Seg> {
@@ -960,6 +1024,51 @@ window = 40
         );
         assert_eq!(ok.policy[0].host_names(), ["portal.example.edu"]);
         assert!(!ok.policy[0].fallback);
+    }
+
+    #[test]
+    fn global_sticky_errors_name_file_line_and_key() {
+        let cases: &[(&str, usize, &str, &str)] = &[
+            (
+                "lan = []\nsticky = \"0s\"",
+                2,
+                "sticky",
+                "not within 1 s ..= 1 day",
+            ),
+            ("sticky = \"2d\"", 1, "sticky", "not within 1 s ..= 1 day"),
+            ("sticky = \"soon\"", 1, "sticky", "not a time"),
+            ("\nsticky_by = \"client\"", 2, "sticky_by", "needs sticky"),
+            (
+                "sticky = \"1m\"\nsticky_by = \"everyone\"",
+                2,
+                "sticky_by",
+                "\"destination\" or \"client\"",
+            ),
+            (
+                "sticky = \"1m\"\n[[policy]]\nname = \"sticky (global)\"",
+                3,
+                "policy[0].name",
+                "global sticky",
+            ),
+        ];
+        for (text, line, key, words) in cases {
+            let (l, column, k, msg) = error(text);
+            assert_eq!((l, k.as_deref()), (*line, Some(*key)), "{text:?}: {msg}");
+            assert!(column >= 1, "{text:?}: {msg}");
+            assert!(msg.contains(words), "{text:?}: {msg}");
+            assert!(
+                msg.starts_with(&format!("/etc/nm-multiwan/config.toml:{line}:")),
+                "{msg}"
+            );
+        }
+        let ok = parse("sticky = \"10m\"\nsticky_by = \"client\"\n").unwrap();
+        let global = ok.global_sticky_policy().unwrap();
+        assert_eq!(
+            (global.name.as_str(), global.sticky_secs(), global.sticky_by),
+            (GLOBAL_STICKY_POLICY, Some(600), policy::StickyBy::Client)
+        );
+        assert_eq!(ok.policies(), [global]);
+        assert_eq!(parse("").unwrap().policies(), []);
     }
 
     #[test]

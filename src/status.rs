@@ -114,7 +114,7 @@ pub fn policies(
             .map_or_else(|| format!("{mark:#x}"), |u| u.iface.clone())
     };
     config
-        .policy
+        .policies()
         .iter()
         .enumerate()
         .map(|(index, p)| {

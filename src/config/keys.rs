@@ -98,6 +98,19 @@ pub const KEYS: &[Key] = &[
                connections (ipv4.method shared), which are LANs anyway",
     },
     Key {
+        path: "sticky",
+        accepts: Accepts::Form(
+            "a time such as \"30s\", \"10m\", \"2h\" (s, m, h, d), at least 1 s and at most a day",
+        ),
+        note: "makes the general balance (what no policy decides) sticky",
+    },
+    Key {
+        path: "sticky_by",
+        accepts: Accepts::Form("\"destination\" or \"client\""),
+        note: "client: each LAN client keeps one uplink (with sticky; the machine's own \
+               connections keep balancing)",
+    },
+    Key {
         path: "uplinks",
         accepts: Accepts::Names,
         note: "each name a NetworkManager connection id or an interface name",

@@ -8,7 +8,7 @@
 //! 3. the application chose: a source address bound to an uplink's address, a device
 //!    bound with SO_BINDTODEVICE, a program started with `run --via`;
 //! 4. the network chose: the name servers an uplink brought go through that uplink;
-//! 5. the user chose: the policies, in order;
+//! 5. the user chose: the policies, in order (the global `sticky` last);
 //! 6. the round: one exact weighted counter per family and protocol.
 //!
 //! Rungs 1, 2 and 6 are fixed parts of every rendering; this module builds rungs 3 to
@@ -17,9 +17,10 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use crate::config::{Config, Mode, PolicyConfig, policy::Destination};
+use crate::config::policy::{Destination, StickyBy};
+use crate::config::{Config, Mode, PolicyConfig};
 use crate::kernel::firewall::{Action, Matches, Protocol, Round, Rung, Why};
-use crate::model::{Family, IpNet};
+use crate::model::{Family, IpNet, Lan};
 
 use super::{Facts, PlannedUplink, weighted_round};
 
@@ -34,6 +35,7 @@ pub fn ladder(
     facts: &Facts,
     uplinks: &[PlannedUplink],
     families: &[Family],
+    lans: &[Lan],
     warnings: &mut Vec<String>,
 ) -> Vec<Rung> {
     let mut rungs = Vec::new();
@@ -48,7 +50,37 @@ pub fn ladder(
             index, policy, facts, uplinks, families, warnings,
         ));
     }
+    if let Some(global) = global_sticky(config, lans) {
+        rungs.extend(policy_rungs(
+            config.policy.len(),
+            &global,
+            facts,
+            uplinks,
+            families,
+            warnings,
+        ));
+    }
     rungs
+}
+
+/// The global `sticky` as the last policy, matching what it applies to: by client,
+/// the connections from the LANs' networks (none without a LAN: the machine's own
+/// connections share one source address and keep balancing); by destination, all.
+fn global_sticky(config: &Config, lans: &[Lan]) -> Option<PolicyConfig> {
+    let mut policy = config.global_sticky_policy()?;
+    if policy.sticky_by == StickyBy::Client {
+        policy.from = lans
+            .iter()
+            .flat_map(|l| &l.networks)
+            .map(|n| n.to_string())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if policy.from.is_empty() {
+            return None;
+        }
+    }
+    Some(policy)
 }
 
 /// The interfaces whose default route the main table prefers in `family`: an unbound

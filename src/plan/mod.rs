@@ -456,7 +456,14 @@ pub fn plan(config: &Config, facts: &Facts) -> Plan {
     }
 
     let mut firewall = firewall_plan(&ns, &uplinks, ipv6, exclude);
-    firewall.ladder = ladder::ladder(config, facts, &uplinks, &firewall.families, &mut warnings);
+    firewall.ladder = ladder::ladder(
+        config,
+        facts,
+        &uplinks,
+        &firewall.families,
+        &lans,
+        &mut warnings,
+    );
     firewall.lans = lans
         .iter()
         .map(|l| FwLan {

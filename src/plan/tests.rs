@@ -1175,3 +1175,126 @@ fn lans_are_the_shared_and_the_named_ones() {
     assert_eq!(p.lans.len(), 1);
     assert_eq!(p.uplinks.len(), 3);
 }
+
+mod global_sticky {
+    use super::*;
+    use crate::config::GLOBAL_STICKY_POLICY;
+    use crate::config::policy::StickyBy;
+    use crate::kernel::firewall::{Action, Matches, Rung, Why};
+    use crate::model::Lan;
+
+    fn mark(p: &Plan, iface: &str) -> u32 {
+        p.uplink(iface).expect("planned").mark
+    }
+
+    /// The global `sticky`, by client: one last policy over every balanced uplink, matching
+    /// the LANs' networks of each family (never the machine's own connections), sticky by
+    /// source; without a LAN, nothing.
+    #[test]
+    fn global_sticky_by_client_matches_the_lans_last() {
+        let config = parse(
+            "sticky = \"10m\"\nsticky_by = \"client\"\nipv6 = true\n\
+             [[policy]]\nname = \"web\"\nports = [\"443\"]\n",
+        );
+        let mut f = facts(vec![
+            dual("eth0", 1),
+            dual("wlan0", 2),
+            metered(dual("usb0", 3)),
+        ]);
+        let global = |p: &Plan| -> Vec<Rung> {
+            p.firewall
+                .ladder
+                .iter()
+                .filter(
+                    |r| matches!(&r.why, Why::Policy { name, .. } if name == GLOBAL_STICKY_POLICY),
+                )
+                .cloned()
+                .collect()
+        };
+        assert!(
+            global(&plan(&config, &f)).is_empty(),
+            "no LAN, no client to keep"
+        );
+
+        f.lans = vec![Lan {
+            iface: "lan0".into(),
+            connection_id: "lan".into(),
+            shared: true,
+            networks: vec![
+                "10.42.0.0/24".parse().unwrap(),
+                "fd00:42::/64".parse().unwrap(),
+            ],
+        }];
+        let p = plan(&config, &f);
+        let rungs = global(&p);
+        assert_eq!(rungs.len(), 2, "{rungs:?}");
+        assert_eq!(
+            p.firewall.ladder.last().map(|r| r.policy()),
+            Some(Some(1)),
+            "after the configured policies"
+        );
+        for r in &rungs {
+            assert_eq!(r.policy(), Some(1));
+            let lan_net = match r.family {
+                Family::V4 => "10.42.0.0/24",
+                Family::V6 => "fd00:42::/64",
+            };
+            assert_eq!(r.matches.sources, [lan_net.parse::<IpNet>().unwrap()]);
+            assert!(r.matches.destinations.is_empty() && r.matches.protocols.is_empty());
+            let Action::Balance {
+                members,
+                sticky,
+                sticky_by,
+                rounds,
+            } = &r.action
+            else {
+                panic!("{:?}", r.action)
+            };
+            // The general balance's members: the metered backup stands by.
+            assert_eq!(members, &[mark(&p, "eth0"), mark(&p, "wlan0")]);
+            assert_eq!(*sticky, Some(600));
+            assert_eq!(*sticky_by, StickyBy::Client);
+            assert_eq!(rounds.len(), Protocol::ALL.len());
+        }
+        // Every primary unhealthy: the backup takes over, as in the general balance.
+        f.health.insert("eth0".into(), Verdict::from(false));
+        f.health.insert("wlan0".into(), Verdict::from(false));
+        let p = plan(&config, &f);
+        for r in global(&p) {
+            assert!(
+                matches!(&r.action, Action::Balance { members, .. } if members == &[mark(&p, "usb0")]),
+                "{:?}",
+                r.action
+            );
+        }
+    }
+
+    /// The global `sticky` by destination (the default): every connection the policies
+    /// leave, both families, sticky by destination; none without the key.
+    #[test]
+    fn global_sticky_by_destination_matches_everything() {
+        let f = facts(vec![dual("eth0", 1), dual("wlan0", 2)]);
+        let p = plan(&parse("sticky = \"2h\"\n"), &f);
+        let rungs: Vec<&Rung> = p
+            .firewall
+            .ladder
+            .iter()
+            .filter(|r| r.policy().is_some())
+            .collect();
+        assert_eq!(rungs.len(), 2, "{rungs:?}");
+        for r in rungs {
+            assert!(
+                matches!(&r.why, Why::Policy { index: 0, name } if name == GLOBAL_STICKY_POLICY)
+            );
+            assert_eq!(r.matches, Matches::default(), "matches all");
+            assert!(
+                matches!(&r.action, Action::Balance { members, sticky: Some(7200), sticky_by: StickyBy::Destination, .. }
+                    if members == &[mark(&p, "eth0"), mark(&p, "wlan0")]),
+                "{:?}",
+                r.action
+            );
+        }
+        let p = plan(&Config::default(), &f);
+        assert!(p.firewall.ladder.iter().all(|r| r.policy().is_none()));
+    }
+}
