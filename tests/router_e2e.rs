@@ -246,6 +246,64 @@ fn sticky_by_client_keeps_each_client_on_one_uplink(fw: Fw) {
     assert_eq!(own.len(), 3, "the machine's own connections: {own:?}");
 }
 
+/// The global `sticky` by client, no `[[policy]]`: the general balance keeps each LAN
+/// client on one uplink (clients spread over the uplinks), `status` lists the clients
+/// under the implicit policy "sticky (global)", and the machine's own connections,
+/// which all share one source address, still spread.
+fn global_sticky_by_client_keeps_each_client_on_one_uplink(fw: Fw) {
+    require_root!();
+    let config = "sticky = \"10m\"\nsticky_by = \"client\"\n";
+    let (sb, lan) = router("rgst", fw, Some(config), 3);
+    let mut per_client = Vec::new();
+    for round in 0..2 {
+        for (i, c) in lan.iter().enumerate() {
+            let seen = sb.client_connections(&c.ns, 5, SERVER, 7000);
+            let t = tally(&seen);
+            assert_eq!(
+                t.len(),
+                1,
+                "{} (round {round}) stays on one uplink: {seen:?}",
+                c.ns
+            );
+            let isp = t.keys().next().unwrap().clone();
+            assert!(!isp.starts_with("FAIL"), "{seen:?}");
+            if round == 0 {
+                per_client.push(isp);
+            } else {
+                assert_eq!(isp, per_client[i], "{} keeps its uplink", c.ns);
+            }
+        }
+    }
+    let mut distinct = per_client.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        3,
+        "three clients on three uplinks: {per_client:?}"
+    );
+    // The kernel's sticky entries, as status reads them: one per client, on its uplink.
+    let status: serde_json::Value =
+        serde_json::from_str(&sb.host_ok(&["/usr/bin/nm-multiwan", "status", "--json"]))
+            .expect("status --json");
+    let policies = status["policies"].as_array().expect("policies");
+    assert_eq!(policies.len(), 1, "{policies:?}");
+    assert_eq!(policies[0]["name"], "sticky (global)", "{policies:?}");
+    for (c, isp) in lan.iter().zip(&per_client) {
+        let k = (1..=3).find(|k| &isp_addr(*k) == isp).expect("an ISP");
+        let entry = policies[0]["sticky"]
+            .as_array()
+            .expect("sticky entries")
+            .iter()
+            .find(|e| e["destination"] == c.addr.as_str())
+            .unwrap_or_else(|| panic!("{}: no sticky entry in {policies:?}", c.addr));
+        assert_eq!(entry["uplink"], format!("eth{}", k - 1), "{entry}");
+    }
+    // The machine's own connections are not LAN clients: they still spread.
+    let own = sb.spread(6);
+    assert_eq!(own.len(), 3, "the machine's own connections: {own:?}");
+}
+
 /// A routed LAN (`lan = ["lan"]`, ipv4.method manual: NetworkManager's shared mode
 /// rejects every new connection into its LAN) with a port forward on every uplink's
 /// address to a LAN host: each is answered through the uplink it came in on, 6/6
@@ -376,6 +434,7 @@ on_both_backends!(
     lan_clients_spread_over_the_uplinks,
     lan_clients_spread_over_the_uplinks_ipv6,
     sticky_by_client_keeps_each_client_on_one_uplink,
+    global_sticky_by_client_keeps_each_client_on_one_uplink,
     port_forward_is_answered_through_its_uplink,
     uplink_down_moves_only_new_connections,
     flush_leaves_the_router_as_before,
