@@ -298,8 +298,28 @@ fn global_sticky_by_client_keeps_each_client_on_one_uplink(fw: Fw) {
             .find(|e| e["destination"] == c.addr.as_str())
             .unwrap_or_else(|| panic!("{}: no sticky entry in {policies:?}", c.addr));
         assert_eq!(entry["uplink"], format!("eth{}", k - 1), "{entry}");
+        let words = sb.host_ok(&[
+            "/usr/bin/nm-multiwan",
+            "explain",
+            "--from",
+            &c.addr,
+            SERVER,
+            "7000",
+        ]);
+        assert!(
+            words.contains("sticky (global)")
+                && words.contains(&format!("through eth{}", k - 1))
+                && words.contains("sticky"),
+            "{}: {words}",
+            c.ns
+        );
     }
     // The machine's own connections are not LAN clients: they still spread.
+    let words = sb.host_ok(&["/usr/bin/nm-multiwan", "explain", SERVER, "7000"]);
+    assert!(
+        !words.contains("sticky (global)"),
+        "the machine's own: {words}"
+    );
     let own = sb.spread(6);
     assert_eq!(own.len(), 3, "the machine's own connections: {own:?}");
 }
