@@ -1222,7 +1222,7 @@ def router_spread_ok(checks):
 def router_spread_cell(checks):
     """'eth0 341, eth1 342, eth2 341: 0.2 % off even' per check (one text when all agree)."""
     texts = [", ".join(f"{u} {n}" for u, n in sorted(c["tally"].items())) + f": {c['max_dev_pct']:.1f} % off even"
-             for c in checks]
+             + (f", {c['failed']} failed" if c["failed"] else "") for c in checks]
     text = texts[0] if len(set(texts)) == 1 else "; ".join(texts)
     if len(checks) > 1:
         text += f" ({len(checks)} checks)"
