@@ -787,6 +787,7 @@ ROUTER_THROUGHPUT_GOAL = 0.97  # forwarded stream through the ruleset, against p
 ROUTER_SPREAD_GOAL_PCT = 5.0  # 256 LAN clients x 4 connections: max deviation from even
 ROUTER_CLIENTS = 256
 ROUTER_CONNS = 4
+ROUTER_IN_FLIGHT = 32  # new connections open at once, as from many clients
 # The LAN's shared connection widened from the sandbox's /24 to a /23, so that 256 client
 # addresses fit beside the router's own: 10.42.0.128 .. 10.42.1.127 (all host addresses
 # of 10.42.0.0/23), static on the one client namespace, in the shared range.
@@ -798,12 +799,12 @@ def router_client_addrs():
 
 
 # Run in the LAN client's namespace: every address opens its connections to the server's
-# echo port (bound to that source address), 32 at a time; prints what the server saw for
+# echo port (bound to that source address), IN_FLIGHT at a time; prints what the server saw for
 # each (the uplink's ISP address after both NATs), as JSON.
 ROUTER_CLIENT = r"""
 import json, socket, sys
 from concurrent.futures import ThreadPoolExecutor
-server, conns, addrs = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+server, conns, in_flight, addrs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
 def one(src):
     try:
         with socket.create_connection((server, 7000), timeout=5, source_address=(src, 0)) as s:
@@ -817,7 +818,7 @@ def one(src):
     except OSError as e:
         return f"FAIL {e.__class__.__name__}"
 jobs = [a for _ in range(conns) for a in addrs]
-with ThreadPoolExecutor(32) as ex:
+with ThreadPoolExecutor(in_flight) as ex:
     seen = list(ex.map(one, jobs))
 tally = {}
 for x in seen:
@@ -831,7 +832,8 @@ def router_spread(sb, uplink_of):
     """ROUTER_CLIENTS x ROUTER_CONNS new connections from the LAN: per uplink, counted by
     the address the server saw, and the largest deviation from an even share in %."""
     sb.run("conntrack", "-D", "-p", "tcp", "--orig-port-dst", "7000", check=False)
-    out = sb.ns("c1", PY, "-c", ROUTER_CLIENT, SERVER, str(ROUTER_CONNS), *router_client_addrs())
+    out = sb.ns("c1", PY, "-c", ROUTER_CLIENT, SERVER, str(ROUTER_CONNS), str(ROUTER_IN_FLIGHT),
+                *router_client_addrs())
     seen = json.loads(out.strip().splitlines()[-1])
     tally = {uplink_of.get(a, a): n for a, n in seen.items()}
     n = ROUTER_CLIENTS * ROUTER_CONNS
@@ -911,6 +913,7 @@ def scenario_router(binary, cfg, results):
         out["spread"] = spread
         out["clients"] = ROUTER_CLIENTS
         out["conns_per_client"] = ROUTER_CONNS
+        out["in_flight"] = ROUTER_IN_FLIGHT
         out["uplinks"] = sb.ifaces
 
 
@@ -1622,8 +1625,9 @@ def build_table(R):
     if rt and "spread" in rt:
         sp = rt["spread"]
         n = rt["clients"] * rt["conns_per_client"]
-        row("8 router", f"{rt['clients']} LAN clients × {rt['conns_per_client']} new connections ({n}), "
-            f"{len(rt['uplinks'])} uplinks, counted at the server",
+        row("8 router", f"{rt['clients']} LAN clients × {rt['conns_per_client']} new connections ({n}"
+            + (f", {rt['in_flight']} at once" if "in_flight" in rt else "")
+            + f"), {len(rt['uplinks'])} uplinks, counted at the server",
             {fw: router_spread_cell(sp[fw]) for fw in BACKENDS if sp.get(fw)},
             "plain forwarding: " + router_spread_cell(sp["none"]) if sp.get("none") else "—",
             f"≤ {ROUTER_SPREAD_GOAL_PCT:g} % off even on every uplink, none failed",
