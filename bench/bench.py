@@ -781,6 +781,142 @@ def scenario_dataplane(binary, cfg, results):
         results["dataplane"] = {"mbps": runs, "order": order, "seconds": cfg["dp_seconds"]}
 
 
+# --- scenario 8: router (issue 12) -----------------------------------------------------
+
+ROUTER_THROUGHPUT_GOAL = 0.97  # forwarded stream through the ruleset, against plain forwarding
+ROUTER_SPREAD_GOAL_PCT = 5.0  # 256 LAN clients x 4 connections: max deviation from even
+ROUTER_CLIENTS = 256
+ROUTER_CONNS = 4
+ROUTER_IN_FLIGHT = 32  # new connections open at once, as from many clients
+# The LAN's shared connection widened from the sandbox's /24 to a /23, so that 256 client
+# addresses fit beside the router's own: 10.42.0.128 .. 10.42.1.127 (all host addresses
+# of 10.42.0.0/23), static on the one client namespace, in the shared range.
+ROUTER_LAN = "10.42.0.1/23"
+
+
+def router_client_addrs():
+    return [f"10.42.{(128 + i) // 256}.{(128 + i) % 256}" for i in range(ROUTER_CLIENTS)]
+
+
+# Run in the LAN client's namespace: every address opens its connections to the server's
+# echo port (bound to that source address), IN_FLIGHT at a time; prints what the server saw for
+# each (the uplink's ISP address after both NATs), as JSON.
+ROUTER_CLIENT = r"""
+import json, socket, sys
+from concurrent.futures import ThreadPoolExecutor
+server, conns, in_flight, addrs = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+def one(src):
+    try:
+        with socket.create_connection((server, 7000), timeout=5, source_address=(src, 0)) as s:
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = s.recv(256)
+                if not chunk:
+                    break
+                data += chunk
+            return data.decode().strip() or "FAIL empty reply"
+    except OSError as e:
+        return f"FAIL {e.__class__.__name__}"
+jobs = [a for _ in range(conns) for a in addrs]
+with ThreadPoolExecutor(in_flight) as ex:
+    seen = list(ex.map(one, jobs))
+tally = {}
+for x in seen:
+    key = "FAIL" if x.startswith("FAIL") else x
+    tally[key] = tally.get(key, 0) + 1
+print(json.dumps(tally))
+"""
+
+
+def router_spread(sb, uplink_of):
+    """ROUTER_CLIENTS x ROUTER_CONNS new connections from the LAN: per uplink, counted by
+    the address the server saw, and the largest deviation from an even share in %."""
+    sb.run("conntrack", "-D", "-p", "tcp", "--orig-port-dst", "7000", check=False)
+    out = sb.ns("c1", PY, "-c", ROUTER_CLIENT, SERVER, str(ROUTER_CONNS), str(ROUTER_IN_FLIGHT),
+                *router_client_addrs())
+    seen = json.loads(out.strip().splitlines()[-1])
+    tally = {uplink_of.get(a, a): n for a, n in seen.items()}
+    n = ROUTER_CLIENTS * ROUTER_CONNS
+    even = n / len(uplink_of)
+    dev = max(abs(tally.get(u, 0) - even) for u in uplink_of.values()) / even * 100
+    return {"n": n, "tally": tally, "even": even, "max_dev_pct": dev, "failed": seen.get("FAIL", 0)}
+
+
+def router_iperf(sb, seconds):
+    """One TCP stream from the internet's server to the LAN client (iperf3 -R), forwarded
+    by the host."""
+    o = sb.ns("c1", "iperf3", "-c", SERVER, "-p", "5201", "-R", "-t", str(seconds), "-O", "1", "-J", check=False)
+    try:
+        return json.loads(o)["end"]["sum_received"]["bits_per_second"] / 1e6
+    except (ValueError, KeyError):
+        return None
+
+
+def scenario_router(binary, cfg, results):
+    """Router mode (issue 12): a LAN behind the host on a NetworkManager shared connection,
+    three unshaped uplinks. 1. One forwarded stream with each backend's ruleset against
+    plain forwarding (flushed: NetworkManager's shared NAT over the main table's uplink),
+    rounds rotated as in the data-plane scenario. 2. 256 LAN clients x 4 new connections,
+    counted per uplink at the server, on each backend (and flushed, for reference)."""
+    specs = ["eth0:static:1", "eth1:static:2", "eth2:static:3"]
+    out = results.setdefault("router", {})
+    with Sandbox("rt", specs, binary) as sb:
+        sb.up_all()
+        r = subprocess.run([str(SANDBOX), "lan", sb.name, "1"], env=dict(os.environ, SB_QUIET="1"),
+                           stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RuntimeError(f"sandbox lan {sb.name} failed:\n{r.stderr[-2000:]}")
+        sb.run("nmcli", "connection", "modify", "lan", "ipv4.addresses", ROUTER_LAN)
+        sb.up("lan")
+        addrs = router_client_addrs()
+        batch = sb.work / "router-clients.batch"
+        batch.write_text("".join(f"address add {a}/23 dev eth0\n" for a in addrs))
+        sb.ns("c1", "ip", "-4", "address", "flush", "dev", "eth0")
+        sb.ns("c1", "ip", "-batch", str(batch))
+        sb.ns("c1", "ip", "route", "add", "default", "via", "10.42.0.1")
+        uplink_of = {isp_addr(k + 1): i for k, i in enumerate(sb.ifaces)}
+
+        variants = {"none": (None, None)}
+        for fw in BACKENDS:
+            variants[fw] = ((lambda fw=fw: (sb.use(fw), sb.nmmw("apply"), sb.check_backend(fw))),
+                            (lambda: sb.nmmw("flush")))
+        names = list(variants)
+        log(f"router: forwarded single stream, unshaped: {', '.join(names)}, {cfg['router_reps']} rounds")
+        sb.nmmw("flush")
+        runs = {name: [] for name in names}
+        order = []
+        for rep in range(cfg["router_reps"]):
+            k = rep % len(names)
+            rot = names[k:] + names[:k]
+            order.append(rot)
+            for name in rot:
+                setup, teardown = variants[name]
+                if setup:
+                    setup()
+                runs[name].append(router_iperf(sb, cfg["router_seconds"]))
+                if teardown:
+                    teardown()
+        out["throughput"] = {"mbps": runs, "order": order, "seconds": cfg["router_seconds"]}
+
+        log(f"router: {ROUTER_CLIENTS} LAN clients x {ROUTER_CONNS} connections, {' and '.join(BACKENDS)}")
+        spread = {"none": [router_spread(sb, uplink_of)]}
+        for _ in range(cfg["router_spread_reps"]):
+            for fw in BACKENDS:
+                sb.use(fw)
+                sb.nmmw("apply")
+                st = sb.check_backend(fw)
+                if not st.get("lans"):
+                    raise RuntimeError(f"{sb.name}: status --json shows no LAN on {fw}")
+                spread.setdefault(fw, []).append(router_spread(sb, uplink_of))
+        sb.nmmw("flush")
+        sb.write_config(None)
+        out["spread"] = spread
+        out["clients"] = ROUTER_CLIENTS
+        out["conns_per_client"] = ROUTER_CONNS
+        out["in_flight"] = ROUTER_IN_FLIGHT
+        out["uplinks"] = sb.ifaces
+
+
 # --- scenario 5: footprint --------------------------------------------------------------
 
 
@@ -1076,6 +1212,26 @@ def dataplane_ratios(dp, fw):
     return stats([x / o for x, o in zip(m[fw], m["none"]) if x and o])
 
 
+def router_ratios(rt, fw):
+    """Per round: the forwarded stream's throughput with `fw`'s ruleset over plain forwarding."""
+    m = rt["throughput"]["mbps"]
+    return stats([x / o for x, o in zip(m[fw], m["none"]) if x and o])
+
+
+def router_spread_ok(checks):
+    return bool(checks) and all(c["max_dev_pct"] <= ROUTER_SPREAD_GOAL_PCT and not c["failed"] for c in checks)
+
+
+def router_spread_cell(checks):
+    """'eth0 341, eth1 342, eth2 341: 0.2 % off even' per check (one text when all agree)."""
+    texts = [", ".join(f"{u} {n}" for u, n in sorted(c["tally"].items())) + f": {c['max_dev_pct']:.1f} % off even"
+             + (f", {c['failed']} failed" if c["failed"] else "") for c in checks]
+    text = texts[0] if len(set(texts)) == 1 else "; ".join(texts)
+    if len(checks) > 1:
+        text += f" ({len(checks)} checks)"
+    return text
+
+
 def goals_of_issue(R):
     """The goals of the nftables issue, per backend: [(goal, {fw: (text, ok)}, where)]."""
     goals = []
@@ -1116,11 +1272,29 @@ def goals_of_issue(R):
             exact = sum(1 for ch in checks if ch["exact"])
             cells[fw] = (f"exact in {exact}/{len(checks)} checks", bool(checks) and exact == len(checks))
         goals.append(("spread and weights exact (each uplink its weight × rounds)", cells, "1 spread"))
+    rt = R.get("router")
+    if rt and "throughput" in rt:
+        cells = {}
+        for fw in BACKENDS:
+            pr = router_ratios(rt, fw)
+            cells[fw] = (f"{fmt(pr, '', 3)} of plain forwarding",
+                         pr is not None and pr["median"] >= ROUTER_THROUGHPUT_GOAL)
+        goals.append((f"router (issue 12): forwarded stream keeps ≥ {ROUTER_THROUGHPUT_GOAL} of plain forwarding",
+                      cells, "8 router"))
+    if rt and "spread" in rt:
+        cells = {}
+        for fw in BACKENDS:
+            checks = rt["spread"].get(fw, [])
+            worst = max((c["max_dev_pct"] for c in checks), default=None)
+            cells[fw] = ("—" if worst is None else f"at most {worst:.1f} % off even in {len(checks)} checks",
+                         router_spread_ok(checks))
+        goals.append((f"router (issue 12): {rt['clients']} clients × {rt['conns_per_client']} connections within "
+                      f"{ROUTER_SPREAD_GOAL_PCT:g} % of even", cells, "8 router"))
     return goals
 
 
 def render_goals(goals):
-    head = ["goal (nftables issue)", *BACKENDS, "met?", "rows"]
+    head = ["goal (issue)", *BACKENDS, "met?", "rows"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for goal, cells, where in goals:
         verdict = met_cell({fw: cells[fw][1] for fw in BACKENDS})
@@ -1435,6 +1609,29 @@ def build_table(R):
                  f"median round trip {min(rtt, default=0):.0f}-{max(rtt, default=0):.0f} ms; round short of "
                  f"an uplink in {lossy['polls_not_full']}/{lossy['polls']} polls)"},
                 "—", "0", {fw: lossy["false_verdicts"] == 0 and lossy["polls_not_full"] == 0})
+
+    rt = R.get("router")
+    if rt and "throughput" in rt:
+        m = rt["throughput"]["mbps"]
+        cells, oks = {}, {}
+        for fw in BACKENDS:
+            pr = router_ratios(rt, fw)
+            cells[fw] = f"{fmt(stats(m[fw]), ' Mbit/s', 0)}; paired ratios {fmt(pr, '', 3)}"
+            oks[fw] = pr is not None and pr["median"] >= ROUTER_THROUGHPUT_GOAL
+        row("8 router", f"one forwarded stream, LAN client ← internet, {len(rt['uplinks'])} unshaped uplinks, "
+            f"{len(m['none'])} rounds", cells,
+            f"plain forwarding (flushed: NetworkManager's shared NAT) {fmt(stats(m['none']), ' Mbit/s', 0)}",
+            f"≥ {ROUTER_THROUGHPUT_GOAL} of plain forwarding (median of paired ratios)", oks)
+    if rt and "spread" in rt:
+        sp = rt["spread"]
+        n = rt["clients"] * rt["conns_per_client"]
+        row("8 router", f"{rt['clients']} LAN clients × {rt['conns_per_client']} new connections ({n}"
+            + (f", {rt['in_flight']} at once" if "in_flight" in rt else "")
+            + f"), {len(rt['uplinks'])} uplinks, counted at the server",
+            {fw: router_spread_cell(sp[fw]) for fw in BACKENDS if sp.get(fw)},
+            "plain forwarding: " + router_spread_cell(sp["none"]) if sp.get("none") else "—",
+            f"≤ {ROUTER_SPREAD_GOAL_PCT:g} % off even on every uplink, none failed",
+            {fw: router_spread_ok(sp.get(fw, [])) for fw in BACKENDS})
     return t
 
 
@@ -1578,6 +1775,7 @@ def config(quick):
             "lossy_seconds": 60, "reset_reps": 1,
             "dp_reps": 3, "dp_seconds": 2, "rest_settle": 3, "rest_seconds": 10,
             "onewire_reps": 1, "onewire_p": 16,
+            "router_reps": 3, "router_seconds": 2, "router_spread_reps": 1,
         }
     return {
         "full": True, "warmup": 0.5, "window": 2.0, "alone_reps": 3, "reps": 3, "spread_reps": 8,
@@ -1590,6 +1788,7 @@ def config(quick):
         "lossy_seconds": 600, "reset_reps": 3,
         "dp_reps": 12, "dp_seconds": 3, "rest_settle": 5, "rest_seconds": 30,
         "onewire_reps": 3, "onewire_p": 16,
+        "router_reps": 12, "router_seconds": 3, "router_spread_reps": 2,
     }
 
 
@@ -1608,7 +1807,7 @@ def report(R):
            f"{m['cpus']} CPUs ({m['cpu']}), {m['mem_gib']} GiB; load average {m['loadavg_start'][0]:.1f} at start, "
            f"{m['loadavg_end'][0]:.1f} at end\n", table.render()]
     if goals:
-        out += ["\nGoals of the nftables issue, both backends:\n", render_goals(goals)]
+        out += ["\nGoals of the issues (nftables; router mode, issue 12), both backends:\n", render_goals(goals)]
     return "\n".join(out)
 
 
@@ -1621,6 +1820,7 @@ SCENARIOS = {
     "footprint": scenario_footprint,
     "onewire": scenario_onewire,
     "health": scenario_health,
+    "router": scenario_router,
 }
 
 
