@@ -307,6 +307,7 @@ fn expected_eth0() -> Value {
             "dns": [],
         },
         "ipv6": null,
+        "metered": false,
     })
 }
 
@@ -331,6 +332,7 @@ fn expected_wlan0() -> Value {
             "dns": ["192.0.2.53", "192.0.2.54"],
         },
         "ipv6": null,
+        "metered": true,
     })
 }
 
@@ -402,7 +404,9 @@ fn reads_uplinks_from_a_real_network_manager() {
             "10.71.2.2/24",
             "10.71.2.1",
             "route-metric=600\nroute1=192.0.2.0/24,10.71.2.1\ndns=192.0.2.53;192.0.2.54;",
-        ),
+        )
+        // connection.metered yes: NetworkManager's device says Metered = yes.
+        .replace("autoconnect=true\n", "autoconnect=true\nmetered=1\n"),
     );
     // Has a gateway, but never-default: a LAN, not an uplink.
     write_private(
