@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -19,6 +20,9 @@ use zbus::zvariant::{ObjectPath, OwnedObjectPath, OwnedValue};
 
 use crate::error::{Error, Result};
 use crate::model::{DeviceRoute, Family, IpNet, IpSide, Lan, Uplink};
+
+mod mirror;
+pub use mirror::{Mirror, Signal};
 
 const NM_BUS_NAME: &str = "org.freedesktop.NetworkManager";
 const NM_PATH: &str = "/org/freedesktop/NetworkManager";
@@ -51,9 +55,14 @@ type Props = HashMap<String, OwnedValue>;
 /// Every exported object: path -> interface -> properties (`GetManagedObjects`).
 type Objects = HashMap<OwnedObjectPath, HashMap<String, Props>>;
 
-/// A connection to NetworkManager on the system bus.
+/// The view of one snapshot, with the LAN candidates not yet known to be shared.
+type ViewAndLans = (NmView, Vec<(Lan, Option<OwnedObjectPath>)>);
+
+/// A connection to NetworkManager on the system bus, reading it directly or, in the
+/// daemon, from a [`Mirror`] its signals keep current.
 pub struct NetworkManager {
     conn: zbus::Connection,
+    mirror: Option<Arc<Mirror>>,
 }
 
 /// What we read of one NetworkManager device.
@@ -96,12 +105,22 @@ impl NetworkManager {
     pub async fn connect() -> Result<Self> {
         // Within crate::bus::DBUS_TIMEOUT, as every later call.
         let conn = crate::bus::system(METHOD_TIMEOUT).await?;
-        Ok(NetworkManager { conn })
+        Ok(NetworkManager { conn, mirror: None })
     }
 
     /// Reads NetworkManager through an existing bus connection (the daemon's).
     pub fn with_connection(conn: zbus::Connection) -> Self {
-        NetworkManager { conn }
+        NetworkManager { conn, mirror: None }
+    }
+
+    /// Reads NetworkManager from `mirror`, which the caller keeps current by feeding it
+    /// every signal NetworkManager sends on `conn` (see [`Mirror`]); a snapshot is
+    /// taken through `conn` when the mirror holds none.
+    pub fn mirrored(conn: zbus::Connection, mirror: Arc<Mirror>) -> Self {
+        NetworkManager {
+            conn,
+            mirror: Some(mirror),
+        }
     }
 
     /// The underlying bus connection, e.g. to subscribe to NetworkManager's signals.
@@ -118,10 +137,20 @@ impl NetworkManager {
     /// The uplinks, whether NetworkManager is still starting up, and every device's
     /// state, from one consistent reading where NetworkManager allows it.
     pub async fn view(&self) -> Result<NmView> {
-        let mut view = match self.managed_objects().await? {
-            Some(objects) => {
-                let mut view = view_of(&objects);
-                view.lans = self.lans(&objects, &view.uplinks).await;
+        let read = match &self.mirror {
+            // Computed once per change NetworkManager announces.
+            Some(mirror) => {
+                mirror.ensure(|| self.managed_objects()).await?;
+                match mirror.read_cached(|o| (view_of(o), lan_candidates(o))) {
+                    Some(read) => Some(read),
+                    None => self.read_view().await?,
+                }
+            }
+            None => self.read_view().await?,
+        };
+        let mut view = match read {
+            Some((mut view, candidates)) => {
+                view.lans = self.lans(candidates, &view.uplinks).await;
                 view
             }
             None => {
@@ -149,11 +178,23 @@ impl NetworkManager {
         Ok(view)
     }
 
+    /// The view and LAN candidates from one `GetManagedObjects`.
+    async fn read_view(&self) -> Result<Option<ViewAndLans>> {
+        Ok(self
+            .managed_objects()
+            .await?
+            .map(|(o, _, _)| (view_of(&o), lan_candidates(&o))))
+    }
+
     /// Every activated device that is not an uplink, with its networks and whether its
     /// connection is shared (one `GetSettings` each, concurrently: the method is a
     /// setting, not a property of any object the snapshot holds).
-    async fn lans(&self, objects: &Objects, uplinks: &[Uplink]) -> Vec<Lan> {
-        let candidates: Vec<(Lan, Option<OwnedObjectPath>)> = lan_candidates(objects)
+    async fn lans(
+        &self,
+        candidates: Vec<(Lan, Option<OwnedObjectPath>)>,
+        uplinks: &[Uplink],
+    ) -> Vec<Lan> {
+        let candidates: Vec<(Lan, Option<OwnedObjectPath>)> = candidates
             .into_iter()
             .filter(|(lan, _)| !uplinks.iter().any(|u| u.iface == lan.iface))
             .collect();
@@ -204,7 +245,12 @@ impl NetworkManager {
     }
 
     /// NetworkManager's `Startup` property (false when it cannot be read).
-    async fn starting(&self) -> bool {
+    pub async fn starting(&self) -> bool {
+        if self.mirror.is_some()
+            && let Ok(Some(s)) = self.with_objects(|o| manager_flag_of(o, "Startup")).await
+        {
+            return s;
+        }
         self.manager_flag("Startup").await
     }
 
@@ -227,9 +273,31 @@ impl NetworkManager {
             .unwrap_or(false)
     }
 
-    /// Every object NetworkManager exports, in one call; `None` when it has no object
-    /// manager (then objects are read one by one).
-    async fn managed_objects(&self) -> Result<Option<Objects>> {
+    /// Calls `f` with every object NetworkManager exports: from the mirror when there
+    /// is one (taking a snapshot if it holds none), else from one `GetManagedObjects`.
+    /// `None` when NetworkManager has no object manager.
+    async fn with_objects<R>(&self, f: impl FnOnce(&Objects) -> R) -> Result<Option<R>> {
+        if let Some(mirror) = &self.mirror {
+            mirror.ensure(|| self.managed_objects()).await?;
+            // `f` is handed over only if the snapshot is there; otherwise (dropped
+            // meanwhile, or NetworkManager changed too much while it was read) read
+            // directly below.
+            let mut f = Some(f);
+            if let Some(r) = mirror.read(|o| f.take().map(|f| f(o))) {
+                return Ok(r);
+            }
+            if let Some(f) = f {
+                return Ok(self.managed_objects().await?.map(|(o, _, _)| f(&o)));
+            }
+            return Ok(None);
+        }
+        Ok(self.managed_objects().await?.map(|(o, _, _)| f(&o)))
+    }
+
+    /// Every object NetworkManager exports, in one call, with the replying unique name
+    /// and the reply's serial (see [`Mirror`]); `None` when it has no object manager
+    /// (then objects are read one by one).
+    async fn managed_objects(&self) -> Result<Option<(Objects, String, u32)>> {
         let reply = match self
             .conn
             .call_method(
@@ -248,10 +316,16 @@ impl NetworkManager {
             }
             Err(e) => return Err(not_reachable(&e, "GetManagedObjects", OBJECT_MANAGER_PATH)),
         };
+        let owner = reply
+            .header()
+            .sender()
+            .map(|s| s.to_string())
+            .unwrap_or_default();
+        let serial = reply.primary_header().serial_num().get();
         reply
             .body()
             .deserialize::<Objects>()
-            .map(Some)
+            .map(|o| Some((o, owner, serial)))
             .map_err(|e| {
                 Error::NetworkManager(format!(
                     "unexpected reply to {OBJECT_MANAGER_IFACE}.GetManagedObjects on \
@@ -264,6 +338,11 @@ impl NetworkManager {
     /// 2 portal, 3 limited, 4 full) of every device with an interface, by interface.
     /// Loopback is left out.
     pub async fn ip4_connectivity(&self) -> Result<BTreeMap<String, u32>> {
+        if self.mirror.is_some()
+            && let Some(c) = self.with_objects(connectivity_of).await?
+        {
+            return Ok(c);
+        }
         Ok(self
             .devices()
             .await?
@@ -278,10 +357,23 @@ impl NetworkManager {
     /// and enabled; `None` when it is not (every device then reports a connectivity that
     /// says nothing about its upstream).
     pub async fn checked_connectivity(&self) -> Result<Option<BTreeMap<String, u32>>> {
-        let (available, enabled) = futures::join!(
-            self.manager_flag("ConnectivityCheckAvailable"),
-            self.manager_flag("ConnectivityCheckEnabled")
-        );
+        let (available, enabled) = match self.mirror.is_some() {
+            true => self
+                .with_objects(|o| {
+                    (
+                        manager_flag_of(o, "ConnectivityCheckAvailable"),
+                        manager_flag_of(o, "ConnectivityCheckEnabled"),
+                    )
+                })
+                .await?
+                .unwrap_or_default(),
+            false => {
+                futures::join!(
+                    self.manager_flag("ConnectivityCheckAvailable"),
+                    self.manager_flag("ConnectivityCheckEnabled")
+                )
+            }
+        };
         if !(available && enabled) {
             return Ok(None);
         }
@@ -507,6 +599,39 @@ fn view_of(objects: &Objects) -> NmView {
             .extend(uplink_from_configs(&device, ip4, ip6, active));
     }
     view
+}
+
+/// A boolean property of NetworkManager itself in a snapshot (false when absent).
+fn manager_flag_of(objects: &Objects, name: &str) -> bool {
+    ObjectPath::try_from(NM_PATH)
+        .ok()
+        .and_then(|p| objects.get(&OwnedObjectPath::from(p)))
+        .and_then(|o| o.get(NM_IFACE))
+        .and_then(|p| p.get(name))
+        .and_then(|v| v.downcast_ref::<bool>().ok())
+        .unwrap_or(false)
+}
+
+/// [`NetworkManager::ip4_connectivity`] from a snapshot.
+fn connectivity_of(objects: &Objects) -> BTreeMap<String, u32> {
+    objects
+        .iter()
+        .filter_map(|(path, interfaces)| {
+            let props = interfaces.get(DEVICE_IFACE)?;
+            let device = Device {
+                path: path.clone(),
+                props: ["Interface", "IpInterface", "DeviceType", "Ip4Connectivity"]
+                    .into_iter()
+                    .filter_map(|k| Some((k.to_string(), props.get(k)?.try_clone().ok()?)))
+                    .collect(),
+            };
+            if device.is_loopback() {
+                return None;
+            }
+            let iface = device.iface();
+            (!iface.is_empty()).then_some((iface, device.u32("Ip4Connectivity")?))
+        })
+        .collect()
 }
 
 /// Whether connection settings (`GetSettings`) share the machine's uplinks.

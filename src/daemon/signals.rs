@@ -9,10 +9,11 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 use zbus::names::BusName;
 use zbus::zvariant::Value;
-use zbus::{Connection, MatchRule, MessageStream};
+use zbus::{MatchRule, MessageStream};
 
 use super::service::Service;
 use super::*;
+use crate::nm::Signal;
 
 // ---------------------------------------------------------------------------------
 // The system bus: NetworkManager's signals in, our service out.
@@ -28,6 +29,8 @@ pub(super) async fn bus_task(shared: Arc<Shared>, nm_tx: mpsc::Sender<String>) {
             Err(e) => warn!("system bus: {e}; retrying in {delay:?}"),
         }
         *shared.bus.lock().expect("bus lock") = None;
+        // Signals sent while we are off the bus are lost: read afresh next time.
+        shared.nm_mirror.drop_snapshot("lost the system bus");
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(MAX_BUS_RETRY);
     }
@@ -43,12 +46,17 @@ async fn bus_session(shared: &Arc<Shared>, nm_tx: &mpsc::Sender<String>) -> zbus
         .await
         .map_err(|e| zbus::Error::Failure(e.to_string()))?;
     conn.object_server().at(OBJECT_PATH, service).await?;
+    // Everything NetworkManager signals, on one stream so that the mirror sees it in
+    // the order it was sent: its objects under /org/freedesktop/NetworkManager and its
+    // object manager's InterfacesAdded/Removed on /org/freedesktop.
     let nm_rule = MatchRule::builder()
         .msg_type(zbus::message::Type::Signal)
         .sender(NM_BUS)?
-        .path_namespace(NM_PATH)?
+        .path_namespace("/org/freedesktop")?
         .build();
     let mut nm_signals = MessageStream::for_match_rule(nm_rule, &conn, Some(512)).await?;
+    // Subscribed before any snapshot is taken on this connection: nothing falls between.
+    shared.nm_mirror.drop_snapshot("a new bus connection");
     let owner_rule = MatchRule::builder()
         .msg_type(zbus::message::Type::Signal)
         .sender("org.freedesktop.DBus")?
@@ -82,6 +90,9 @@ async fn bus_session(shared: &Arc<Shared>, nm_tx: &mpsc::Sender<String>) -> zbus
         tokio::select! {
             m = nm_signals.next() => match m {
                 Some(Ok(msg)) => {
+                    if let Some(signal) = Signal::from_message(&msg) {
+                        shared.nm_mirror.apply(signal);
+                    }
                     if let Some(why) = nm_signal_reason(&msg) {
                         debug!(signal = why, "NetworkManager signal");
                         // A full queue already holds a trigger: dropping this one loses nothing.
@@ -95,6 +106,7 @@ async fn bus_session(shared: &Arc<Shared>, nm_tx: &mpsc::Sender<String>) -> zbus
                 Some(Ok(msg)) => {
                     let (_, old, new): (String, String, String) =
                         msg.body().deserialize().unwrap_or_default();
+                    shared.nm_mirror.drop_snapshot("NetworkManager's bus name changed hands");
                     if new.is_empty() {
                         warn!(old, "NetworkManager left the bus; keeping the current state until it returns");
                     } else {
@@ -138,21 +150,6 @@ pub(super) fn nm_signal_reason(msg: &zbus::Message) -> Option<String> {
     .then(|| format!("{short} {member}"))
 }
 
-#[zbus::proxy(
-    interface = "org.freedesktop.NetworkManager",
-    default_service = "org.freedesktop.NetworkManager",
-    default_path = "/org/freedesktop/NetworkManager",
-    gen_blocking = false
-)]
-trait NmManager {
-    #[zbus(property)]
-    fn startup(&self) -> zbus::Result<bool>;
-    #[zbus(property)]
-    fn connectivity_check_available(&self) -> zbus::Result<bool>;
-    #[zbus(property)]
-    fn connectivity_check_enabled(&self) -> zbus::Result<bool>;
-}
-
 /// What the daemon reads of NetworkManager besides the uplinks.
 pub(super) struct NmFacts {
     /// NetworkManager is still activating its initial connections (`Startup`).
@@ -163,24 +160,18 @@ pub(super) struct NmFacts {
     pub connectivity: BTreeMap<String, Option<u32>>,
 }
 
-pub(super) async fn nm_facts(conn: &Connection) -> Result<NmFacts> {
-    let nm = NmManagerProxy::builder(conn)
-        .cache_properties(zbus::proxy::CacheProperties::No)
-        .build()
-        .await
-        .map_err(|e| Error::NetworkManager(e.to_string()))?;
-    let starting = nm
-        .startup()
-        .await
-        .map_err(|e| Error::NetworkManager(format!("reading Startup: {e}")))?;
-    let checking = nm.connectivity_check_available().await.unwrap_or(false)
-        && nm.connectivity_check_enabled().await.unwrap_or(false);
-    let connectivity = NetworkManager::with_connection(conn.clone())
-        .ip4_connectivity()
-        .await?
-        .into_iter()
-        .map(|(iface, c)| (iface, checking.then_some(c)))
-        .collect();
+pub(super) async fn nm_facts(nm: &NetworkManager) -> Result<NmFacts> {
+    let starting = nm.starting().await;
+    let connectivity = match nm.checked_connectivity().await? {
+        Some(c) => c.into_iter().map(|(iface, c)| (iface, Some(c))).collect(),
+        // Every device then reports a connectivity that says nothing about its upstream.
+        None => nm
+            .ip4_connectivity()
+            .await?
+            .into_keys()
+            .map(|iface| (iface, None))
+            .collect(),
+    };
     Ok(NmFacts {
         starting,
         connectivity,
