@@ -80,6 +80,10 @@ impl State {
         let path = Self::path(dir);
         let tmp = dir.join("state.json.tmp");
         let text = serde_json::to_string_pretty(self).expect("state serialises");
+        // A quiet reconcile writes nothing.
+        if std::fs::read(&path).is_ok_and(|old| old == text.as_bytes()) {
+            return Ok(());
+        }
         std::fs::write(&tmp, text)
             .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
         std::fs::rename(&tmp, &path)

@@ -56,6 +56,10 @@ impl DaemonLock {
         .expect("verdicts serialise");
         let tmp = self.dir.join("health.json.tmp");
         let path = self.dir.join(HEALTH_FILE);
+        // Published before every reconcile: unchanged verdicts are not written again.
+        if std::fs::read(&path).is_ok_and(|old| old == text.as_bytes()) {
+            return Ok(());
+        }
         std::fs::write(&tmp, text)
             .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
         std::fs::rename(&tmp, &path)

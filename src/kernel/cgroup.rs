@@ -19,9 +19,16 @@ const VIA: &str = "via-";
 
 /// Where the cgroup2 file system is mounted (`/sys/fs/cgroup` on most systems,
 /// `/sys/fs/cgroup/unified` in a hybrid hierarchy), from /proc/self/mountinfo.
+/// Found once per process (the daemon reconciles for days; the cgroup2 mount does
+/// not move); not finding it is asked again next time.
 pub fn root() -> Option<PathBuf> {
+    static ROOT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    if let Some(root) = ROOT.get() {
+        return Some(root.clone());
+    }
     let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    mount_point(&text)
+    let root = mount_point(&text)?;
+    Some(ROOT.get_or_init(|| root).clone())
 }
 
 /// The mount point of the first cgroup2 mount of a mountinfo text.

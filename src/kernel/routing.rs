@@ -11,7 +11,9 @@ use std::net::IpAddr;
 use futures::TryStreamExt;
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::address::AddressAttribute;
-use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::link::{
+    AfSpecInet, AfSpecUnspec, InetDevConf, LinkAttribute, LinkMessage,
+};
 use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
     RouteType,
@@ -47,6 +49,9 @@ pub struct RoutingState {
     pub main_defaults: BTreeMap<String, Vec<Option<IpAddr>>>,
     /// The main table's other routes: (destination, output interface).
     pub main_routes: Vec<(IpNet, String)>,
+    /// Per-interface IPv4 sysctls the link dump carries (`IFLA_INET_CONF`), by their
+    /// /proc path: what the plan sets, read without opening a file per value.
+    pub ipv4_conf: BTreeMap<String, String>,
 }
 
 impl RoutingState {
@@ -87,13 +92,18 @@ impl Routing {
     /// Reads our routes and rules and every interface's addresses and main-table
     /// default routes.
     pub async fn read(&self, ns: &Namespace) -> Result<RoutingState> {
-        let names = self.link_names().await?;
+        // One after the other: a netlink socket holds one dump at a time (EBUSY).
+        let (names, ipv4_conf) = self.links().await?;
+        let rules = self.rules(ns).await?;
+        let addresses = self.addresses(&names).await?;
+        let routes = self.all_routes(&names).await?;
         let mut state = RoutingState {
-            rules: self.rules(ns).await?,
-            addresses: self.addresses(&names).await?,
+            rules,
+            addresses,
+            ipv4_conf,
             ..RoutingState::default()
         };
-        for route in self.all_routes(&names).await? {
+        for route in routes {
             if ns.id_of_table(route.table).is_some() {
                 state.routes.push(route);
             } else if route.table == MAIN_TABLE && route.dst.prefix() == 0 {
@@ -156,31 +166,20 @@ impl Routing {
 
     /// Every unicast single-next-hop route of either family in every table.
     async fn all_routes(&self, names: &HashMap<u32, String>) -> Result<Vec<Route>> {
+        // Family unspecified, table 0 (RT_TABLE_UNSPEC) and every other header field
+        // zero: every route of both families and all tables in one dump, also when the
+        // socket does strict checking (which filters on these fields).
+        let mut request = RouteMessage::default();
+        request.header.address_family = AddressFamily::Unspec;
+        request.header.table = RouteHeader::RT_TABLE_UNSPEC;
+        let mut dump = self.handle.route().get(request).execute();
         let mut out = Vec::new();
-        for (family, address_family) in [
-            (Family::V4, AddressFamily::Inet),
-            (Family::V6, AddressFamily::Inet6),
-        ] {
-            // Table 0 (RT_TABLE_UNSPEC) and every other header field zero: all tables,
-            // also when the socket does strict checking (which filters on these fields).
-            let mut request = RouteMessage::default();
-            request.header.address_family = address_family;
-            request.header.table = RouteHeader::RT_TABLE_UNSPEC;
-            let mut dump = self.handle.route().get(request).execute();
-            loop {
-                let msg = match dump.try_next().await {
-                    Ok(Some(msg)) => msg,
-                    Ok(None) => break,
-                    Err(e) if family == Family::V6 && errno(&e) == Some(EAFNOSUPPORT) => {
-                        debug!("no IPv6 in this kernel: no IPv6 routes");
-                        break;
-                    }
-                    Err(e) => return Err(nl_error(format_args!("listing {family} routes"), e)),
-                };
-                if let Some(route) = route_of(&msg, names).filter(|r| r.family() == family) {
-                    out.push(route);
-                }
-            }
+        while let Some(msg) = dump
+            .try_next()
+            .await
+            .map_err(|e| nl_error("listing routes", e))?
+        {
+            out.extend(route_of(&msg, names));
         }
         Ok(out)
     }
@@ -324,24 +323,56 @@ impl Routing {
 
     /// Every interface's name by index.
     async fn link_names(&self) -> Result<HashMap<u32, String>> {
+        Ok(self.links().await?.0)
+    }
+
+    /// Every interface's name by index, and the IPv4 sysctls we set of each (see
+    /// [`RoutingState::ipv4_conf`]).
+    async fn links(&self) -> Result<(HashMap<u32, String>, BTreeMap<String, String>)> {
         let mut dump = self.handle.link().get().execute();
         let mut names = HashMap::new();
+        let mut conf = BTreeMap::new();
         while let Some(link) = dump
             .try_next()
             .await
             .map_err(|e| nl_error("listing interfaces", e))?
         {
-            if let Some(name) = link_name(&link) {
-                names.insert(link.header.index, name.to_string());
+            let Some(name) = link_name(&link) else {
+                continue;
+            };
+            if let Some(c) = inet_conf(&link) {
+                for (key, value) in [
+                    ("src_valid_mark", c.src_vmark),
+                    ("arp_ignore", c.arp_ignore),
+                    ("arp_announce", c.arp_announce),
+                    ("rp_filter", c.rp_filter),
+                ] {
+                    conf.insert(super::sysctl::conf_path(name, key), value.to_string());
+                }
             }
+            names.insert(link.header.index, name.to_string());
         }
-        Ok(names)
+        Ok((names, conf))
     }
 }
 
 fn link_name(link: &LinkMessage) -> Option<&str> {
     link.attributes.iter().find_map(|a| match a {
         LinkAttribute::IfName(n) => Some(n.as_str()),
+        _ => None,
+    })
+}
+
+/// The interface's IPv4 configuration (its /proc/sys/net/ipv4/conf values).
+fn inet_conf(link: &LinkMessage) -> Option<&InetDevConf> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::AfSpecUnspec(specs) => specs.iter().find_map(|s| match s {
+            AfSpecUnspec::Inet(inet) => inet.iter().find_map(|i| match i {
+                AfSpecInet::DevConf(c) => Some(c),
+                _ => None,
+            }),
+            _ => None,
+        }),
         _ => None,
     })
 }

@@ -10,15 +10,26 @@ pub fn conf_path(iface: &str, name: &str) -> String {
     format!("/proc/sys/net/ipv4/conf/{iface}/{name}")
 }
 
-/// The current value of each path that can be read (a vanished interface's cannot).
+/// The current value of each path that can be read (a vanished interface's cannot),
+/// each path read once.
 pub fn read(paths: impl IntoIterator<Item = String>) -> BTreeMap<String, String> {
+    let paths: std::collections::BTreeSet<String> = paths.into_iter().collect();
     paths
         .into_iter()
         .filter_map(|p| {
-            let v = std::fs::read_to_string(&p).ok()?;
-            Some((p, v.trim().to_string()))
+            let v = read_one(&p)?;
+            Some((p, v))
         })
         .collect()
+}
+
+/// One small /proc value: one open and one read (a sysctl file answers in one read
+/// and has no size to ask for).
+fn read_one(path: &str) -> Option<String> {
+    use std::io::Read as _;
+    let mut buf = [0u8; 256];
+    let n = std::fs::File::open(path).ok()?.read(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).trim().to_string())
 }
 
 /// Writes `value`; returns whether it was written. A failure is logged, not fatal: the
