@@ -477,7 +477,7 @@ async fn run_via(config_path: &Path, run_dir: &Path, via: &str, command: &[Strin
     crate::kernel::cgroup::enter(&iface)?;
     let loaded = following(config_path, run_dir);
     let health = health::published_verdicts(run_dir);
-    let outcome = reconcile::reconcile(&loaded.config, run_dir, &health)
+    let outcome = reconcile::reconcile(&loaded.config, run_dir, &health, None)
         .await
         .map_err(|e| loaded.locate(e))?;
     let pinned = outcome.plan.firewall.ladder.iter().any(|r| {
@@ -600,6 +600,7 @@ async fn apply(config_path: &Path, run_dir: &Path, why: &str) -> Result<(i32, bo
         || config::last_good_or_defaults(run_dir).0,
         run_dir,
         &health,
+        None,
     )
     .await?;
     let code = match refused {

@@ -13,12 +13,13 @@ use crate::diff::{self, Change, Observed};
 use crate::error::{Error, Result};
 use crate::kernel::firewall::{self, Backend, Firewall};
 use crate::kernel::routing::{Routing, RoutingState};
-use crate::kernel::{cgroup, conntrack, keeper, sysctl};
+use crate::kernel::{Route, Rule, cgroup, conntrack, keeper, sysctl};
 use crate::model::Uplink;
 use crate::namespace::Namespace;
 use crate::nm::{NetworkManager, NmView};
 use crate::plan::{self, Facts, Plan, Verdicts};
 use crate::state::{RunLock, State};
+use futures::future::join_all;
 
 /// Longest a run waits for NetworkManager's view of a device to agree with the kernel
 /// (an address or gateway in flux, as right after `nmcli device reapply`).
@@ -165,7 +166,9 @@ pub async fn observe(
     let observed = Observed {
         routes: kernel.routes.clone(),
         rules: kernel.rules.clone(),
-        sysctls: BTreeMap::new(),
+        // The per-interface IPv4 values came with the link dump; others are read
+        // once the plan names them.
+        sysctls: kernel.ipv4_conf.clone(),
         sysctl_originals: state.sysctls.clone(),
         firewall_current: false,
         stale_backends: Vec::new(),
@@ -232,12 +235,16 @@ pub fn observe_for(
 
 /// The sysctls part of [`observe_for`], which needs no privilege (`status` as a user).
 pub fn observe_sysctls(plan: &Plan, observed: &mut Observed, state: &State) {
-    observed.sysctls = sysctl::read(
-        plan.sysctls
-            .iter()
-            .map(|s| s.path())
-            .chain(state.sysctls.keys().cloned()),
-    );
+    // What the link dump did not carry (an interface that appeared since, or a
+    // sysctl it has no field for) is read from /proc.
+    let missing: Vec<String> = plan
+        .sysctls
+        .iter()
+        .map(|s| s.path())
+        .chain(state.sysctls.keys().cloned())
+        .filter(|p| !observed.sysctls.contains_key(p))
+        .collect();
+    observed.sysctls.extend(sysctl::read(missing));
 }
 
 /// Other backends that may hold objects of ours: those the state records, or all of
@@ -319,14 +326,27 @@ async fn translated_sources(ns: &Namespace) -> Option<Vec<(IpAddr, u32)>> {
     }
 }
 
-/// Runs one reconcile under the run lock.
-pub async fn reconcile(config: &Config, run_dir: &Path, health: &Verdicts) -> Result<Outcome> {
+/// Runs one reconcile under the run lock, reading NetworkManager through `nm` (the
+/// daemon's, which reads its mirror) or a connection of its own.
+pub async fn reconcile(
+    config: &Config,
+    run_dir: &Path,
+    health: &Verdicts,
+    nm: Option<&NetworkManager>,
+) -> Result<Outcome> {
     let _lock = RunLock::acquire(run_dir, Duration::from_secs(60))?;
     let backend = firewall::resolve(config.firewall);
     let fw = firewall::backend(backend);
     // The firewall is read while we connect to the bus and read NetworkManager.
     fw.prefetch();
-    let nm = NetworkManager::connect().await?;
+    let own;
+    let nm = match nm {
+        Some(nm) => nm,
+        None => {
+            own = NetworkManager::connect().await?;
+            &own
+        }
+    };
     let routing = Routing::connect().await?;
     let mut state = State::load(run_dir);
     let ns = config.namespace();
@@ -343,8 +363,8 @@ pub async fn reconcile(config: &Config, run_dir: &Path, health: &Verdicts) -> Re
 
     // The cgroups of `run --via` programs that have all exited go first.
     cgroup::remove_unused();
-    let view = observe(config, &nm, &routing, &state, health).await?;
-    check_policy_uplinks(config, &nm, &view.known).await?;
+    let view = observe(config, nm, &routing, &state, health).await?;
+    check_policy_uplinks(config, nm, &view.known).await?;
     let mut failed = view.unsettled.clone();
     let held = view.held.clone();
     let mut facts = view.facts;
@@ -384,9 +404,10 @@ pub async fn reconcile(config: &Config, run_dir: &Path, health: &Verdicts) -> Re
                 );
                 done.extend(applied);
                 failed.insert(iface, error.to_string());
-                let (routes, rules) = futures::try_join!(routing.routes(&ns), routing.rules(&ns))?;
-                observed.routes = routes;
-                observed.rules = rules;
+                observed.routes = routing.routes(&ns).await?;
+                observed.rules = routing.rules(&ns).await?;
+                // Some may have been written meanwhile: read them again.
+                observed.sysctls.clear();
             }
             Err(Failure::Run(e)) => return Err(e),
         }
@@ -418,14 +439,15 @@ pub async fn reconcile_or(
     fallback: impl FnOnce() -> Config,
     run_dir: &Path,
     health: &Verdicts,
+    nm: Option<&NetworkManager>,
 ) -> Result<(Outcome, Option<Error>)> {
-    let refused = match reconcile(config, run_dir, health).await {
+    let refused = match reconcile(config, run_dir, health, nm).await {
         Err(e @ Error::UnknownUplinks(_)) => e,
         other => return other.map(|o| (o, None)),
     };
     let fallback = fallback();
-    let outcome = match reconcile(&fallback, run_dir, health).await {
-        Err(Error::UnknownUplinks(_)) => reconcile(&Config::default(), run_dir, health).await?,
+    let outcome = match reconcile(&fallback, run_dir, health, nm).await {
+        Err(Error::UnknownUplinks(_)) => reconcile(&Config::default(), run_dir, health, nm).await?,
         other => other?,
     };
     Ok((outcome, Some(refused)))
@@ -481,38 +503,94 @@ async fn apply(
     run_dir: &Path,
 ) -> std::result::Result<Vec<Change>, Failure> {
     let mut applied = Vec::new();
+    // The original of every sysctl we are about to change is recorded first, in one
+    // write of the state file (a crash after any of them still restores it).
+    let mut originals = false;
     for change in changes {
-        debug!(%change, "applying");
+        if let Change::SetSysctl {
+            path,
+            original: Some(original),
+            ..
+        } = change
+        {
+            state.sysctls.insert(path.clone(), original.clone());
+            originals = true;
+        }
+    }
+    if originals {
+        state.save(run_dir)?;
+    }
+    let mut i = 0;
+    while i < changes.len() {
         let uplink_of = |e: Error, iface: &str, applied: &Vec<Change>| Failure::Uplink {
             iface: iface.to_string(),
             error: e,
             applied: applied.clone(),
         };
+        // A run of route (or rule) additions goes to the kernel at once, each request
+        // answered in turn: the order within a run does not matter, and one round trip
+        // per route costs more than the route.
+        let routes: Vec<&Route> = changes[i..]
+            .iter()
+            .map_while(|c| match c {
+                Change::AddRoute(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+        if !routes.is_empty() {
+            i += routes.len();
+            let results = join_all(routes.iter().map(|r| routing.add_route(r))).await;
+            let mut failed = None;
+            for (r, result) in routes.into_iter().zip(results) {
+                debug!(change = %Change::AddRoute(r.clone()), "applied");
+                match result {
+                    Ok(()) => applied.push(Change::AddRoute(r.clone())),
+                    Err(e) => {
+                        failed.get_or_insert((e, r.oif.clone()));
+                    }
+                }
+            }
+            if let Some((e, iface)) = failed {
+                return Err(uplink_of(e, &iface, &applied));
+            }
+            continue;
+        }
+        let rules: Vec<&Rule> = changes[i..]
+            .iter()
+            .map_while(|c| match c {
+                Change::AddRule(r) => Some(r),
+                _ => None,
+            })
+            .collect();
+        if !rules.is_empty() {
+            i += rules.len();
+            let results = join_all(rules.iter().map(|r| routing.add_rule(r))).await;
+            let mut failed = None;
+            for (r, result) in rules.into_iter().zip(results) {
+                debug!(change = %Change::AddRule(r.clone()), "applied");
+                match result {
+                    Ok(()) => applied.push(Change::AddRule(r.clone())),
+                    Err(e) => {
+                        let iface = plan
+                            .uplinks
+                            .iter()
+                            .find(|u| u.table == r.table || u.mark == r.fwmark)
+                            .map_or("?", |u| u.iface.as_str());
+                        failed.get_or_insert((e, iface.to_string()));
+                    }
+                }
+            }
+            if let Some((e, iface)) = failed {
+                return Err(uplink_of(e, &iface, &applied));
+            }
+            continue;
+        }
+        let change = &changes[i];
+        i += 1;
+        debug!(%change, "applying");
         match change {
-            Change::AddRoute(r) => {
-                if let Err(e) = routing.add_route(r).await {
-                    return Err(uplink_of(e, &r.oif, &applied));
-                }
-            }
-            Change::AddRule(r) => {
-                if let Err(e) = routing.add_rule(r).await {
-                    let iface = plan
-                        .uplinks
-                        .iter()
-                        .find(|u| u.table == r.table || u.mark == r.fwmark)
-                        .map_or("?", |u| u.iface.as_str());
-                    return Err(uplink_of(e, iface, &applied));
-                }
-            }
-            Change::SetSysctl {
-                path,
-                value,
-                original,
-            } => {
-                if let Some(original) = original {
-                    state.sysctls.insert(path.clone(), original.clone());
-                    state.save(run_dir)?;
-                }
+            Change::AddRoute(_) | Change::AddRule(_) => unreachable!("applied above"),
+            Change::SetSysctl { path, value, .. } => {
                 if !sysctl::write(path, value) {
                     continue;
                 }

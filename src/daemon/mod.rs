@@ -94,6 +94,9 @@ struct Shared {
     control: mpsc::Sender<Control>,
     /// The live system-bus connection, when there is one.
     bus: Mutex<Option<Connection>>,
+    /// NetworkManager's objects, kept current by its signals on that connection:
+    /// reconciles read NetworkManager from here.
+    nm_mirror: Arc<crate::nm::Mirror>,
     /// The uplinks' byte counters, sampled every second.
     traffic: Mutex<sampling::Sampling>,
 }
@@ -102,11 +105,22 @@ impl Shared {
     fn config(&self) -> Arc<Config> {
         self.config.read().expect("config lock").clone()
     }
+
+    /// NetworkManager, read from the mirror over the live bus connection; `None`
+    /// while the bus is down.
+    fn nm(&self) -> Option<NetworkManager> {
+        let conn = self.bus.lock().expect("bus lock").clone()?;
+        Some(NetworkManager::mirrored(conn, self.nm_mirror.clone()))
+    }
 }
 
 enum Control {
     Reload {
         reply: oneshot::Sender<std::result::Result<(), String>>,
+    },
+    /// Answered with the reconcile's duration in microseconds.
+    Reconcile {
+        reply: oneshot::Sender<std::result::Result<u64, String>>,
     },
 }
 
@@ -189,6 +203,7 @@ pub async fn run(opts: Options) -> Result<()> {
         board: Mutex::new(Board::default()),
         control: control_tx,
         bus: Mutex::new(None),
+        nm_mirror: Arc::default(),
         traffic: Mutex::default(),
     });
     info!(
@@ -247,6 +262,12 @@ pub async fn run(opts: Options) -> Result<()> {
                         error!("reload failed: {e}");
                     }
                     let _ = reply.send(r);
+                }
+                Control::Reconcile { reply } => {
+                    let started = Instant::now();
+                    d.schedule(started, "D-Bus Reconcile".into());
+                    let r = d.reconcile_now().await;
+                    let _ = reply.send(r.map(|()| started.elapsed().as_micros() as u64));
                 }
             },
             Some(why) = nm_rx.recv() => d.schedule(Instant::now() + NM_DEBOUNCE, why),
@@ -455,17 +476,17 @@ impl Daemon {
             warn!("cannot publish health verdicts: {e}");
         }
         let (config, run_dir) = (self.config.clone(), self.opts.run_dir.clone());
-        let handle = tokio::runtime::Handle::current();
-        let result = tokio::task::spawn_blocking(move || {
-            handle.block_on(reconcile::reconcile_or(
-                &config,
-                || config::last_good_or_defaults(&run_dir).0,
-                &run_dir,
-                &verdicts,
-            ))
-        })
-        .await
-        .unwrap_or_else(|e| Err(Error::Other(format!("reconcile task: {e}"))));
+        let nm = self.shared.nm();
+        // Awaited here, on the main loop: the probes and the bus run on the runtime's
+        // workers meanwhile.
+        let result = reconcile::reconcile_or(
+            &config,
+            || config::last_good_or_defaults(&run_dir).0,
+            &run_dir,
+            &verdicts,
+            nm.as_ref(),
+        )
+        .await;
         match result {
             Ok((outcome, refused)) => {
                 match refused {
@@ -532,10 +553,11 @@ impl Daemon {
     /// Reads NetworkManager's per-device connectivity and feeds it to the board.
     /// Returns whether NetworkManager is still starting up.
     async fn refresh_nm(&mut self) -> bool {
-        let conn = self.shared.bus.lock().expect("bus lock").clone();
-        let Some(conn) = conn else { return false };
+        let Some(nm) = self.shared.nm() else {
+            return false;
+        };
         let mut starting = false;
-        match tokio::time::timeout(Duration::from_secs(2), nm_facts(&conn)).await {
+        match tokio::time::timeout(Duration::from_secs(2), nm_facts(&nm)).await {
             Ok(Ok(facts)) => {
                 starting = facts.starting;
                 self.nm_connectivity = facts.connectivity;

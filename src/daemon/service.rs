@@ -71,27 +71,59 @@ impl Service {
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
     ) -> zbus::fdo::Result<()> {
-        let sender = hdr
-            .sender()
-            .ok_or_else(|| zbus::fdo::Error::AccessDenied("caller unknown".into()))?;
-        let uid = zbus::fdo::DBusProxy::new(conn)
-            .await?
-            .get_connection_unix_user(BusName::Unique(sender.clone()))
-            .await?;
-        authorize_reload(uid).inspect_err(|_| {
-            warn!(%sender, uid, "refused Reload from a non-root caller");
-        })?;
+        authorize_caller(&hdr, conn, "Reload").await?;
+        self.ask(|reply| Control::Reload { reply }).await
+    }
+
+    /// Reconciles now (as `nm-multiwan apply` does, with the daemon's view of
+    /// NetworkManager and its health verdicts) and returns when done, with how long
+    /// it took in microseconds (what `bench/run` reports). Root only.
+    async fn reconcile(
+        &self,
+        #[zbus(header)] hdr: Header<'_>,
+        #[zbus(connection)] conn: &Connection,
+    ) -> zbus::fdo::Result<u64> {
+        authorize_caller(&hdr, conn, "Reconcile").await?;
+        self.ask(|reply| Control::Reconcile { reply }).await
+    }
+}
+
+impl Service {
+    /// Hands a request to the main loop and waits for its answer.
+    async fn ask<T>(
+        &self,
+        request: impl FnOnce(oneshot::Sender<std::result::Result<T, String>>) -> Control,
+    ) -> zbus::fdo::Result<T> {
         let (reply, answer) = oneshot::channel();
+        let stopping = || zbus::fdo::Error::Failed("the daemon is stopping".into());
         self.shared
             .control
-            .send(Control::Reload { reply })
+            .send(request(reply))
             .await
-            .map_err(|_| zbus::fdo::Error::Failed("the daemon is stopping".into()))?;
+            .map_err(|_| stopping())?;
         answer
             .await
-            .map_err(|_| zbus::fdo::Error::Failed("the daemon is stopping".into()))?
+            .map_err(|_| stopping())?
             .map_err(zbus::fdo::Error::Failed)
     }
+}
+
+/// Refuses a caller that is not root.
+async fn authorize_caller(
+    hdr: &Header<'_>,
+    conn: &Connection,
+    method: &str,
+) -> zbus::fdo::Result<()> {
+    let sender = hdr
+        .sender()
+        .ok_or_else(|| zbus::fdo::Error::AccessDenied("caller unknown".into()))?;
+    let uid = zbus::fdo::DBusProxy::new(conn)
+        .await?
+        .get_connection_unix_user(BusName::Unique(sender.clone()))
+        .await?;
+    authorize_reload(uid).inspect_err(|_| {
+        warn!(%sender, uid, method, "refused a call from a non-root caller");
+    })
 }
 
 /// Only root may act on the daemon.
