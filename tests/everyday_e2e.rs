@@ -175,15 +175,29 @@ fn networkmanager_restart_with_both(fw: Fw) {
 /// second new connections through it leave from the new address, and nothing of the old
 /// one is left in our tables or firewall.
 fn reapply_with_a_new_address_moves_at_once(fw: Fw) {
+    reapply_with_a_new_address(fw, false);
+}
+
+/// The same with the daemon alone (no dispatcher): it learns of the new address only
+/// through the mirror NetworkManager's signals keep (it never reads NetworkManager
+/// anew while the mirror holds), so this checks the mirror follows a renumbering.
+fn reapply_with_a_new_address_with_the_daemon(fw: Fw) {
+    reapply_with_a_new_address(fw, true);
+}
+
+fn reapply_with_a_new_address(fw: Fw, daemon: bool) {
     require_root!();
     let sb = Sandbox::create_up(
-        "reap",
+        if daemon { "reapd" } else { "reap" },
         &["eth0:static:1", "wlan0:static:2", "usb0:static:3"],
         Options {
             firewall: fw,
+            dispatcher: !daemon,
+            config: Some("[health]\ntargets = []\n"),
             ..Default::default()
         },
     );
+    let _daemon = daemon.then(|| Daemon::start(&sb, &[]));
     sb.wait_until(10, "rules for three uplinks", || sb.our_table_rules() == 6);
     // ISP 2 also serves 10.202.2.0/24 (a renumbered network behind the same cable).
     sb.ns_ok(
@@ -362,6 +376,7 @@ on_both_backends!(
     networkmanager_restart_with_the_daemon,
     networkmanager_restart_with_both,
     reapply_with_a_new_address_moves_at_once,
+    reapply_with_a_new_address_with_the_daemon,
     a_view_that_never_settles_leaves_only_that_uplink_out,
     dhcpv6_uplink_answers_hosts_on_its_lan,
 );
