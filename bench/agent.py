@@ -15,6 +15,11 @@ Each subcommand prints one JSON object on stdout.
   time REPS SETUP_JSON CMD_JSON
       REPS times: run SETUP (untimed, may be null), then CMD, timed with
       time.perf_counter around the child process (fork/exec included).
+  reconcile REPS SETUP_JSON
+      REPS times: run SETUP (untimed, may be null), then call the daemon's D-Bus method
+      net.nmmultiwan.Daemon1.Reconcile over one system-bus connection, timed around the
+      call (the bus's round trip included); also records the duration the daemon
+      reports for the reconcile itself.
   react TRIGGER_JSON AVOID REMAINING_JSON PERIOD TIMEOUT [DISPATCHER_LOG] [MODE]
       Runs TRIGGER (untimed; t=0 is the moment it returns), then opens a new connection
       to the server's echo port 7000 every PERIOD seconds (without waiting for earlier
@@ -25,6 +30,7 @@ Each subcommand prints one JSON object on stdout.
 """
 import json
 import os
+import struct
 import resource
 import selectors
 import socket
@@ -342,6 +348,97 @@ def react(trigger, avoid, remaining, period, timeout, dispatcher_log, mode):
     }
 
 
+class Bus:
+    """A minimal D-Bus client (the agent is stdlib only): SASL EXTERNAL, Hello, then
+    method calls without arguments, one at a time."""
+
+    def __init__(self, path=None):
+        addr = os.environ.get("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/run/dbus/system_bus_socket")
+        path = path or addr.split("path=", 1)[1].split(",", 1)[0]
+        self.s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.s.connect(path)
+        self.s.sendall(b"\0AUTH EXTERNAL " + str(os.getuid()).encode().hex().encode() + b"\r\n")
+        line = self.s.recv(4096)
+        if not line.startswith(b"OK"):
+            raise RuntimeError(f"D-Bus authentication refused: {line!r}")
+        self.s.sendall(b"BEGIN\r\n")
+        self.buf = b""
+        self.serial = 0
+        self.call("org.freedesktop.DBus", "/org/freedesktop/DBus", "org.freedesktop.DBus", "Hello")
+
+    def call(self, dest, path, iface, member):
+        """Returns the reply's body (bytes); raises on an error reply."""
+        self.serial += 1
+        fields = b""
+        for code, sig, val in ((1, b"o", path), (2, b"s", iface), (3, b"s", member), (6, b"s", dest)):
+            fields += b"\0" * (-len(fields) % 8)
+            v = val.encode()
+            fields += bytes([code, 1]) + sig + b"\0" + struct.pack("<I", len(v)) + v + b"\0"
+        msg = b"l\x01\x00\x01" + struct.pack("<III", 0, self.serial, len(fields)) + fields
+        msg += b"\0" * (-len(msg) % 8)
+        self.s.sendall(msg)
+        while True:
+            kind, reply_to, body = self._read()
+            if kind in (2, 3) and reply_to == self.serial:
+                if kind == 3:
+                    n = struct.unpack_from("<I", body)[0] if body else 0
+                    raise RuntimeError(f"{member}: {body[4:4 + n].decode(errors='replace')}")
+                return body
+
+    def _need(self, n):
+        while len(self.buf) < n:
+            chunk = self.s.recv(65536)
+            if not chunk:
+                raise RuntimeError("the bus closed the connection")
+            self.buf += chunk
+
+    def _read(self):
+        self._need(16)
+        kind = self.buf[1]
+        body_len, _, fields_len = struct.unpack_from("<III", self.buf, 4)
+        start = 16 + fields_len + (-(16 + fields_len) % 8)
+        self._need(start + body_len)
+        reply_to, i = None, 16
+        while i < 16 + fields_len:
+            i += -i % 8
+            code, siglen = self.buf[i], self.buf[i + 1]
+            sig = self.buf[i + 2:i + 2 + siglen]
+            i += 3 + siglen
+            if sig == b"g":
+                i += self.buf[i] + 2
+                continue
+            i += -i % 4
+            if sig == b"u":
+                if code == 5:
+                    reply_to = struct.unpack_from("<I", self.buf, i)[0]
+                i += 4
+            else:  # s, o
+                i += 4 + struct.unpack_from("<I", self.buf, i)[0] + 1
+        body = self.buf[start:start + body_len]
+        self.buf = self.buf[start + body_len:]
+        return kind, reply_to, body
+
+
+def reconcile_calls(reps, setup):
+    bus = Bus()
+    ms, daemon_ms, errors = [], [], []
+    for _ in range(reps):
+        if setup:
+            r = run_quiet(setup)
+            if r.returncode != 0:
+                errors.append(f"setup failed: {r.stderr.decode(errors='replace')[-400:]}")
+        t = time.perf_counter()
+        try:
+            body = bus.call("net.nmmultiwan.Daemon1", "/net/nmmultiwan/Daemon1", "net.nmmultiwan.Daemon1",
+                            "Reconcile")
+        except RuntimeError as e:
+            errors.append(str(e))
+            continue
+        ms.append((time.perf_counter() - t) * 1000)
+        daemon_ms.append(struct.unpack_from("<Q", body)[0] / 1000)
+    return {"ms": ms, "daemon_ms": daemon_ms, "errors": errors}
+
+
 def main(argv):
     if len(argv) < 2:
         sys.exit(__doc__)
@@ -352,6 +449,8 @@ def main(argv):
         res = web(int(argv[2]), int(argv[3]), int(argv[4]), argv[5:])
     elif mode == "time":
         res = time_cmds(int(argv[2]), json.loads(argv[3]), json.loads(argv[4]))
+    elif mode == "reconcile":
+        res = reconcile_calls(int(argv[2]), json.loads(argv[3]))
     elif mode == "react":
         res = react(
             json.loads(argv[2]),

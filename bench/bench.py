@@ -534,7 +534,7 @@ def scenario_apply(binary, cfg, results):
     nmmw = ["/usr/bin/nm-multiwan", "-q"]
     batch = 5
     for n in cfg["apply_counts"]:
-        with Sandbox(f"apply{n}", apply_specs(n), binary) as sb:
+        with Sandbox(f"apply{n}", apply_specs(n), binary, daemon=True) as sb:
             sb.up_all()
             recipe, clean = install_recipe(sb, sb.ifaces, f"recipe{n}")
             log(f"apply time: {n} uplinks, {' and '.join(BACKENDS)} against the recipe")
@@ -575,6 +575,23 @@ def scenario_apply(binary, cfg, results):
             for b in BACKENDS:
                 runs = len(c[f"{b}_noop_ms"])
                 c[f"{b}_noop_peer_cpu_ms"] = {comm: t / hz * 1000 / runs for comm, t in peer_ticks[b].items()}
+            # The daemon: the same reconcile asked for over D-Bus (`Reconcile`), reading
+            # NetworkManager from the mirror its signals keep. Timed around the call (the
+            # bus's round trip included) and as the daemon reports it. From nothing:
+            # `flush` (untimed) before each call. Probes off: a no-op stays a no-op.
+            for b in BACKENDS:
+                sb.use(b, "[health]\ntargets = []\n")
+                d = Daemon(sb, f"daemon-apply-{b}.log")
+                try:
+                    for key, setup, k in ((f"{b}_dnoop", None, cfg["noop_reps"]),
+                                          (f"{b}_dcold", nmmw + ["flush"], reps)):
+                        r = sb.agent("reconcile", k, json.dumps(setup))
+                        if r["errors"]:
+                            raise RuntimeError(f"{key}: {r['errors'][:3]}")
+                        c[key + "_ms"] = r["ms"]
+                        c[key + "_daemon_ms"] = r["daemon_ms"]
+                finally:
+                    d.stop()
             # What a run costs before it does anything: the binary's start and exit.
             timed("start", None, ["/usr/bin/nm-multiwan", "--version"], 20)
             execs = {b: count_firewall_execs(sb, b) for b in BACKENDS}
@@ -1243,8 +1260,16 @@ def goals_of_issue(R):
             s = stats(c[f"{fw}_noop_ms"])
             cells[fw] = (f"{fmt(s, ' ms')}, CPU {stats(c[f'{fw}_noop_cpu_ms'])['median']:.1f} ms",
                          s["median"] <= NOOP_GOAL_MS)
-        goals.append((f"no-op reconcile ≤ {NOOP_GOAL_MS:g} ms median at {NOOP_GOAL_AT} uplinks", cells,
-                      "2 apply time"))
+        goals.append((f"no-op reconcile ≤ {NOOP_GOAL_MS:g} ms median at {NOOP_GOAL_AT} uplinks "
+                      "(`nm-multiwan apply`, a process)", cells, "2 apply time"))
+        if all(f"{fw}_dnoop_ms" in c for fw in BACKENDS):
+            cells = {}
+            for fw in BACKENDS:
+                s = stats(c[f"{fw}_dnoop_ms"])
+                cells[fw] = (f"{fmt(s, ' ms')} round trip; the daemon's own "
+                             f"{stats(c[f'{fw}_dnoop_daemon_ms'])['median']:.2f} ms", s["median"] <= NOOP_GOAL_MS)
+            goals.append((f"no-op reconcile ≤ {NOOP_GOAL_MS:g} ms median at {NOOP_GOAL_AT} uplinks "
+                          "(the daemon, `Reconcile` over D-Bus, round trip)", cells, "2 apply time"))
     c = a.get("8")
     if c:
         sr = stats(c["recipe_ms"])
@@ -1254,8 +1279,17 @@ def goals_of_issue(R):
             rat = ratio(sc, sr)
             cells[fw] = (f"{rat:.2f} × recipe ({sc['median']:.1f} ms against {sr['median']:.1f} ms)",
                          rat <= APPLY_VS_RECIPE_GOAL)
-        goals.append((f"apply from nothing at 8 uplinks ≤ {APPLY_VS_RECIPE_GOAL} × the recipe's script", cells,
-                      "2 apply time"))
+        goals.append((f"apply from nothing at 8 uplinks ≤ {APPLY_VS_RECIPE_GOAL} × the recipe's script "
+                      "(`nm-multiwan apply`)", cells, "2 apply time"))
+        if all(f"{fw}_dcold_ms" in c for fw in BACKENDS):
+            cells = {}
+            for fw in BACKENDS:
+                sc = stats(c[f"{fw}_dcold_ms"])
+                rat = ratio(sc, sr)
+                cells[fw] = (f"{rat:.2f} × recipe ({sc['median']:.1f} ms round trip against {sr['median']:.1f} ms)",
+                             rat <= APPLY_VS_RECIPE_GOAL)
+            goals.append((f"apply from nothing at 8 uplinks ≤ {APPLY_VS_RECIPE_GOAL} × the recipe's script "
+                          "(the daemon, `Reconcile` over D-Bus)", cells, "2 apply time"))
     dp = R.get("dataplane")
     if dp:
         cells = {}
@@ -1411,6 +1445,30 @@ def build_table(R):
         row("2 apply time", f"{n} uplink{'s' if n > 1 else ''}, no-op reconcile (wall time of "
             "`nm-multiwan apply`, process start included)", cells,
             f"binary start and exit alone (`--version`): {fmt(start, ' ms')}" if start else "—",
+            f"≤ {NOOP_GOAL_MS:g} ms median at {NOOP_GOAL_AT} uplinks" if n == NOOP_GOAL_AT else "—", oks)
+    for n in counts:
+        c = a[str(n)]
+        if not all(f"{fw}_dnoop_ms" in c for fw in BACKENDS):
+            continue
+        sr = stats(c["recipe_ms"])
+        cells, oks = {}, {}
+        for fw in BACKENDS:
+            sc = stats(c[f"{fw}_dcold_ms"])
+            rat = ratio(sc, sr)
+            cells[fw] = (f"{fmt(sc, ' ms')} round trip; the daemon's own "
+                         f"{stats(c[f'{fw}_dcold_daemon_ms'])['median']:.1f} ms; {rat:.2f}× recipe")
+            oks[fw] = rat <= APPLY_VS_RECIPE_GOAL if n == 8 else None
+        row("2 apply time", f"{n} uplink{'s' if n > 1 else ''}, from nothing, in the daemon (`flush`, then "
+            "`Reconcile` over D-Bus)", cells, f"recipe script {fmt(sr, ' ms')}",
+            f"≤ {APPLY_VS_RECIPE_GOAL} × recipe at 8 uplinks" if n == 8 else "—", oks)
+        cells, oks = {}, {}
+        for fw in BACKENDS:
+            sn = stats(c[f"{fw}_dnoop_ms"])
+            cells[fw] = (f"{fmt(sn, ' ms')} round trip; the daemon's own "
+                         f"{stats(c[f'{fw}_dnoop_daemon_ms'])['median']:.2f} ms")
+            oks[fw] = sn["median"] <= NOOP_GOAL_MS if n == NOOP_GOAL_AT else None
+        row("2 apply time", f"{n} uplink{'s' if n > 1 else ''}, no-op reconcile in the daemon (`Reconcile` over "
+            "D-Bus, NetworkManager read from the daemon's mirror)", cells, "—",
             f"≤ {NOOP_GOAL_MS:g} ms median at {NOOP_GOAL_AT} uplinks" if n == NOOP_GOAL_AT else "—", oks)
     if len(counts) >= 2:
         lo, hi = str(counts[0]), str(counts[-1])
