@@ -183,9 +183,10 @@ EOF
         bad "dbus-daemon loads the D-Bus policy: $(cat "$tmp/dbus.err")"
     fi
 fi
-check "D-Bus policy: only root owns net.nmmultiwan.Daemon1, Reload is root's" bash -c "
+check "D-Bus policy: only root owns net.nmmultiwan.Daemon1, Reload and Reconcile are root's" bash -c "
     grep -q '<policy user=\"root\">' '$p' && grep -q '<deny own=\"net.nmmultiwan.Daemon1\"/>' '$p' &&
-    [ \$(grep -c 'send_member=\"Reload\"' '$p') = 1 ] && grep -q 'send_member=\"Status\"' '$p'"
+    [ \$(grep -c 'send_member=\"Reload\"' '$p') = 1 ] && [ \$(grep -c 'send_member=\"Reconcile\"' '$p') = 1 ] &&
+    grep -q 'send_member=\"Status\"' '$p'"
 check "example config is there" grep -q '^#mark_mask = "0x3f000000"' /usr/share/doc/nm-multiwan/config.example.toml
 a=/etc/xdg/autostart/nm-multiwan-notify.desktop
 check "autostart entry is the repo's" cmp -s "$a" packaging/nm-multiwan-notify.desktop

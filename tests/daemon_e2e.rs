@@ -479,6 +479,28 @@ fn daemon_dbus_policy_reload_and_networkmanager_restart(fw: Fw) {
     let o = call(&sb, None, "Reload");
     assert!(o.status.success(), "Reload as root: {}", stderr(&o));
     spread_is(&sb, 6, &[(1, 2), (2, 4)]);
+    // Reconcile: root's alone; it repairs at once what was removed behind the daemon's
+    // back (no NetworkManager signal tells it), and answers with how long it took.
+    let o = call(&sb, Some("nobody"), "Reconcile");
+    assert!(!o.status.success(), "Reconcile as nobody must fail");
+    sb.host_ok(&["/usr/bin/nm-multiwan", "flush"]);
+    assert_eq!(sb.our_table_rules(), 0, "flushed");
+    let o = call(&sb, None, "Reconcile");
+    assert!(o.status.success(), "Reconcile as root: {}", stderr(&o));
+    let reply = String::from_utf8_lossy(&o.stdout).into_owned();
+    let micros: u64 = reply
+        .split_whitespace()
+        .skip_while(|w| *w != "uint64")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a duration in the reply: {reply}"));
+    assert!(micros > 0, "{reply}");
+    assert_eq!(
+        sb.our_table_rules(),
+        4,
+        "rules back when Reconcile returned"
+    );
+    spread_is(&sb, 6, &[(1, 2), (2, 4)]);
     // A broken config is refused and changes nothing.
     std::fs::write(
         sb.work_file("etc-nm-multiwan/config.toml"),
