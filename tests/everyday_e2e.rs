@@ -199,6 +199,18 @@ fn reapply_with_a_new_address(fw: Fw, daemon: bool) {
     );
     let _daemon = daemon.then(|| Daemon::start(&sb, &[]));
     sb.wait_until(10, "rules for three uplinks", || sb.our_table_rules() == 6);
+    // wlan0's table: the dispatcher numbers uplinks as they come up (6102), the daemon
+    // started after all three were up numbers them by name (6103).
+    let table = sb
+        .host_ok(&["ip", "-4", "route", "show", "table", "all"])
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("default via 10.200.2.1 dev wlan0 table ")?
+                .split_whitespace()
+                .next()
+                .map(str::to_string)
+        })
+        .expect("a default route through wlan0 in a table of ours");
     // ISP 2 also serves 10.202.2.0/24 (a renumbered network behind the same cable).
     sb.ns_ok(
         "isp2",
@@ -217,7 +229,7 @@ fn reapply_with_a_new_address(fw: Fw, daemon: bool) {
     let start = Instant::now();
     sb.host_ok(&["nmcli", "device", "reapply", "wlan0"]);
     sb.wait_until(5, "the new address in wlan0's table", || {
-        sb.host_ok(&["ip", "-4", "route", "show", "table", "6102"])
+        sb.host_ok(&["ip", "-4", "route", "show", "table", &table])
             .contains("default via 10.202.2.1 dev wlan0 proto static src 10.202.2.5")
     });
     let took = start.elapsed();
@@ -241,7 +253,7 @@ fn reapply_with_a_new_address(fw: Fw, daemon: bool) {
         ct.contains("src=10.202.2.5") && !ct.contains("src=10.200.2.2"),
         "ISP 2 sees the new address only: {ct}"
     );
-    let ours = sb.host_ok(&["ip", "-4", "route", "show", "table", "6102"]) + &sb.firewall_text();
+    let ours = sb.host_ok(&["ip", "-4", "route", "show", "table", &table]) + &sb.firewall_text();
     assert!(
         !ours.contains("10.200.2.2") && !ours.contains("10.200.2.0/24"),
         "the old address is gone from our tables and firewall: {ours}"
