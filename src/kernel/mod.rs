@@ -13,6 +13,7 @@
 
 pub mod cgroup;
 pub mod conntrack;
+mod dump;
 pub mod firewall;
 pub mod keeper;
 pub mod nft;

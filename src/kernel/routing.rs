@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use futures::TryStreamExt;
-use rtnetlink::packet_route::AddressFamily;
-use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::RouteMessageBuilder;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::{
     AfSpecInet, AfSpecUnspec, InetDevConf, LinkAttribute, LinkMessage,
 };
@@ -19,7 +19,7 @@ use rtnetlink::packet_route::route::{
     RouteType,
 };
 use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleFlags, RuleMessage};
-use rtnetlink::{IpVersion, RouteMessageBuilder};
+use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use tracing::debug;
 
 use super::{Route, Rule};
@@ -31,7 +31,6 @@ const EEXIST: i32 = 17;
 const ENOENT: i32 = 2;
 const ESRCH: i32 = 3;
 const ENODEV: i32 = 19;
-const EAFNOSUPPORT: i32 = 97;
 
 /// `FRA_SUPPRESS_PREFIXLEN` as the kernel reports a rule without it (-1).
 const SUPPRESS_UNSET: u32 = u32::MAX;
@@ -128,32 +127,18 @@ impl Routing {
     /// our range, or the main table with `suppress_prefixlength 0` and an fwmark mask
     /// inside our mask.
     pub async fn rules(&self, ns: &Namespace) -> Result<Vec<Rule>> {
-        let mut out = Vec::new();
-        for family in Family::ALL {
-            let version = match family {
-                Family::V4 => IpVersion::V4,
-                Family::V6 => IpVersion::V6,
-            };
-            let mut dump = self.handle.rule().get(version).execute();
-            loop {
-                let msg = match dump.try_next().await {
-                    Ok(Some(msg)) => msg,
-                    Ok(None) => break,
-                    // A kernel without IPv6 has no IPv6 rules, hence none of ours.
-                    Err(e) if family == Family::V6 && errno(&e) == Some(EAFNOSUPPORT) => {
-                        debug!("no IPv6 in this kernel: no IPv6 rules");
-                        break;
-                    }
-                    Err(e) => return Err(nl_error(format_args!("listing {family} rules"), e)),
-                };
-                // Only the family asked for: a kernel without that family's rules
-                // answers with every family's.
-                if let Some(rule) = rule_of(&msg, ns).filter(|r| r.family == family) {
-                    out.push(rule);
-                }
-            }
-        }
-        Ok(out)
+        // Family unspecified: every family's rules in one dump.
+        let answers = dump(
+            "listing rules",
+            RouteNetlinkMessage::GetRule(RuleMessage::default()),
+        )?;
+        Ok(answers
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewRule(msg) => rule_of(msg, ns),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Every route in our tables, both families.
@@ -172,16 +157,14 @@ impl Routing {
         let mut request = RouteMessage::default();
         request.header.address_family = AddressFamily::Unspec;
         request.header.table = RouteHeader::RT_TABLE_UNSPEC;
-        let mut dump = self.handle.route().get(request).execute();
-        let mut out = Vec::new();
-        while let Some(msg) = dump
-            .try_next()
-            .await
-            .map_err(|e| nl_error("listing routes", e))?
-        {
-            out.extend(route_of(&msg, names));
-        }
-        Ok(out)
+        let answers = dump("listing routes", RouteNetlinkMessage::GetRoute(request))?;
+        Ok(answers
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewRoute(msg) => route_of(msg, names),
+                _ => None,
+            })
+            .collect())
     }
 
     /// Every interface's addresses, by name.
@@ -190,12 +173,14 @@ impl Routing {
         names: &HashMap<u32, String>,
     ) -> Result<BTreeMap<String, Vec<IpAddr>>> {
         let mut out: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
-        let mut dump = self.handle.address().get().execute();
-        while let Some(msg) = dump
-            .try_next()
-            .await
-            .map_err(|e| nl_error("listing addresses", e))?
-        {
+        let answers = dump(
+            "listing addresses",
+            RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+        )?;
+        for msg in answers.iter().filter_map(|m| match m {
+            RouteNetlinkMessage::NewAddress(msg) => Some(msg),
+            _ => None,
+        }) {
             let Some(name) = names.get(&msg.header.index) else {
                 continue;
             };
@@ -329,18 +314,20 @@ impl Routing {
     /// Every interface's name by index, and the IPv4 sysctls we set of each (see
     /// [`RoutingState::ipv4_conf`]).
     async fn links(&self) -> Result<(HashMap<u32, String>, BTreeMap<String, String>)> {
-        let mut dump = self.handle.link().get().execute();
+        let answers = dump(
+            "listing interfaces",
+            RouteNetlinkMessage::GetLink(LinkMessage::default()),
+        )?;
         let mut names = HashMap::new();
         let mut conf = BTreeMap::new();
-        while let Some(link) = dump
-            .try_next()
-            .await
-            .map_err(|e| nl_error("listing interfaces", e))?
-        {
-            let Some(name) = link_name(&link) else {
+        for link in answers.iter().filter_map(|m| match m {
+            RouteNetlinkMessage::NewLink(link) => Some(link),
+            _ => None,
+        }) {
+            let Some(name) = link_name(link) else {
                 continue;
             };
-            if let Some(c) = inet_conf(&link) {
+            if let Some(c) = inet_conf(link) {
                 for (key, value) in [
                     ("src_valid_mark", c.src_vmark),
                     ("arp_ignore", c.arp_ignore),
@@ -569,6 +556,13 @@ fn errno(e: &rtnetlink::Error) -> Option<i32> {
         rtnetlink::Error::NetlinkError(m) => m.code.map(|c| -c.get()),
         _ => None,
     }
+}
+
+/// One dump on a socket of its own, read synchronously (see [`super::dump`]).
+fn dump(what: &str, request: RouteNetlinkMessage) -> Result<Vec<RouteNetlinkMessage>> {
+    super::dump::Dumper::new()
+        .and_then(|mut d| d.dump(request))
+        .map_err(|e| Error::Netlink(format!("{what}: {e}")))
 }
 
 /// "WHAT: File exists (os error 17)" for kernel refusals, the crate's text otherwise.
