@@ -60,8 +60,24 @@ impl State {
 
     /// A missing or unreadable file is an empty state (with a warning when unreadable).
     pub fn load(dir: &Path) -> State {
+        use std::os::unix::fs::MetadataExt as _;
+        // The daemon loads the state before every reconcile, and a run that changes it
+        // writes a new file (aside, then renamed): while the file is the same one, the
+        // last parse stands.
+        type Key = (PathBuf, u64, u64, u64, i64, i64);
+        static LAST: std::sync::Mutex<Option<(Key, State)>> = std::sync::Mutex::new(None);
         let path = Self::path(dir);
-        match std::fs::read_to_string(&path) {
+        let key: Option<Key> = std::fs::metadata(&path).ok().map(|m| {
+            let (dev, ino, len) = (m.dev(), m.ino(), m.len());
+            (path.clone(), dev, ino, len, m.mtime(), m.mtime_nsec())
+        });
+        if let Some(key) = &key
+            && let Some((last, state)) = &*LAST.lock().expect("state cache lock")
+            && last == key
+        {
+            return state.clone();
+        }
+        let state = match std::fs::read_to_string(&path) {
             Ok(s) => serde_json::from_str(&s)
                 .map(migrate)
                 .and_then(serde_json::from_value)
@@ -70,7 +86,11 @@ impl State {
                     State::default()
                 }),
             Err(_) => State::default(),
+        };
+        if let Some(key) = key {
+            *LAST.lock().expect("state cache lock") = Some((key, state.clone()));
         }
+        state
     }
 
     /// Written to a temporary file and renamed, so a crash never leaves half a file.
