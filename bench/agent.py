@@ -19,7 +19,7 @@ Each subcommand prints one JSON object on stdout.
       REPS times: run SETUP (untimed, may be null), then call the daemon's D-Bus method
       net.nmmultiwan.Daemon1.Reconcile over one system-bus connection, timed around the
       call (the bus's round trip included); also records the duration the daemon
-      reports for the reconcile itself.
+      reports for the reconcile itself and how many changes it applied.
   react TRIGGER_JSON AVOID REMAINING_JSON PERIOD TIMEOUT [DISPATCHER_LOG] [MODE]
       Runs TRIGGER (untimed; t=0 is the moment it returns), then opens a new connection
       to the server's echo port 7000 every PERIOD seconds (without waiting for earlier
@@ -421,7 +421,7 @@ class Bus:
 
 def reconcile_calls(reps, setup):
     bus = Bus()
-    ms, daemon_ms, errors = [], [], []
+    ms, daemon_ms, changes, errors = [], [], [], []
     for _ in range(reps):
         if setup:
             r = run_quiet(setup)
@@ -435,8 +435,10 @@ def reconcile_calls(reps, setup):
             errors.append(str(e))
             continue
         ms.append((time.perf_counter() - t) * 1000)
-        daemon_ms.append(struct.unpack_from("<Q", body)[0] / 1000)
-    return {"ms": ms, "daemon_ms": daemon_ms, "errors": errors}
+        micros, applied = struct.unpack_from("<QI", body)
+        daemon_ms.append(micros / 1000)
+        changes.append(applied)
+    return {"ms": ms, "daemon_ms": daemon_ms, "changes": changes, "errors": errors}
 
 
 def main(argv):

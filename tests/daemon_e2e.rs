@@ -495,6 +495,19 @@ fn daemon_dbus_policy_reload_and_networkmanager_restart(fw: Fw) {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("a duration in the reply: {reply}"));
     assert!(micros > 0, "{reply}");
+    let applied: u32 = reply
+        .split_whitespace()
+        .skip_while(|w| *w != "uint32")
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a count of changes in the reply: {reply}"));
+    assert!(applied > 0, "a flushed machine needs changes: {reply}");
+    let o = call(&sb, None, "Reconcile");
+    let reply = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(
+        reply.contains("uint32 0"),
+        "nothing left to do right after: {reply}"
+    );
     assert_eq!(
         sb.our_table_rules(),
         4,

@@ -118,9 +118,10 @@ enum Control {
     Reload {
         reply: oneshot::Sender<std::result::Result<(), String>>,
     },
-    /// Answered with the reconcile's duration in microseconds.
+    /// Answered with the reconcile's duration in microseconds and how many changes
+    /// it applied.
     Reconcile {
-        reply: oneshot::Sender<std::result::Result<u64, String>>,
+        reply: oneshot::Sender<std::result::Result<(u64, u32), String>>,
     },
 }
 
@@ -267,7 +268,8 @@ pub async fn run(opts: Options) -> Result<()> {
                     let started = Instant::now();
                     d.schedule(started, "D-Bus Reconcile".into());
                     let r = d.reconcile_now().await;
-                    let _ = reply.send(r.map(|()| started.elapsed().as_micros() as u64));
+                    let took = started.elapsed().as_micros() as u64;
+                    let _ = reply.send(r.map(|n| (took, n as u32)));
                 }
             },
             Some(why) = nm_rx.recv() => d.schedule(Instant::now() + NM_DEBOUNCE, why),
@@ -445,11 +447,11 @@ impl Daemon {
         *self.shared.config.write().expect("config lock") = self.config.clone();
         info!(trigger = why, "configuration reloaded");
         self.schedule(Instant::now(), why.to_string());
-        self.reconcile_now().await
+        self.reconcile_now().await.map(drop)
     }
 
-    /// Runs the pending reconcile now.
-    async fn reconcile_now(&mut self) -> std::result::Result<(), String> {
+    /// Runs the pending reconcile now; returns how many changes it applied.
+    async fn reconcile_now(&mut self) -> std::result::Result<usize, String> {
         let reasons = self.pending.take().map(|p| p.reasons).unwrap_or_default();
         if let Some(e) = &*self.shared.config_error.lock().expect("config error lock") {
             error!(
@@ -466,7 +468,7 @@ impl Daemon {
                 for r in reasons {
                     self.schedule(Instant::now() + Duration::from_millis(250), r);
                 }
-                return Ok(());
+                return Ok(0);
             }
         } else {
             self.nm_starting_since = None;
@@ -518,6 +520,7 @@ impl Daemon {
                 // kernel refused them) or held while NetworkManager re-activates them
                 // are looked at again like after a failed run.
                 let unsettled = outcome.unsettled();
+                let applied = outcome.changes.len();
                 let plan = outcome.plan;
                 if !unsettled {
                     self.failures = 0;
@@ -537,7 +540,7 @@ impl Daemon {
                 self.publish();
                 self.watch_traffic(&plan);
                 self.announce(Some(&plan)).await;
-                Ok(())
+                Ok(applied)
             }
             Err(e) => {
                 self.failures += 1;

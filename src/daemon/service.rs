@@ -77,12 +77,13 @@ impl Service {
 
     /// Reconciles now (as `nm-multiwan apply` does, with the daemon's view of
     /// NetworkManager and its health verdicts) and returns when done, with how long
-    /// it took in microseconds (what `bench/run` reports). Root only.
+    /// it took in microseconds (what `bench/run` reports) and how many changes it
+    /// applied (0: all was in place). Root only.
     async fn reconcile(
         &self,
         #[zbus(header)] hdr: Header<'_>,
         #[zbus(connection)] conn: &Connection,
-    ) -> zbus::fdo::Result<u64> {
+    ) -> zbus::fdo::Result<(u64, u32)> {
         authorize_caller(&hdr, conn, "Reconcile").await?;
         self.ask(|reply| Control::Reconcile { reply }).await
     }
