@@ -70,8 +70,44 @@ fn nft_error(what: &str, e: nft::Error) -> Error {
     Error::Firewall(format!("{what}: {e}"))
 }
 
-fn open() -> Result<Nft> {
-    Nft::new().map_err(|e| nft_error("opening an nf_tables netlink socket", e))
+/// The process's nf_tables socket, kept open between uses: the kernel makes the close
+/// of a socket that committed a transaction wait until the objects that transaction
+/// replaced are freed (an RCU grace period, about 10 ms on our test machine), which a
+/// daemon need not pay at every reconcile. Answers left on it by an earlier use are
+/// told apart by their sequence numbers.
+static SOCKET: std::sync::Mutex<Option<Nft>> = std::sync::Mutex::new(None);
+
+/// The socket, given back to [`SOCKET`] when dropped.
+struct Pooled(Option<Nft>);
+
+impl std::ops::Deref for Pooled {
+    type Target = Nft;
+    fn deref(&self) -> &Nft {
+        self.0.as_ref().expect("a pooled socket")
+    }
+}
+
+impl std::ops::DerefMut for Pooled {
+    fn deref_mut(&mut self) -> &mut Nft {
+        self.0.as_mut().expect("a pooled socket")
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if let Some(nft) = self.0.take() {
+            *SOCKET.lock().unwrap_or_else(|e| e.into_inner()) = Some(nft);
+        }
+    }
+}
+
+fn open() -> Result<Pooled> {
+    if let Some(nft) = SOCKET.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        return Ok(Pooled(Some(nft)));
+    }
+    Nft::new()
+        .map(|nft| Pooled(Some(nft)))
+        .map_err(|e| nft_error("opening an nf_tables netlink socket", e))
 }
 
 /// A piece of a rule: its expressions and its text as `nft list` prints it.
