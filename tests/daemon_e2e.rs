@@ -255,6 +255,16 @@ fn call(sb: &Sandbox, user: Option<&str>, method: &str) -> std::process::Output 
     sb.host(&args)
 }
 
+/// The number `dbus-send --print-reply` prints after the type name `ty` (`uint64 2140`).
+fn number_after(reply: &str, ty: &str) -> u64 {
+    reply
+        .split_whitespace()
+        .skip_while(|w| *w != ty)
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a {ty} in the reply: {reply}"))
+}
+
 fn stderr(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -487,31 +497,23 @@ fn daemon_dbus_policy_reload_and_networkmanager_restart(fw: Fw) {
     assert_eq!(sb.our_table_rules(), 0, "flushed");
     let o = call(&sb, None, "Reconcile");
     assert!(o.status.success(), "Reconcile as root: {}", stderr(&o));
-    let reply = String::from_utf8_lossy(&o.stdout).into_owned();
-    let micros: u64 = reply
-        .split_whitespace()
-        .skip_while(|w| *w != "uint64")
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("a duration in the reply: {reply}"));
-    assert!(micros > 0, "{reply}");
-    let applied: u32 = reply
-        .split_whitespace()
-        .skip_while(|w| *w != "uint32")
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("a count of changes in the reply: {reply}"));
-    assert!(applied > 0, "a flushed machine needs changes: {reply}");
-    let o = call(&sb, None, "Reconcile");
-    let reply = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(
-        reply.contains("uint32 0"),
-        "nothing left to do right after: {reply}"
-    );
     assert_eq!(
         sb.our_table_rules(),
         4,
         "rules back when Reconcile returned"
+    );
+    let reply = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert!(number_after(&reply, "uint64") > 0, "a duration: {reply}");
+    assert!(
+        number_after(&reply, "uint32") > 0,
+        "a flushed machine needs changes: {reply}"
+    );
+    let o = call(&sb, None, "Reconcile");
+    let reply = String::from_utf8_lossy(&o.stdout).into_owned();
+    assert_eq!(
+        number_after(&reply, "uint32"),
+        0,
+        "nothing left to do right after: {reply}"
     );
     spread_is(&sb, 6, &[(1, 2), (2, 4)]);
     // A broken config is refused and changes nothing.
