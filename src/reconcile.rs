@@ -13,7 +13,7 @@ use crate::diff::{self, Change, Observed};
 use crate::error::{Error, Result};
 use crate::kernel::firewall::{self, Backend, Firewall};
 use crate::kernel::routing::{Routing, RoutingState};
-use crate::kernel::{Route, Rule, cgroup, conntrack, keeper, sysctl};
+use crate::kernel::{cgroup, conntrack, keeper, sysctl};
 use crate::model::Uplink;
 use crate::namespace::Namespace;
 use crate::nm::{NetworkManager, NmView};
@@ -530,53 +530,18 @@ async fn apply(
         // A run of route (or rule) additions goes to the kernel at once, each request
         // answered in turn: the order within a run does not matter, and one round trip
         // per route costs more than the route.
-        let routes: Vec<&Route> = changes[i..]
-            .iter()
-            .map_while(|c| match c {
-                Change::AddRoute(r) => Some(r),
-                _ => None,
-            })
-            .collect();
-        if !routes.is_empty() {
-            i += routes.len();
-            let results = join_all(routes.iter().map(|r| routing.add_route(r))).await;
+        let run = addition_run(&changes[i..]);
+        if run > 0 {
+            let additions = &changes[i..i + run];
+            i += run;
+            let results = join_all(additions.iter().map(|c| add(routing, c))).await;
             let mut failed = None;
-            for (r, result) in routes.into_iter().zip(results) {
-                debug!(change = %Change::AddRoute(r.clone()), "applied");
+            for (change, result) in additions.iter().zip(results) {
+                debug!(%change, "applied");
                 match result {
-                    Ok(()) => applied.push(Change::AddRoute(r.clone())),
+                    Ok(()) => applied.push(change.clone()),
                     Err(e) => {
-                        failed.get_or_insert((e, r.oif.clone()));
-                    }
-                }
-            }
-            if let Some((e, iface)) = failed {
-                return Err(uplink_of(e, &iface, &applied));
-            }
-            continue;
-        }
-        let rules: Vec<&Rule> = changes[i..]
-            .iter()
-            .map_while(|c| match c {
-                Change::AddRule(r) => Some(r),
-                _ => None,
-            })
-            .collect();
-        if !rules.is_empty() {
-            i += rules.len();
-            let results = join_all(rules.iter().map(|r| routing.add_rule(r))).await;
-            let mut failed = None;
-            for (r, result) in rules.into_iter().zip(results) {
-                debug!(change = %Change::AddRule(r.clone()), "applied");
-                match result {
-                    Ok(()) => applied.push(Change::AddRule(r.clone())),
-                    Err(e) => {
-                        let iface = plan
-                            .uplinks
-                            .iter()
-                            .find(|u| u.table == r.table || u.mark == r.fwmark)
-                            .map_or("?", |u| u.iface.as_str());
-                        failed.get_or_insert((e, iface.to_string()));
+                        failed.get_or_insert((e, uplink_of_addition(plan, change)));
                     }
                 }
             }
@@ -629,6 +594,43 @@ async fn apply(
         applied.push(change.clone());
     }
     Ok(applied)
+}
+
+/// How many changes at the head of `changes` are additions of one kind: routes, or
+/// rules (0 when the first is neither).
+fn addition_run(changes: &[Change]) -> usize {
+    let kind = |c: &Change| match c {
+        Change::AddRoute(_) => 1,
+        Change::AddRule(_) => 2,
+        _ => 0,
+    };
+    match changes.first().map(kind) {
+        Some(k) if k > 0 => changes.iter().take_while(|c| kind(c) == k).count(),
+        _ => 0,
+    }
+}
+
+/// Applies one addition of [`addition_run`].
+async fn add(routing: &Routing, change: &Change) -> Result<()> {
+    match change {
+        Change::AddRoute(r) => routing.add_route(r).await,
+        Change::AddRule(r) => routing.add_rule(r).await,
+        other => unreachable!("not an addition: {other}"),
+    }
+}
+
+/// The uplink an addition the kernel refused belongs to ("?" when none does).
+fn uplink_of_addition(plan: &Plan, change: &Change) -> String {
+    match change {
+        Change::AddRoute(r) => r.oif.clone(),
+        Change::AddRule(r) => plan
+            .uplinks
+            .iter()
+            .find(|u| u.table == r.table || u.mark == r.fwmark)
+            .map_or("?", |u| u.iface.as_str())
+            .to_string(),
+        _ => "?".to_string(),
+    }
 }
 
 /// Logs a reconcile's outcome. "Nothing changed" is worth telling a person who ran
