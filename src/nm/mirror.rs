@@ -326,6 +326,15 @@ mod tests {
         .flatten()
     }
 
+    /// A signal from NetworkManager, numbered `serial`.
+    fn from_nm(serial: u32, change: Change) -> Signal {
+        Signal {
+            sender: NM.into(),
+            serial,
+            change,
+        }
+    }
+
     fn changed(sender: &str, serial: u32, s: u32) -> Signal {
         Signal {
             sender: sender.into(),
@@ -397,29 +406,27 @@ mod tests {
         assert!(!m.is_loaded(), "another sender");
 
         let m = loaded(10, 70).await;
-        m.apply(Signal {
-            sender: NM.into(),
-            serial: 11,
-            change: Change::Properties {
+        m.apply(from_nm(
+            11,
+            Change::Properties {
                 path: path("/org/freedesktop/NetworkManager/Devices/77"),
                 interface: DEVICE.into(),
                 changed: state(100),
                 invalidated: false,
             },
-        });
+        ));
         assert!(!m.is_loaded(), "an unknown object");
 
         let m = loaded(10, 70).await;
-        m.apply(Signal {
-            sender: NM.into(),
-            serial: 11,
-            change: Change::Properties {
+        m.apply(from_nm(
+            11,
+            Change::Properties {
                 path: path(DEV),
                 interface: DEVICE.into(),
                 changed: Props::new(),
                 invalidated: true,
             },
-        });
+        ));
         assert!(!m.is_loaded(), "an invalidated property");
         assert_eq!(m.drops(), 1);
     }
@@ -450,23 +457,21 @@ mod tests {
     async fn objects_come_and_go() {
         let m = loaded(10, 70).await;
         let other = "/org/freedesktop/NetworkManager/Devices/4";
-        m.apply(Signal {
-            sender: NM.into(),
-            serial: 11,
-            change: Change::Added {
+        m.apply(from_nm(
+            11,
+            Change::Added {
                 path: path(other),
                 interfaces: [(DEVICE.to_string(), state(20))].into(),
             },
-        });
+        ));
         assert_eq!(m.read(|o| o.len()), Some(2));
-        m.apply(Signal {
-            sender: NM.into(),
-            serial: 12,
-            change: Change::Removed {
+        m.apply(from_nm(
+            12,
+            Change::Removed {
                 path: path(DEV),
                 interfaces: vec![DEVICE.into()],
             },
-        });
+        ));
         assert_eq!(m.read(|o| o.contains_key(&path(DEV))), Some(false));
         assert_eq!(m.read(|o| o.len()), Some(1));
     }
