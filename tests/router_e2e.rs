@@ -42,6 +42,19 @@ fn router(tag: &str, fw: Fw, config: Option<&str>, clients: usize) -> (Sandbox, 
 }
 
 /// Whether our firewall sends new connections arriving on lan0 to the decision.
+/// `nm-multiwan explain --from CLIENT DEST 7000`: where that LAN client's next
+/// connection to DEST would go.
+fn explain_from(sb: &Sandbox, client: &str, dest: &str) -> String {
+    sb.host_ok(&[
+        "/usr/bin/nm-multiwan",
+        "explain",
+        "--from",
+        client,
+        dest,
+        "7000",
+    ])
+}
+
 fn lan_in_firewall(sb: &Sandbox, fw: Fw) -> bool {
     match fw {
         Fw::Nftables => {
@@ -127,14 +140,7 @@ fn lan_clients_spread_over_the_uplinks(fw: Fw) {
         "{text}"
     );
     // `explain --from` a client: LAN to LAN is the LAN's, not balanced.
-    let words = sb.host_ok(&[
-        "/usr/bin/nm-multiwan",
-        "explain",
-        "--from",
-        &lan[0].addr,
-        &lan[1].addr,
-        "7000",
-    ]);
+    let words = explain_from(&sb, &lan[0].addr, &lan[1].addr);
     assert!(words.contains("on the LAN lan0 (10.42.0.0/24)"), "{words}");
 
     // LAN to LAN: straight across the bridge, the peer sees the client itself.
@@ -227,14 +233,7 @@ fn sticky_by_client_keeps_each_client_on_one_uplink(fw: Fw) {
     // `explain --from` a client names its sticky uplink.
     for (c, isp) in lan.iter().zip(&per_client) {
         let k = (1..=3).find(|k| &isp_addr(*k) == isp).expect("an ISP");
-        let words = sb.host_ok(&[
-            "/usr/bin/nm-multiwan",
-            "explain",
-            "--from",
-            &c.addr,
-            SERVER,
-            "7000",
-        ]);
+        let words = explain_from(&sb, &c.addr, SERVER);
         assert!(
             words.contains(&format!("through eth{}", k - 1)) && words.contains("sticky"),
             "{}: {words}",
@@ -298,14 +297,7 @@ fn global_sticky_by_client_keeps_each_client_on_one_uplink(fw: Fw) {
             .find(|e| e["destination"] == c.addr.as_str())
             .unwrap_or_else(|| panic!("{}: no sticky entry in {policies:?}", c.addr));
         assert_eq!(entry["uplink"], format!("eth{}", k - 1), "{entry}");
-        let words = sb.host_ok(&[
-            "/usr/bin/nm-multiwan",
-            "explain",
-            "--from",
-            &c.addr,
-            SERVER,
-            "7000",
-        ]);
+        let words = explain_from(&sb, &c.addr, SERVER);
         assert!(
             words.contains("sticky (global)")
                 && words.contains(&format!("through eth{}", k - 1))
