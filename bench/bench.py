@@ -82,6 +82,28 @@ def fmt(st, unit="", digits=1):
     return f"{f.format(st['median'])}{unit} [{f.format(st['min'])}–{f.format(st['max'])}]"
 
 
+def rotated_rounds(variants, reps, measure):
+    """`reps` rounds over `variants` (name -> (setup, teardown), either may be None),
+    each round starting one variant later, so that no variant always runs first or
+    right after the same other: each variant set up, measured, torn down. Returns
+    (name -> measurements, the order of each round)."""
+    names = list(variants)
+    runs = {name: [] for name in names}
+    order = []
+    for rep in range(reps):
+        k = rep % len(names)
+        rot = names[k:] + names[:k]
+        order.append(rot)
+        for name in rot:
+            setup, teardown = variants[name]
+            if setup:
+                setup()
+            runs[name].append(measure())
+            if teardown:
+                teardown()
+    return runs, order
+
+
 def times(r):
     return "—" if r is None else f"{r:.2f} ×"
 
@@ -800,19 +822,7 @@ def scenario_dataplane(binary, cfg, results):
         log(f"data plane: single stream, unshaped: {', '.join(names)}, {cfg['dp_reps']} rounds")
         sb.nmmw("flush")
         sb.run("sh", clean)
-        runs = {name: [] for name in names}
-        order = []
-        for rep in range(cfg["dp_reps"]):
-            k = rep % len(names)
-            rot = names[k:] + names[:k]
-            order.append(rot)
-            for name in rot:
-                setup, teardown = variants[name]
-                if setup:
-                    setup()
-                runs[name].append(iperf(sb, cfg["dp_seconds"]))
-                if teardown:
-                    teardown()
+        runs, order = rotated_rounds(variants, cfg["dp_reps"], lambda: iperf(sb, cfg["dp_seconds"]))
         results["dataplane"] = {"mbps": runs, "order": order, "seconds": cfg["dp_seconds"]}
 
 
@@ -918,19 +928,8 @@ def scenario_router(binary, cfg, results):
         names = list(variants)
         log(f"router: forwarded single stream, unshaped: {', '.join(names)}, {cfg['router_reps']} rounds")
         sb.nmmw("flush")
-        runs = {name: [] for name in names}
-        order = []
-        for rep in range(cfg["router_reps"]):
-            k = rep % len(names)
-            rot = names[k:] + names[:k]
-            order.append(rot)
-            for name in rot:
-                setup, teardown = variants[name]
-                if setup:
-                    setup()
-                runs[name].append(router_iperf(sb, cfg["router_seconds"]))
-                if teardown:
-                    teardown()
+        runs, order = rotated_rounds(variants, cfg["router_reps"],
+                                     lambda: router_iperf(sb, cfg["router_seconds"]))
         out["throughput"] = {"mbps": runs, "order": order, "seconds": cfg["router_seconds"]}
 
         log(f"router: {ROUTER_CLIENTS} LAN clients x {ROUTER_CONNS} connections, {' and '.join(BACKENDS)}")
