@@ -47,20 +47,40 @@ impl Dumper {
     /// marks as interrupted (what it lists changed meanwhile: `NLM_F_DUMP_INTR`) is
     /// asked again, a few times.
     pub fn dump(&mut self, request: RouteNetlinkMessage) -> io::Result<Vec<RouteNetlinkMessage>> {
+        self.dump_with(request, |bytes| {
+            let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            Ok(match msg.payload {
+                NetlinkPayload::InnerMessage(inner) => Some(inner),
+                _ => None,
+            })
+        })
+    }
+
+    /// Like [`Self::dump`], but each answer is handed to `parse` as it came (the whole
+    /// netlink message, header included): for a reader that needs a few attributes of
+    /// large messages, such as the link dump, where parsing everything costs more than
+    /// the kernel's answer.
+    pub fn dump_with<T>(
+        &mut self,
+        request: RouteNetlinkMessage,
+        mut parse: impl FnMut(&[u8]) -> io::Result<Option<T>>,
+    ) -> io::Result<Vec<T>> {
         let mut tries = 0;
         loop {
             tries += 1;
-            let (answers, interrupted) = self.dump_once(request.clone())?;
+            let (answers, interrupted) = self.dump_once(request.clone(), &mut parse)?;
             if !interrupted || tries == MAX_TRIES {
                 return Ok(answers);
             }
         }
     }
 
-    fn dump_once(
+    fn dump_once<T>(
         &mut self,
         request: RouteNetlinkMessage,
-    ) -> io::Result<(Vec<RouteNetlinkMessage>, bool)> {
+        parse: &mut impl FnMut(&[u8]) -> io::Result<Option<T>>,
+    ) -> io::Result<(Vec<T>, bool)> {
         self.sequence = self.sequence.wrapping_add(1);
         let mut msg = NetlinkMessage::from(request);
         msg.header.flags = NLM_F_REQUEST | NLM_F_DUMP;
@@ -75,26 +95,70 @@ impl Dumper {
         loop {
             let n = self.socket.recv(&mut &mut self.buffer[..], 0)?;
             let mut offset = 0;
-            while offset < n {
-                let msg =
-                    NetlinkMessage::<RouteNetlinkMessage>::deserialize(&self.buffer[offset..n])
-                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-                let len = msg.header.length as usize;
-                if len == 0 {
-                    break;
+            while offset + HEADER_LEN <= n {
+                let bytes = &self.buffer[offset..n];
+                let header = Header::of(bytes);
+                if header.length < HEADER_LEN || header.length > bytes.len() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "a netlink message of {} bytes in {}",
+                            header.length,
+                            bytes.len()
+                        ),
+                    ));
                 }
-                offset += (len + 3) & !3;
-                if msg.header.sequence_number != self.sequence {
+                let bytes = &bytes[..header.length];
+                offset += (header.length + 3) & !3;
+                if header.sequence != self.sequence {
                     continue; // an answer to an earlier request
                 }
-                interrupted |= msg.header.flags & NLM_F_DUMP_INTR != 0;
-                match msg.payload {
-                    NetlinkPayload::Done(_) => return Ok((answers, interrupted)),
-                    NetlinkPayload::Error(e) => return Err(e.to_io()),
-                    NetlinkPayload::InnerMessage(inner) => answers.push(inner),
-                    _ => {}
+                interrupted |= header.flags & NLM_F_DUMP_INTR != 0;
+                match header.kind {
+                    NLMSG_DONE => return Ok((answers, interrupted)),
+                    NLMSG_ERROR => {
+                        // The errno follows the header, negated; 0 is an acknowledgement.
+                        let code = bytes
+                            .get(HEADER_LEN..HEADER_LEN + 4)
+                            .map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+                        if code != 0 {
+                            return Err(io::Error::from_raw_os_error(-code));
+                        }
+                    }
+                    NLMSG_NOOP | NLMSG_OVERRUN => {}
+                    _ => answers.extend(parse(bytes)?),
                 }
             }
+        }
+    }
+}
+
+/// The netlink header's length: `nlmsghdr`.
+pub const HEADER_LEN: usize = 16;
+const NLMSG_NOOP: u16 = 1;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLMSG_OVERRUN: u16 = 4;
+
+/// The fields of a netlink header a dump reads.
+struct Header {
+    length: usize,
+    kind: u16,
+    flags: u16,
+    sequence: u32,
+}
+
+impl Header {
+    /// `bytes` holds at least [`HEADER_LEN`] bytes.
+    fn of(bytes: &[u8]) -> Header {
+        let u16_at = |i: usize| u16::from_ne_bytes([bytes[i], bytes[i + 1]]);
+        let u32_at =
+            |i: usize| u32::from_ne_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        Header {
+            length: u32_at(0) as usize,
+            kind: u16_at(4),
+            flags: u16_at(6),
+            sequence: u32_at(8),
         }
     }
 }

@@ -11,9 +11,7 @@ use std::net::IpAddr;
 use futures::TryStreamExt;
 use rtnetlink::RouteMessageBuilder;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
-use rtnetlink::packet_route::link::{
-    AfSpecInet, AfSpecUnspec, InetDevConf, LinkAttribute, LinkMessage,
-};
+use rtnetlink::packet_route::link::{LinkAttribute, LinkExtentMask, LinkMessage};
 use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
     RouteType,
@@ -22,6 +20,7 @@ use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleFlags, RuleMe
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 use tracing::debug;
 
+use super::dump::Dumper;
 use super::{Route, Rule};
 use crate::error::{Error, Result};
 use crate::model::{Family, IpNet};
@@ -74,9 +73,11 @@ impl RoutingState {
     }
 }
 
-/// Routes and rules over one rtnetlink socket.
+/// Routes and rules over one rtnetlink socket, read over another.
 pub struct Routing {
     handle: rtnetlink::Handle,
+    /// The socket of every dump, opened at the first (one dump at a time on it).
+    dumper: std::sync::Mutex<Option<Dumper>>,
 }
 
 impl Routing {
@@ -85,7 +86,29 @@ impl Routing {
         let (connection, handle, _) = rtnetlink::new_connection()
             .map_err(|e| Error::Netlink(format!("opening a netlink socket: {e}")))?;
         tokio::spawn(connection);
-        Ok(Routing { handle })
+        Ok(Routing {
+            handle,
+            dumper: Default::default(),
+        })
+    }
+
+    /// Runs `f` on the dump socket, opening it first if needed.
+    fn dumping<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&mut Dumper) -> std::io::Result<T>,
+    ) -> Result<T> {
+        let mut dumper = self.dumper.lock().expect("dump socket lock");
+        let result = match &mut *dumper {
+            Some(d) => f(d),
+            None => Dumper::new().and_then(|d| f(dumper.insert(d))),
+        };
+        result.map_err(|e| Error::Netlink(format!("{what}: {e}")))
+    }
+
+    /// Every message the kernel answers `request` with, as a dump.
+    fn dump(&self, what: &str, request: RouteNetlinkMessage) -> Result<Vec<RouteNetlinkMessage>> {
+        self.dumping(what, |d| d.dump(request))
     }
 
     /// Reads our routes and rules and every interface's addresses and main-table
@@ -128,7 +151,7 @@ impl Routing {
     /// inside our mask.
     pub async fn rules(&self, ns: &Namespace) -> Result<Vec<Rule>> {
         // Family unspecified: every family's rules in one dump.
-        let answers = dump(
+        let answers = self.dump(
             "listing rules",
             RouteNetlinkMessage::GetRule(RuleMessage::default()),
         )?;
@@ -157,7 +180,7 @@ impl Routing {
         let mut request = RouteMessage::default();
         request.header.address_family = AddressFamily::Unspec;
         request.header.table = RouteHeader::RT_TABLE_UNSPEC;
-        let answers = dump("listing routes", RouteNetlinkMessage::GetRoute(request))?;
+        let answers = self.dump("listing routes", RouteNetlinkMessage::GetRoute(request))?;
         Ok(answers
             .iter()
             .filter_map(|m| match m {
@@ -173,7 +196,7 @@ impl Routing {
         names: &HashMap<u32, String>,
     ) -> Result<BTreeMap<String, Vec<IpAddr>>> {
         let mut out: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
-        let answers = dump(
+        let answers = self.dump(
             "listing addresses",
             RouteNetlinkMessage::GetAddress(AddressMessage::default()),
         )?;
@@ -314,53 +337,111 @@ impl Routing {
     /// Every interface's name by index, and the IPv4 sysctls we set of each (see
     /// [`RoutingState::ipv4_conf`]).
     async fn links(&self) -> Result<(HashMap<u32, String>, BTreeMap<String, String>)> {
-        let answers = dump(
-            "listing interfaces",
-            RouteNetlinkMessage::GetLink(LinkMessage::default()),
-        )?;
+        // Without statistics (which we do not read); each answer is read for its
+        // index, name and IPv4 configuration only: a link message carries a kilobyte
+        // and a half of attributes, and parsing them all was most of a no-op reconcile.
+        let mut request = LinkMessage::default();
+        request
+            .attributes
+            .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+        let links = self.dumping("listing interfaces", |d| {
+            d.dump_with(RouteNetlinkMessage::GetLink(request), |bytes| {
+                Ok(RawLink::parse(bytes))
+            })
+        })?;
         let mut names = HashMap::new();
         let mut conf = BTreeMap::new();
-        for link in answers.iter().filter_map(|m| match m {
-            RouteNetlinkMessage::NewLink(link) => Some(link),
-            _ => None,
-        }) {
-            let Some(name) = link_name(link) else {
-                continue;
-            };
-            if let Some(c) = inet_conf(link) {
-                for (key, value) in [
-                    ("src_valid_mark", c.src_vmark),
-                    ("arp_ignore", c.arp_ignore),
-                    ("arp_announce", c.arp_announce),
-                    ("rp_filter", c.rp_filter),
-                ] {
-                    conf.insert(super::sysctl::conf_path(name, key), value.to_string());
-                }
+        for link in links {
+            for (key, value) in link.ipv4_conf.iter().flatten() {
+                conf.insert(super::sysctl::conf_path(&link.name, key), value.to_string());
             }
-            names.insert(link.header.index, name.to_string());
+            names.insert(link.index, link.name);
         }
         Ok((names, conf))
     }
 }
 
-fn link_name(link: &LinkMessage) -> Option<&str> {
-    link.attributes.iter().find_map(|a| match a {
-        LinkAttribute::IfName(n) => Some(n.as_str()),
-        _ => None,
-    })
+/// What a reconcile reads of an `RTM_NEWLINK` message.
+#[derive(Debug, PartialEq, Eq)]
+struct RawLink {
+    index: u32,
+    name: String,
+    /// The IPv4 sysctls we set, by their name under /proc/sys/net/ipv4/conf/IFACE/.
+    ipv4_conf: Option<[(&'static str, i32); 4]>,
 }
 
-/// The interface's IPv4 configuration (its /proc/sys/net/ipv4/conf values).
-fn inet_conf(link: &LinkMessage) -> Option<&InetDevConf> {
-    link.attributes.iter().find_map(|a| match a {
-        LinkAttribute::AfSpecUnspec(specs) => specs.iter().find_map(|s| match s {
-            AfSpecUnspec::Inet(inet) => inet.iter().find_map(|i| match i {
-                AfSpecInet::DevConf(c) => Some(c),
-                _ => None,
-            }),
-            _ => None,
-        }),
-        _ => None,
+impl RawLink {
+    /// The ones we read of `IPV4_DEVCONF_*` (linux/ip.h): `IFLA_INET_CONF` holds them
+    /// all as 32-bit values, the first being number 1.
+    const IPV4_CONF: [(&'static str, usize); 4] = [
+        ("src_valid_mark", 24),
+        ("arp_ignore", 19),
+        ("arp_announce", 18),
+        ("rp_filter", 8),
+    ];
+
+    /// Reads a whole netlink message (header included); `None` when it is no
+    /// `RTM_NEWLINK` or has no name.
+    fn parse(bytes: &[u8]) -> Option<RawLink> {
+        const RTM_NEWLINK: u16 = 16;
+        const IFINFOMSG_LEN: usize = 16;
+        const IFLA_IFNAME: u16 = 3;
+        const IFLA_AF_SPEC: u16 = 26;
+        const AF_INET: u16 = 2;
+        const IFLA_INET_CONF: u16 = 1;
+        let kind = u16::from_ne_bytes(bytes.get(4..6)?.try_into().ok()?);
+        if kind != RTM_NEWLINK {
+            return None;
+        }
+        let header = super::dump::HEADER_LEN;
+        let info = bytes.get(header..header + IFINFOMSG_LEN)?;
+        let index = u32::from_ne_bytes(info[4..8].try_into().ok()?);
+        let mut name = None;
+        let mut ipv4_conf = None;
+        for (kind, value) in attributes(&bytes[header + IFINFOMSG_LEN..]) {
+            match kind {
+                IFLA_IFNAME => {
+                    let value = value.split(|b| *b == 0).next().unwrap_or_default();
+                    name = Some(String::from_utf8_lossy(value).into_owned());
+                }
+                IFLA_AF_SPEC => {
+                    let inet = attributes(value).find(|(family, _)| *family == AF_INET);
+                    let conf = inet.and_then(|(_, inet)| {
+                        attributes(inet).find(|(kind, _)| *kind == IFLA_INET_CONF)
+                    });
+                    ipv4_conf = conf.and_then(|(_, values)| {
+                        let at = |n: usize| {
+                            let b = values.get((n - 1) * 4..n * 4)?;
+                            Some(i32::from_ne_bytes(b.try_into().ok()?))
+                        };
+                        let [a, b, c, d] = Self::IPV4_CONF;
+                        Some([
+                            (a.0, at(a.1)?),
+                            (b.0, at(b.1)?),
+                            (c.0, at(c.1)?),
+                            (d.0, at(d.1)?),
+                        ])
+                    });
+                }
+                _ => {}
+            }
+        }
+        Some(RawLink {
+            index,
+            name: name?,
+            ipv4_conf,
+        })
+    }
+}
+
+/// The netlink attributes in `bytes`: (type without its flag bits, value).
+fn attributes(mut bytes: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        let len = usize::from(u16::from_ne_bytes(bytes.get(0..2)?.try_into().ok()?));
+        let kind = u16::from_ne_bytes(bytes.get(2..4)?.try_into().ok()?) & 0x3fff;
+        let value = bytes.get(4..len)?;
+        bytes = bytes.get((len + 3) & !3..).unwrap_or_default();
+        Some((kind, value))
     })
 }
 
@@ -559,12 +640,6 @@ fn errno(e: &rtnetlink::Error) -> Option<i32> {
 }
 
 /// One dump on a socket of its own, read synchronously (see [`super::dump`]).
-fn dump(what: &str, request: RouteNetlinkMessage) -> Result<Vec<RouteNetlinkMessage>> {
-    super::dump::Dumper::new()
-        .and_then(|mut d| d.dump(request))
-        .map_err(|e| Error::Netlink(format!("{what}: {e}")))
-}
-
 /// "WHAT: File exists (os error 17)" for kernel refusals, the crate's text otherwise.
 fn nl_error(what: impl std::fmt::Display, e: rtnetlink::Error) -> Error {
     let reason = match errno(&e) {
@@ -818,6 +893,74 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "netlink: adding route 0.0.0.0/0 via 10.0.1.1 dev eth0 table 6101: File exists (os error 17)"
+        );
+    }
+
+    /// The few attributes read of a link message are those the full parse of
+    /// `netlink-packet-route` finds, on this machine's own interfaces (a link dump
+    /// needs no privilege).
+    #[test]
+    fn raw_links_read_what_the_full_parse_reads() {
+        use rtnetlink::packet_route::link::{AfSpecInet, AfSpecUnspec};
+        let mut dumper = Dumper::new().expect("a netlink socket");
+        let request = RouteNetlinkMessage::GetLink(LinkMessage::default());
+        let raw = dumper
+            .dump_with(request.clone(), |bytes| Ok(RawLink::parse(bytes)))
+            .unwrap();
+        let full: Vec<RawLink> = dumper
+            .dump(request)
+            .unwrap()
+            .into_iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewLink(link) => Some(link),
+                _ => None,
+            })
+            .map(|link| {
+                let name = link.attributes.iter().find_map(|a| match a {
+                    LinkAttribute::IfName(n) => Some(n.clone()),
+                    _ => None,
+                });
+                let conf = link.attributes.iter().find_map(|a| match a {
+                    LinkAttribute::AfSpecUnspec(specs) => specs.iter().find_map(|s| match s {
+                        AfSpecUnspec::Inet(inet) => inet.iter().find_map(|i| match i {
+                            AfSpecInet::DevConf(c) => Some(*c),
+                            _ => None,
+                        }),
+                        _ => None,
+                    }),
+                    _ => None,
+                });
+                RawLink {
+                    index: link.header.index,
+                    name: name.expect("every link has a name"),
+                    ipv4_conf: conf.map(|c| {
+                        [
+                            ("src_valid_mark", c.src_vmark),
+                            ("arp_ignore", c.arp_ignore),
+                            ("arp_announce", c.arp_announce),
+                            ("rp_filter", c.rp_filter),
+                        ]
+                    }),
+                }
+            })
+            .collect();
+        assert!(
+            raw.iter().any(|l| l.name == "lo" && l.ipv4_conf.is_some()),
+            "{raw:?}"
+        );
+        assert_eq!(raw, full);
+    }
+
+    #[test]
+    fn attributes_stop_at_a_truncated_one() {
+        // IFLA_IFNAME "lo", then an attribute claiming 64 bytes in 8.
+        let bytes = [7, 0, 3, 0, b'l', b'o', 0, 0, 64, 0, 1, 0, 0, 0, 0, 0];
+        let found: Vec<_> = attributes(&bytes).collect();
+        assert_eq!(found, [(3, &b"lo\0"[..])]);
+        assert_eq!(
+            attributes(&[0, 0, 0, 0]).count(),
+            0,
+            "a zero length ends the walk"
         );
     }
 }
