@@ -60,21 +60,12 @@ impl State {
 
     /// A missing or unreadable file is an empty state (with a warning when unreadable).
     pub fn load(dir: &Path) -> State {
-        use std::os::unix::fs::MetadataExt as _;
         // The daemon loads the state before every reconcile, and a run that changes it
         // writes a new file (aside, then renamed): while the file is the same one, the
         // last parse stands.
-        type Key = (PathBuf, u64, u64, u64, i64, i64);
-        static LAST: std::sync::Mutex<Option<(Key, State)>> = std::sync::Mutex::new(None);
         let path = Self::path(dir);
-        let key: Option<Key> = std::fs::metadata(&path).ok().map(|m| {
-            let (dev, ino, len) = (m.dev(), m.ino(), m.len());
-            (path.clone(), dev, ino, len, m.mtime(), m.mtime_nsec())
-        });
-        if let Some(key) = &key
-            && let Some((last, state)) = &*LAST.lock().expect("state cache lock")
-            && last == key
-        {
+        let key = FileKey::of(&path);
+        if let Some(state) = LAST.lock().expect("state cache lock").get(&key) {
             return state.clone();
         }
         let state = match std::fs::read_to_string(&path) {
@@ -87,27 +78,38 @@ impl State {
                 }),
             Err(_) => State::default(),
         };
-        if let Some(key) = key {
-            *LAST.lock().expect("state cache lock") = Some((key, state.clone()));
-        }
+        LAST.lock().expect("state cache lock").remember(key, &state);
         state
     }
 
     /// Written to a temporary file and renamed, so a crash never leaves half a file.
     pub fn save(&self, dir: &Path) -> Result<()> {
+        let path = Self::path(dir);
+        // A quiet reconcile writes nothing: the file still holds what was last read or
+        // written, and that is this state.
+        if LAST
+            .lock()
+            .expect("state cache lock")
+            .get(&FileKey::of(&path))
+            == Some(self)
+        {
+            return Ok(());
+        }
         std::fs::create_dir_all(dir)
             .map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-        let path = Self::path(dir);
         let tmp = dir.join("state.json.tmp");
         let text = serde_json::to_string_pretty(self).expect("state serialises");
-        // A quiet reconcile writes nothing.
         if std::fs::read(&path).is_ok_and(|old| old == text.as_bytes()) {
             return Ok(());
         }
         std::fs::write(&tmp, text)
             .map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
         std::fs::rename(&tmp, &path)
-            .map_err(|e| Error::io(format!("renaming to {}", path.display()), e))
+            .map_err(|e| Error::io(format!("renaming to {}", path.display()), e))?;
+        LAST.lock()
+            .expect("state cache lock")
+            .remember(FileKey::of(&path), self);
+        Ok(())
     }
 
     pub fn remove(dir: &Path) -> Result<()> {
@@ -117,6 +119,45 @@ impl State {
             }
             _ => Ok(()),
         }
+    }
+}
+
+/// The state file last read or written by this process, and what it holds.
+static LAST: std::sync::Mutex<LastState> = std::sync::Mutex::new(LastState(None));
+
+struct LastState(Option<(FileKey, State)>);
+
+impl LastState {
+    /// The state the file holds, if it is still the file last read or written.
+    fn get(&self, key: &Option<FileKey>) -> Option<&State> {
+        match (&self.0, key) {
+            (Some((last, state)), Some(key)) if last == key => Some(state),
+            _ => None,
+        }
+    }
+
+    fn remember(&mut self, key: Option<FileKey>, state: &State) {
+        self.0 = key.map(|k| (k, state.clone()));
+    }
+}
+
+/// Which file a path names and which version of it: path, device, inode, length and
+/// modification time (a new state is written aside and renamed: a new inode).
+#[derive(PartialEq, Eq)]
+struct FileKey(PathBuf, u64, u64, u64, i64, i64);
+
+impl FileKey {
+    fn of(path: &Path) -> Option<FileKey> {
+        use std::os::unix::fs::MetadataExt as _;
+        let m = std::fs::metadata(path).ok()?;
+        Some(FileKey(
+            path.to_path_buf(),
+            m.dev(),
+            m.ino(),
+            m.len(),
+            m.mtime(),
+            m.mtime_nsec(),
+        ))
     }
 }
 
@@ -208,6 +249,21 @@ mod tests {
         s.sysctls.insert("/proc/sys/x".into(), "0".into());
         s.save(&dir).unwrap();
         assert_eq!(State::load(&dir), s);
+        // Saving it again writes nothing; once another writer changed the file, it does.
+        let file = dir.join("state.json");
+        let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+        let before = inode(&file);
+        s.save(&dir).unwrap();
+        assert_eq!(inode(&file), before, "an unchanged state is not written");
+        std::fs::write(dir.join("other"), "{}").unwrap();
+        std::fs::rename(dir.join("other"), &file).unwrap();
+        assert_eq!(State::load(&dir), State::default());
+        s.save(&dir).unwrap();
+        assert_eq!(
+            State::load(&dir),
+            s,
+            "written again over another writer's file"
+        );
         let held = RunLock::acquire(&dir, std::time::Duration::from_secs(1)).unwrap();
         assert!(RunLock::acquire(&dir, std::time::Duration::from_millis(50)).is_err());
         drop(held);
