@@ -281,6 +281,23 @@ impl FirewallPlan {
     /// backend's rendering version is part of it, so that a new rendering replaces
     /// an old one on upgrade.
     pub fn fingerprint(&self, backend: Backend, rendering: u32) -> String {
+        // Every reconcile asks for the fingerprint of a plan that is, most of the time,
+        // the one of the last run: comparing costs a fraction of serialising.
+        type Last = Option<(Backend, u32, FirewallPlan, String)>;
+        static LAST: std::sync::Mutex<Last> = std::sync::Mutex::new(None);
+        if let Some((b, r, plan, fp)) = &*LAST.lock().expect("fingerprint cache lock")
+            && (*b, *r) == (backend, rendering)
+            && plan == self
+        {
+            return fp.clone();
+        }
+        let fp = self.compute_fingerprint(backend, rendering);
+        *LAST.lock().expect("fingerprint cache lock") =
+            Some((backend, rendering, self.clone(), fp.clone()));
+        fp
+    }
+
+    fn compute_fingerprint(&self, backend: Backend, rendering: u32) -> String {
         let text = serde_json::to_string(self).expect("plan serialises");
         let mut h: u64 = 0xcbf2_9ce4_8422_2325;
         for b in backend
