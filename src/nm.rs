@@ -338,6 +338,13 @@ impl NetworkManager {
     /// 2 portal, 3 limited, 4 full) of every device with an interface, by interface.
     /// Loopback is left out.
     pub async fn ip4_connectivity(&self) -> Result<BTreeMap<String, u32>> {
+        // The daemon asks before every reconcile: computed once per change.
+        if let Some(mirror) = &self.mirror {
+            mirror.ensure(|| self.managed_objects()).await?;
+            if let Some(c) = mirror.read_cached(connectivity_of) {
+                return Ok(c);
+            }
+        }
         if self.mirror.is_some()
             && let Some(c) = self.with_objects(connectivity_of).await?
         {

@@ -113,8 +113,8 @@ struct Inner {
     /// Counts the snapshots taken and the changes applied: what was computed from
     /// the objects at one generation holds until the next.
     generation: u64,
-    /// The last [`Mirror::read_cached`] result and its generation.
-    cached: Option<(u64, Box<dyn std::any::Any + Send>)>,
+    /// The last [`Mirror::read_cached`] result of each type, with its generation.
+    cached: HashMap<std::any::TypeId, (u64, Box<dyn std::any::Any + Send>)>,
     /// Signals received while a snapshot is on its way (`None`: none is).
     held: Option<Vec<Signal>>,
     /// The snapshot on its way cannot be trusted (dropped meanwhile, or too many
@@ -141,20 +141,22 @@ impl Mirror {
 
     /// Like [`Self::read`], but `f`'s result is kept until NetworkManager changes
     /// something: a reconcile when nothing changed computes nothing from the objects.
+    /// One result is kept per result type: readers of the same type share it.
     pub fn read_cached<R: Clone + Send + 'static>(
         &self,
         f: impl FnOnce(&Objects) -> R,
     ) -> Option<R> {
         let mut inner = self.inner.lock().expect("mirror lock");
         let generation = inner.generation;
-        if let Some((g, r)) = &inner.cached
+        let kind = std::any::TypeId::of::<R>();
+        if let Some((g, r)) = inner.cached.get(&kind)
             && *g == generation
             && let Some(r) = r.downcast_ref::<R>()
         {
             return Some(r.clone());
         }
         let r = f(&inner.snapshot.as_ref()?.objects);
-        inner.cached = Some((generation, Box::new(r.clone())));
+        inner.cached.insert(kind, (generation, Box::new(r.clone())));
         Some(r)
     }
 
