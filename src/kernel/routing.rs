@@ -78,6 +78,8 @@ pub struct Routing {
     handle: rtnetlink::Handle,
     /// The socket of every dump, opened at the first (one dump at a time on it).
     dumper: std::sync::Mutex<Option<Dumper>>,
+    /// Interface indices by name, as the last link dump listed them.
+    indices: std::sync::Mutex<HashMap<String, u32>>,
 }
 
 impl Routing {
@@ -89,6 +91,7 @@ impl Routing {
         Ok(Routing {
             handle,
             dumper: Default::default(),
+            indices: Default::default(),
         })
     }
 
@@ -259,13 +262,43 @@ impl Routing {
     /// Creates the route, or replaces the one with the same table and destination.
     pub async fn add_route(&self, route: &Route) -> Result<()> {
         let what = || format!("adding route {}", route);
-        let index = self
-            .ifindex(&route.oif)
-            .await
-            .map_err(|e| Error::Netlink(format!("{}: {e}", what())))?
-            .ok_or_else(|| {
-                Error::Netlink(format!("{}: no interface named {}", what(), route.oif))
-            })?;
+        // The index the last link dump gave the interface, if it was read: one
+        // question to the kernel less per route. Should the interface have been
+        // replaced since (ENODEV), it is asked for by name.
+        let known = self.known_index(&route.oif);
+        let result = match known {
+            Some(index) => self.send_route(route, index).await,
+            None => Err(None),
+        };
+        match result {
+            Ok(()) => {}
+            Err(Some(e)) if known.is_some() && errno(&e) != Some(ENODEV) => {
+                return Err(nl_error(what(), e));
+            }
+            Err(_) => {
+                let index = self
+                    .ifindex(&route.oif)
+                    .await
+                    .map_err(|e| Error::Netlink(format!("{}: {e}", what())))?
+                    .ok_or_else(|| {
+                        Error::Netlink(format!("{}: no interface named {}", what(), route.oif))
+                    })?;
+                self.send_route(route, index)
+                    .await
+                    .map_err(|e| nl_error(what(), e.expect("an answer")))?;
+            }
+        }
+        debug!(route = %route, "added route");
+        Ok(())
+    }
+
+    /// Sends the request that adds (or replaces) `route` through interface `index`;
+    /// the kernel's refusal as `Some`.
+    async fn send_route(
+        &self,
+        route: &Route,
+        index: u32,
+    ) -> std::result::Result<(), Option<rtnetlink::Error>> {
         let mut msg = route_message(route, index);
         set_route_table(&mut msg, route.table);
         self.handle
@@ -274,9 +307,16 @@ impl Routing {
             .replace()
             .execute()
             .await
-            .map_err(|e| nl_error(what(), e))?;
-        debug!(route = %route, "added route");
-        Ok(())
+            .map_err(Some)
+    }
+
+    /// The index the last link dump of this `Routing` gave interface `name`.
+    fn known_index(&self, name: &str) -> Option<u32> {
+        self.indices
+            .lock()
+            .expect("index cache lock")
+            .get(name)
+            .copied()
     }
 
     /// Deleting a route that is already gone is not an error.
@@ -357,6 +397,8 @@ impl Routing {
             }
             names.insert(link.index, link.name);
         }
+        *self.indices.lock().expect("index cache lock") =
+            names.iter().map(|(i, n)| (n.clone(), *i)).collect();
         Ok((names, conf))
     }
 }
