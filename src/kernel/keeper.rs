@@ -236,8 +236,13 @@ impl Keeper {
 
     /// A dummy link, or an ifb one where the kernel has no dummy driver.
     async fn create_link(&self) -> Result<(), rtnetlink::Error> {
+        // A kernel without the dummy driver stays without it: asked once per process.
+        static NO_DUMMY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
         let mut last = None;
         for kind in [InfoKind::Dummy, InfoKind::Ifb] {
+            if kind == InfoKind::Dummy && NO_DUMMY.load(std::sync::atomic::Ordering::Relaxed) {
+                continue;
+            }
             let msg = rtnetlink::LinkMessageBuilder::<LinkUnspec>::new_with_info_kind(kind.clone())
                 .name(DUMMY_NAME)
                 .build();
@@ -251,6 +256,9 @@ impl Keeper {
                 // "Unknown device type": try the next kind.
                 Err(e) if errno(&e) == Some(libc::EOPNOTSUPP) => {
                     debug!(?kind, "kernel cannot create this kind of interface");
+                    if kind == InfoKind::Dummy {
+                        NO_DUMMY.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
                     last = Some(e);
                 }
                 Err(e) => return Err(e),
