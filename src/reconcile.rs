@@ -370,13 +370,12 @@ pub async fn reconcile(
     let mut facts = view.facts;
     let mut observed = view.observed;
     // Record what we are about to create before creating it, so that a crash right
-    // after is still cleaned up by flush.
+    // after is still cleaned up by flush (saved by `apply` before its first change).
     state.namespace = Some(ns);
     state
         .firewall
         .get_or_insert_with(|| Backend::ALL.into_iter().collect())
         .insert(backend);
-    state.save(run_dir)?;
 
     // An uplink whose routes or rules the kernel refuses is left out and the rest
     // planned again, so that nothing ever marks for a half-built table.
@@ -503,9 +502,9 @@ async fn apply(
     run_dir: &Path,
 ) -> std::result::Result<Vec<Change>, Failure> {
     let mut applied = Vec::new();
-    // The original of every sysctl we are about to change is recorded first, in one
-    // write of the state file (a crash after any of them still restores it).
-    let mut originals = false;
+    // What the run is about to create (namespace, backend: see `reconcile`) and the
+    // original of every sysctl it is about to change are recorded first, in one write
+    // of the state file (a crash after any change still cleans up and restores).
     for change in changes {
         if let Change::SetSysctl {
             path,
@@ -514,12 +513,9 @@ async fn apply(
         } = change
         {
             state.sysctls.insert(path.clone(), original.clone());
-            originals = true;
         }
     }
-    if originals {
-        state.save(run_dir)?;
-    }
+    state.save(run_dir)?;
     let mut i = 0;
     while i < changes.len() {
         let uplink_of = |e: Error, iface: &str, applied: &Vec<Change>| Failure::Uplink {
@@ -561,11 +557,32 @@ async fn apply(
                 }
             }
             Change::InstallFirewall => {
-                let created = fw.apply(&plan.firewall, &state.created)?;
+                // The addresses to keep that follow go to the kernel on another thread
+                // while it takes the firewall on this one: independent work, each a
+                // few milliseconds when a run starts from nothing.
+                let keeps: Vec<IpAddr> = changes[i..]
+                    .iter()
+                    .map_while(|c| match c {
+                        Change::Keep(a) => Some(*a),
+                        _ => None,
+                    })
+                    .collect();
+                let keeping = (!keeps.is_empty()).then(|| tokio::spawn(keep(keeps.clone())));
+                let installed = fw.apply(&plan.firewall, &state.created);
+                if let Some(keeping) = keeping {
+                    keeping
+                        .await
+                        .map_err(|e| Error::Other(format!("keeping addresses: {e}")))??;
+                }
+                let created = installed?;
                 if created != state.created {
                     state.created = created;
                     state.save(run_dir)?;
                 }
+                applied.push(change.clone());
+                applied.extend(keeps.iter().map(|a| Change::Keep(*a)));
+                i += keeps.len();
+                continue;
             }
             Change::RemoveFirewall(b) => {
                 let created = firewall::backend(*b).flush(&state.created)?;
@@ -574,7 +591,7 @@ async fn apply(
                     state.save(run_dir)?;
                 }
             }
-            Change::Keep(a) => keeper::Keeper::connect().await?.keep(*a).await?,
+            Change::Keep(a) => keep(vec![*a]).await?,
             Change::DelRule(r) => routing.del_rule(r).await?,
             Change::DelRoute(r) => routing.del_route(r).await?,
             Change::RestoreSysctl { path, value } => {
@@ -594,6 +611,15 @@ async fn apply(
         applied.push(change.clone());
     }
     Ok(applied)
+}
+
+/// Keeps each address on our keeper interface, in order.
+async fn keep(addresses: Vec<IpAddr>) -> Result<()> {
+    let k = keeper::Keeper::connect().await?;
+    for a in addresses {
+        k.keep(a).await?;
+    }
+    Ok(())
 }
 
 /// How many changes at the head of `changes` are additions of one kind: routes, or
