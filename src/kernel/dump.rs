@@ -5,8 +5,10 @@
 //! state (links, rules, addresses, routes), which a no-op reconcile does every time and
 //! which costs the kernel microseconds. A dump here is one `send` and a few `recv`s on
 //! our own socket; the messages are the same `netlink-packet-route` types, parsed by
-//! the same code. One dump at a time per socket (the kernel answers a second with
-//! `EBUSY`): a [`Dumper`] is used by one reader, one dump after the other.
+//! the same code ([`Dumper::dump`]), or handed as they came to a reader that needs a
+//! few attributes of large messages ([`Dumper::dump_with`]: the link dump). One dump at
+//! a time per socket (the kernel answers a second with `EBUSY`): a [`Dumper`] is used
+//! by one reader, one dump after the other.
 
 use std::io;
 
