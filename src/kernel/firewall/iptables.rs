@@ -784,32 +784,45 @@ impl Tables {
     /// The batch installing `r` over what `saved` shows: every chain of ours declared
     /// (which empties it), refilled, jumps made unique; chains of ours the rendering no
     /// longer has are removed.
+    ///
+    /// `iptables-restore` commits each table on its own (iptables-nft too), so a run
+    /// killed between the two leaves one table new and the other old. Marks are set in
+    /// mangle and translated in nat: while mangle marks for an uplink nat has no
+    /// MASQUERADE for, new connections leave through it with another uplink's address
+    /// and are dropped. So nat goes first when it gains rules (from nothing, an uplink
+    /// added) and mangle first otherwise (an uplink removed: it stops being marked
+    /// before its translation goes).
     fn full_batch(r: &Rendered, saved: &Saved) -> String {
-        let mut b = String::from("*mangle\n");
+        let mut mangle = String::from("*mangle\n");
         for (chain, _) in &r.mangle {
-            b.push_str(&format!(":{chain} - [0:0]\n"));
+            mangle.push_str(&format!(":{chain} - [0:0]\n"));
         }
         for (_, rules) in &r.mangle {
             for l in rules {
-                b.push_str(l);
-                b.push('\n');
+                mangle.push_str(l);
+                mangle.push('\n');
             }
         }
-        jump_lines(&mut b, "mangle", saved);
+        jump_lines(&mut mangle, "mangle", saved);
         for (t, chain) in &saved.chains {
             if t == "mangle" && !r.mangle.iter().any(|(c, _)| c == chain) {
-                b.push_str(&format!("-F {chain}\n-X {chain}\n"));
+                mangle.push_str(&format!("-F {chain}\n-X {chain}\n"));
             }
         }
-        b.push_str("COMMIT\n*nat\n");
-        b.push_str(&format!(":{NAT_CHAIN} - [0:0]\n"));
+        mangle.push_str("COMMIT\n");
+        let mut nat = String::from("*nat\n");
+        nat.push_str(&format!(":{NAT_CHAIN} - [0:0]\n"));
         for l in &r.nat {
-            b.push_str(l);
-            b.push('\n');
+            nat.push_str(l);
+            nat.push('\n');
         }
-        jump_lines(&mut b, "nat", saved);
-        b.push_str("COMMIT\n");
-        b
+        jump_lines(&mut nat, "nat", saved);
+        nat.push_str("COMMIT\n");
+        if saved.count(NAT_CHAIN) < r.nat.len() {
+            nat + &mangle
+        } else {
+            mangle + &nat
+        }
     }
 
     /// Removes our chains and the jumps to them in this family.
@@ -910,11 +923,10 @@ impl Firewall for Iptables {
                 }
                 let mut batch = Tables::full_batch(&r, &saved);
                 if super::fault_injected() {
-                    batch = batch.replacen(
-                        "COMMIT\n",
-                        &format!("-A {OUT_CHAIN} -j nm-multiwan-missing\nCOMMIT\n"),
-                        1,
-                    );
+                    // A jump to a chain that does not exist, in the mangle table.
+                    let mangle = batch.find("*mangle\n").expect("a mangle table");
+                    let commit = mangle + batch[mangle..].find("COMMIT\n").expect("its commit");
+                    batch.insert_str(commit, &format!("-A {OUT_CHAIN} -j nm-multiwan-missing\n"));
                 }
                 tables.restore(&batch)?;
                 created.extend(
@@ -1414,6 +1426,21 @@ mod tests {
         // the batch against this reading adds no jump and removes no chain
         let batch = Tables::full_batch(&r, &saved);
         assert!(!batch.contains("-I OUTPUT") && !batch.contains("-X "));
+        // Each table is committed on its own: nat first when it gains rules (from
+        // nothing), mangle first otherwise (the same rules, or fewer: an uplink gone).
+        let order = |b: &str| b.find("*nat").unwrap() < b.find("*mangle").unwrap();
+        assert!(
+            order(&Tables::full_batch(&r, &Saved::default())),
+            "from nothing"
+        );
+        assert!(!order(&batch), "nat unchanged");
+        let gone = "-A nm-multiwan-nat -o gone0 -m mark --mark 0x9000000/0x3f000000 -j MASQUERADE";
+        let more = parse_save(&text.replace(
+            ":nm-multiwan-nat - [0:0]\n",
+            &format!(":nm-multiwan-nat - [0:0]\n{gone}\n"),
+        ));
+        assert_eq!(more.count(NAT_CHAIN), r.nat.len() + 1);
+        assert!(!order(&Tables::full_batch(&r, &more)), "nat loses a rule");
     }
 
     #[test]
