@@ -569,16 +569,19 @@ async fn apply(
                     .collect();
                 let keeping = (!keeps.is_empty()).then(|| tokio::spawn(keep(keeps.clone())));
                 let installed = fw.apply(&plan.firewall, &state.created);
-                if let Some(keeping) = keeping {
-                    keeping
+                let kept = match keeping {
+                    Some(keeping) => keeping
                         .await
-                        .map_err(|e| Error::Other(format!("keeping addresses: {e}")))??;
-                }
+                        .unwrap_or_else(|e| Err(Error::Other(format!("keeping addresses: {e}")))),
+                    None => Ok(()),
+                };
+                // What the firewall created is recorded even when keeping failed.
                 let created = installed?;
                 if created != state.created {
                     state.created = created;
                     state.save(run_dir)?;
                 }
+                kept?;
                 applied.push(change.clone());
                 applied.extend(keeps.iter().map(|a| Change::Keep(*a)));
                 i += keeps.len();
