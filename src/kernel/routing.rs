@@ -264,50 +264,36 @@ impl Routing {
         let what = || format!("adding route {}", route);
         // The index the last link dump gave the interface, if it was read: one
         // question to the kernel less per route. Should the interface have been
-        // replaced since (ENODEV), it is asked for by name.
-        let known = self.known_index(&route.oif);
-        let result = match known {
-            Some(index) => self.send_route(route, index).await,
-            None => Err(None),
-        };
-        match result {
-            Ok(()) => {}
-            Err(Some(e)) if known.is_some() && errno(&e) != Some(ENODEV) => {
-                return Err(nl_error(what(), e));
-            }
-            Err(_) => {
-                let index = self
-                    .ifindex(&route.oif)
-                    .await
-                    .map_err(|e| Error::Netlink(format!("{}: {e}", what())))?
-                    .ok_or_else(|| {
-                        Error::Netlink(format!("{}: no interface named {}", what(), route.oif))
-                    })?;
-                self.send_route(route, index)
-                    .await
-                    .map_err(|e| nl_error(what(), e.expect("an answer")))?;
+        // replaced since (ENODEV), it is asked for by name below.
+        if let Some(index) = self.known_index(&route.oif) {
+            match self.send_route(route, index).await {
+                Ok(()) => {
+                    debug!(route = %route, "added route");
+                    return Ok(());
+                }
+                Err(e) if errno(&e) != Some(ENODEV) => return Err(nl_error(what(), e)),
+                Err(_) => {}
             }
         }
+        let index = self
+            .ifindex(&route.oif)
+            .await
+            .map_err(|e| Error::Netlink(format!("{}: {e}", what())))?
+            .ok_or_else(|| {
+                Error::Netlink(format!("{}: no interface named {}", what(), route.oif))
+            })?;
+        self.send_route(route, index)
+            .await
+            .map_err(|e| nl_error(what(), e))?;
         debug!(route = %route, "added route");
         Ok(())
     }
 
-    /// Sends the request that adds (or replaces) `route` through interface `index`;
-    /// the kernel's refusal as `Some`.
-    async fn send_route(
-        &self,
-        route: &Route,
-        index: u32,
-    ) -> std::result::Result<(), Option<rtnetlink::Error>> {
+    /// Sends the request that adds (or replaces) `route` through interface `index`.
+    async fn send_route(&self, route: &Route, index: u32) -> Result<(), rtnetlink::Error> {
         let mut msg = route_message(route, index);
         set_route_table(&mut msg, route.table);
-        self.handle
-            .route()
-            .add(msg)
-            .replace()
-            .execute()
-            .await
-            .map_err(Some)
+        self.handle.route().add(msg).replace().execute().await
     }
 
     /// The index the last link dump of this `Routing` gave interface `name`.
