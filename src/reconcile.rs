@@ -568,7 +568,11 @@ async fn apply(
                     })
                     .collect();
                 let keeping = (!keeps.is_empty()).then(|| tokio::spawn(keep(keeps.clone())));
-                let installed = fw.apply(&plan.firewall, &state.created);
+                let before = state.created.clone();
+                let installed = fw.apply(&plan.firewall, &before, &mut |created| {
+                    state.created = created.clone();
+                    state.save(run_dir)
+                });
                 let kept = match keeping {
                     Some(keeping) => keeping
                         .await

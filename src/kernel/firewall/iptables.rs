@@ -910,7 +910,12 @@ impl Firewall for Iptables {
         Ok(true)
     }
 
-    fn apply(&self, p: &FirewallPlan, created: &BTreeSet<String>) -> Result<BTreeSet<String>> {
+    fn apply(
+        &self,
+        p: &FirewallPlan,
+        created: &BTreeSet<String>,
+        record: &mut dyn FnMut(&BTreeSet<String>) -> Result<()>,
+    ) -> Result<BTreeSet<String>> {
         let fp = p.fingerprint(Backend::Iptables, RENDERING);
         let mut created = created.clone();
         for family in Family::ALL {
@@ -928,13 +933,19 @@ impl Firewall for Iptables {
                     let commit = mangle + batch[mangle..].find("COMMIT\n").expect("its commit");
                     batch.insert_str(commit, &format!("-A {OUT_CHAIN} -j nm-multiwan-missing\n"));
                 }
-                tables.restore(&batch)?;
+                // With iptables-nft the restore creates the tables it names: recorded
+                // first, so that a run killed during it leaves them to flush.
+                let before = created.len();
                 created.extend(
                     ["mangle", "nat"]
                         .into_iter()
                         .filter(|t| !saved.tables.contains_key(*t))
                         .map(|t| format!("{} {t}", nft_family(family))),
                 );
+                if created.len() > before {
+                    record(&created)?;
+                }
+                tables.restore(&batch)?;
             } else {
                 // Not balanced in this family: nothing of ours may stay there, nor the
                 // tables only we brought into existence.

@@ -355,8 +355,14 @@ pub trait Firewall {
     /// Installs `plan` (both families) in one atomic step: no new connection meets a
     /// half-built ruleset, and a refused batch changes nothing. `created` names the
     /// containers earlier runs created (which flush removes once empty); returns that
-    /// set as it is now.
-    fn apply(&self, plan: &FirewallPlan, created: &BTreeSet<String>) -> Result<BTreeSet<String>>;
+    /// set as it is now. Before creating a container, the backend hands `record` the
+    /// set with it added, so that a run killed right after still has flush remove it.
+    fn apply(
+        &self,
+        plan: &FirewallPlan,
+        created: &BTreeSet<String>,
+        record: &mut dyn FnMut(&BTreeSet<String>) -> Result<()>,
+    ) -> Result<BTreeSet<String>>;
     /// Removes everything of ours (and those of the `created` containers that are this
     /// backend's and left empty); nothing else. Idempotent. Returns what is left of
     /// `created`.

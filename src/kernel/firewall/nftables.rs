@@ -1201,7 +1201,13 @@ impl Firewall for Nftables {
         Ok(table.and_then(|t| t.comment).as_deref() == Some(want.as_str()))
     }
 
-    fn apply(&self, p: &FirewallPlan, created: &BTreeSet<String>) -> Result<BTreeSet<String>> {
+    fn apply(
+        &self,
+        p: &FirewallPlan,
+        created: &BTreeSet<String>,
+        // Our table is the only container we create, and flush removes it by name.
+        _record: &mut dyn FnMut(&BTreeSet<String>) -> Result<()>,
+    ) -> Result<BTreeSet<String>> {
         // Sticky destinations outlive the table they were learned in: read them before
         // the replacement, and carry over those whose uplink the new plan still uses.
         let keep = read_sticky_maps(p)?;
